@@ -1,0 +1,1 @@
+"""Lianban hub runtime: settings, storage, ledger, reports and the `hub` CLI."""

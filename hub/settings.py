@@ -1,0 +1,78 @@
+"""One YAML file, validated by pydantic, picks the wiring (sandbox, test or production).
+
+`LIANBAN_CONFIG` names the file (default: config/sandbox.yaml in the checkout) and
+`LIANBAN_VAR` the directory every run writes under (default: ./var in the checkout).
+Secrets never live in the file: sources name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Source(BaseModel):
+    contract: str
+    schedule: str = "@daily"
+
+
+class SqlSource(_Source):
+    transport: Literal["sql"]
+    url: str
+    table: str
+    chunk_rows: int = Field(50_000, description="rows fetched per round trip")
+
+
+class FolderSource(_Source):
+    transport: Literal["folder"]
+    path: str
+    pattern: str = "*.csv"
+    marker: str = Field(".ok", description="a file is taken only once <name><marker> exists")
+
+
+class RestSource(_Source):
+    transport: Literal["rest"]
+    base_url: str | None = None
+    base_url_env: str | None = None
+    token_env: str = Field(description="environment variable holding the bearer token")
+    endpoint: str
+    page_size: int = 1000
+    timeout_s: float = 30.0
+
+
+SourceConfig = Annotated[SqlSource | FolderSource | RestSource, Field(discriminator="transport")]
+
+
+class Settings(BaseModel):
+    region: str
+    policy: str
+    master_url: str
+    sources: dict[str, SourceConfig]
+    var_dir: Path = Field(default_factory=lambda: Path("var"))
+
+    def expand(self, text: str) -> str:
+        """Fill `{var}` in a configured path or URL."""
+        return text.replace("{var}", str(self.var_dir))
+
+    def path(self, relative: str) -> Path:
+        """A repository file named in the config (contract, policy), resolved from the checkout."""
+        p = Path(relative)
+        return p if p.is_absolute() else ROOT / p
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, var_dir: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the config; environment variables override the defaults."""
+    config_path = Path(config or os.environ.get("LIANBAN_CONFIG") or ROOT / "config" / "sandbox.yaml")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
+    var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
+    return Settings(**raw, var_dir=var)
+

@@ -1,0 +1,145 @@
+"""Where every stage reads and writes: paths under var/ and the run ledger.
+
+Stages never guess another stage's paths; they ask here. The ledger (SQLite under
+var/state) records batches, their verdicts, watermarks and runs, so a task can be
+retried and the cycle always finds the last accepted batch of each source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub.settings import Settings
+
+_meta = sa.MetaData()
+
+batches = sa.Table(
+    "batches",
+    _meta,
+    sa.Column("batch_id", sa.String, primary_key=True),
+    sa.Column("source", sa.String, nullable=False, index=True),
+    sa.Column("window", sa.String, nullable=False),
+    sa.Column("status", sa.String, nullable=False),  # landed | accepted | held
+    sa.Column("rows", sa.Integer),
+    sa.Column("accepted_rows", sa.Integer),
+    sa.Column("quarantined_rows", sa.Integer),
+    sa.Column("landed_at", sa.String),
+    sa.Column("verdict_at", sa.String),
+    sa.Column("note", sa.String),
+)
+
+watermarks = sa.Table(
+    "watermarks",
+    _meta,
+    sa.Column("source", sa.String, primary_key=True),
+    sa.Column("value", sa.String, nullable=False),
+    sa.Column("batch_id", sa.String, nullable=False),
+    sa.Column("updated_at", sa.String, nullable=False),
+)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Paths and ledger for one var directory."""
+
+    settings: Settings
+
+    @property
+    def var(self) -> Path:
+        return self.settings.var_dir
+
+    def landing(self, source: str, batch_id: str) -> Path:
+        return self.var / "landing" / source / batch_id
+
+    def staged(self, source: str, batch_id: str) -> Path:
+        return self.var / "staged" / source / batch_id
+
+    def outbox(self, partner: str, period: str) -> Path:
+        return self.var / "outbox" / partner / period
+
+    def report_dir(self, run_id: str) -> Path:
+        return self.var / "reports" / run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        """Per-run working files (decisions, conflicts) that later cycle tasks read."""
+        return self.var / "runs" / run_id
+
+    @property
+    def sandbox(self) -> Path:
+        return self.var / "sandbox"
+
+    def engine(self) -> sa.Engine:
+        path = self.var / "state" / "ledger.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(f"sqlite:///{path}")
+        _meta.create_all(engine)
+        return engine
+
+    # -- batches -------------------------------------------------------------------
+    def record_batch(self, batch_id: str, source: str, window: str, rows: int) -> None:
+        """Register a landed batch; re-landing the same id keeps the existing record."""
+        with self.engine().begin() as conn:
+            exists = conn.execute(sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)).first()
+            if exists is None:
+                conn.execute(
+                    batches.insert().values(
+                        batch_id=batch_id, source=source, window=window, status="landed", rows=rows, landed_at=utcnow()
+                    )
+                )
+
+    def set_verdict(self, batch_id: str, status: str, accepted: int, quarantined: int, note: str = "") -> None:
+        with self.engine().begin() as conn:
+            conn.execute(
+                batches.update()
+                .where(batches.c.batch_id == batch_id)
+                .values(status=status, accepted_rows=accepted, quarantined_rows=quarantined, verdict_at=utcnow(), note=note)
+            )
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        with self.engine().connect() as conn:
+            row = conn.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings().first()
+        return dict(row) if row else None
+
+    def last_accepted(self, source: str) -> dict[str, Any] | None:
+        """The newest accepted batch of a source: what the master rests on."""
+        with self.engine().connect() as conn:
+            row = (
+                conn.execute(
+                    sa.select(batches)
+                    .where(batches.c.source == source, batches.c.status == "accepted")
+                    .order_by(batches.c.verdict_at.desc(), batches.c.landed_at.desc())
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    # -- watermarks ----------------------------------------------------------------
+    def watermark(self, source: str) -> str | None:
+        with self.engine().connect() as conn:
+            return conn.execute(sa.select(watermarks.c.value).where(watermarks.c.source == source)).scalar()
+
+    def commit_watermark(self, source: str, value: str, batch_id: str) -> None:
+        """Called only after the batch has landed whole (Singer's bookmark rule)."""
+        with self.engine().begin() as conn:
+            conn.execute(watermarks.delete().where(watermarks.c.source == source))
+            conn.execute(watermarks.insert().values(source=source, value=value, batch_id=batch_id, updated_at=utcnow()))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary name and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
