@@ -66,7 +66,9 @@ class Settings(BaseModel):
         return p if p.is_absolute() else ROOT / p
 
 
-def load_settings(config: str | os.PathLike[str] | None = None, var_dir: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(
+    config: str | os.PathLike[str] | None = None, var_dir: str | os.PathLike[str] | None = None
+) -> Settings:
     """Read and validate the config; environment variables override the defaults."""
     config_path = Path(config or os.environ.get("LIANBAN_CONFIG") or ROOT / "config" / "sandbox.yaml")
     try:
@@ -75,4 +77,3 @@ def load_settings(config: str | os.PathLike[str] | None = None, var_dir: str | o
         raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
     var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
     return Settings(**raw, var_dir=var)
-

@@ -94,16 +94,29 @@ class Storage:
             if exists is None:
                 conn.execute(
                     batches.insert().values(
-                        batch_id=batch_id, source=source, window=window, status="landed", rows=rows, landed_at=utcnow()
+                        batch_id=batch_id,
+                        source=source,
+                        window=window,
+                        status="landed",
+                        rows=rows,
+                        landed_at=utcnow(),
                     )
                 )
 
-    def set_verdict(self, batch_id: str, status: str, accepted: int, quarantined: int, note: str = "") -> None:
+    def set_verdict(
+        self, batch_id: str, status: str, accepted: int, quarantined: int, note: str = ""
+    ) -> None:
         with self.engine().begin() as conn:
             conn.execute(
                 batches.update()
                 .where(batches.c.batch_id == batch_id)
-                .values(status=status, accepted_rows=accepted, quarantined_rows=quarantined, verdict_at=utcnow(), note=note)
+                .values(
+                    status=status,
+                    accepted_rows=accepted,
+                    quarantined_rows=quarantined,
+                    verdict_at=utcnow(),
+                    note=note,
+                )
             )
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
@@ -134,7 +147,9 @@ class Storage:
         """Called only after the batch has landed whole (Singer's bookmark rule)."""
         with self.engine().begin() as conn:
             conn.execute(watermarks.delete().where(watermarks.c.source == source))
-            conn.execute(watermarks.insert().values(source=source, value=value, batch_id=batch_id, updated_at=utcnow()))
+            conn.execute(
+                watermarks.insert().values(source=source, value=value, batch_id=batch_id, updated_at=utcnow())
+            )
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

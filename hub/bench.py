@@ -1,0 +1,226 @@
+"""`hub bench`: time every stage in-process on a sandbox of N persons, against a DuckDB floor.
+
+The floor is a hand-written DuckDB query over the same staged parquet files that does the
+merge's joins and evaluates the same two subsidies; merge plus eligibility is reported as a
+ratio to it (DESIGN.md section 8 target: within 2x).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hub.settings import Settings, load_settings
+from hub.storage import Storage, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTiming:
+    stage: str
+    rows: int
+    seconds: float
+    peak_rss_mib: float
+
+
+class PeakRss:
+    """Samples this process's resident memory every 10 ms while a stage runs."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.timings: list[StageTiming] = []
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, int]]:
+        """Time a block; the block sets out['rows'] to the number of rows it handled."""
+        out = {"rows": 0}
+        with PeakRss() as rss:
+            started = time.perf_counter()
+            yield out
+            elapsed = time.perf_counter() - started
+        self.timings.append(StageTiming(name, out["rows"], elapsed, rss.peak / 2**20))
+        log.info("%s: %.2f s", name, elapsed)
+
+    def seconds(self, name: str) -> float:
+        return next(t.seconds for t in self.timings if t.stage == name)
+
+
+def _sandbox_matches(storage: Storage, persons: int, seed: int) -> bool:
+    meta = storage.sandbox / "sandbox.json"
+    if not meta.exists():
+        return False
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    return bool(info.get("persons") == persons and info.get("seed") == seed)
+
+
+def duckdb_floor(settings: Settings, as_of: date) -> int:
+    """The same joins and the two subsidies as one hand-written DuckDB query, written to parquet."""
+    import duckdb
+
+    from transforms.eligibility import load_policy
+
+    storage = Storage(settings)
+    staged: dict[str, str] = {}
+    for source in settings.sources:
+        batch = storage.last_accepted(source)
+        if batch is None:
+            raise RuntimeError(f"no accepted batch of {source} to benchmark")
+        staged[source] = str(storage.staged(source, batch["batch_id"]) / "accepted.parquet")
+    p = load_policy(settings.path(settings.policy), as_of).parameters
+    query = f"""
+    WITH cdpf AS (
+        SELECT * FROM read_parquet('{staged["cdpf"]}')
+        QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
+    police AS (
+        SELECT * FROM read_parquet('{staged["police"]}')
+        QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
+    hrss AS (
+        SELECT * FROM read_parquet('{staged["hrss"]}')
+        QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
+    civil AS (
+        SELECT id_number,
+               bool_or(assistance_type = 'dibao') AS dibao,
+               bool_or(assistance_type = 'dibao_edge') AS dibao_edge,
+               bool_or(assistance_type = 'tekun') AS tekun,
+               bool_or(assistance_type IN ('orphan', 'de_facto_orphan')) AS orphan_support,
+               max(dibao_standard) FILTER (WHERE assistance_type IN ('dibao', 'dibao_edge')) AS dibao_standard
+        FROM read_parquet('{staged["civil"]}')
+        WHERE active AND start_date <= DATE '{as_of}' AND (end_date IS NULL OR end_date >= DATE '{as_of}')
+        GROUP BY id_number),
+    m AS (
+        SELECT c.id_number, c.level, c.category, c.institutional_care, c.needs_long_term_care,
+               c.cert_status = 'active' AND c.cert_valid_until >= DATE '{as_of}' AS cert_ok,
+               coalesce(p.hukou_status = 'normal' AND starts_with(p.hukou_county, '33'), false) AS local_ok,
+               coalesce(v.dibao, false) AS dibao, coalesce(v.dibao_edge, false) AS dibao_edge,
+               coalesce(v.tekun, false) AS tekun, coalesce(v.orphan_support, false) AS orphan_support,
+               v.dibao_standard, coalesce(h.work_injury_care, false) AS wic
+        FROM cdpf c LEFT JOIN police p USING (id_number) LEFT JOIN civil v USING (id_number)
+        LEFT JOIN hrss h USING (id_number)),
+    d AS (
+        SELECT id_number,
+               cert_ok AND local_ok AND (dibao OR dibao_edge) AND NOT tekun AND NOT wic
+                   AND NOT orphan_support AS living,
+               cert_ok AND local_ok AND coalesce(needs_long_term_care, false)
+                   AND (level <= 2 OR (level >= 3 AND category IN (5, 6))) AND NOT tekun AND NOT wic AS nursing,
+               {p["living_share_of_dibao"]} * dibao_standard AS living_amount,
+               ({p["nursing_tier1"]} * (level = 1)::INT + {p["nursing_tier2"]} * (level = 2)::INT
+                + {p["nursing_tier3"]} * (level >= 3)::INT)
+                   * (1 + {p["institutional_uplift"]} * institutional_care::INT) AS nursing_amount
+        FROM m)
+    SELECT id_number, 'living_subsidy' AS service, living AS eligible,
+           CASE WHEN living THEN round(living_amount, 2) ELSE 0 END AS amount FROM d
+    UNION ALL
+    SELECT id_number, 'nursing_subsidy', nursing, CASE WHEN nursing THEN round(nursing_amount, 2) ELSE 0 END FROM d
+    """
+    target = storage.var / "bench-floor-decisions.parquet"
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet)")
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()
+    con.close()
+    return int(rows[0]) if rows else 0
+
+
+def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, Any]:
+    """Generate (or reuse) the sandbox, run every stage once in-process, and time each."""
+    from hub import cycle
+    from hub.ingest import pull_stage, validate_stage
+    from hub.run import _sandbox_services
+
+    root = (base or load_settings().var_dir) / "bench" / f"p{persons}-s{seed}"
+    settings = load_settings(var_dir=root)
+    storage = Storage(settings)
+    bench = Bench()
+    if not _sandbox_matches(storage, persons, seed):
+        from hub.sandbox.generator import init_sandbox
+
+        with bench.stage("sandbox init") as out:
+            init_sandbox(settings, persons=persons, seed=seed)
+            out["rows"] = persons
+    as_of = date.fromisoformat(
+        json.loads((storage.sandbox / "sandbox.json").read_text(encoding="utf-8"))["as_of"]
+    )
+    run_id = f"bench-{as_of}"
+    os.environ["LIANBAN_VAR"] = str(root)
+    with _sandbox_services(settings):
+        for source in settings.sources:
+            with bench.stage(f"pull {source}") as out:
+                landed = pull_stage(settings, source, as_of)
+                out["rows"] = int(landed["rows"])
+            with bench.stage(f"validate {source}") as out:
+                staged = validate_stage(settings, source, landed["batch_id"], as_of)
+                out["rows"] = int(staged["accepted"]) + int(staged["quarantined"])
+    steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
+        ("merge", cycle.merge_stage),
+        ("eligibility", cycle.eligibility_stage),
+        ("exchange", cycle.exchange_stage),
+        ("report", cycle.report_stage),
+    ]
+    for name, step in steps:
+        with bench.stage(name) as out:
+            result = step(settings, as_of, run_id)
+            out["rows"] = int(result.get("rows", 0))
+    with bench.stage("duckdb floor (merge + eligibility)") as out:
+        out["rows"] = duckdb_floor(settings, as_of)
+    ours = bench.seconds("merge") + bench.seconds("eligibility")
+    floor = bench.seconds("duckdb floor (merge + eligibility)")
+    cycle_stages = [
+        t for t in bench.timings if t.stage not in {"sandbox init", "duckdb floor (merge + eligibility)"}
+    ]
+    figures: dict[str, Any] = {
+        "persons": persons,
+        "seed": seed,
+        "as_of": str(as_of),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "stages": [asdict(t) for t in bench.timings],
+        "cycle_seconds": sum(t.seconds for t in cycle_stages),
+        "merge_plus_eligibility_seconds": ours,
+        "duckdb_floor_seconds": floor,
+        "ratio_to_floor": ours / floor if floor else None,
+        "peak_rss_mib": max(t.peak_rss_mib for t in bench.timings),
+    }
+    out_dir = (base or load_settings().var_dir) / "bench"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    write_json_atomic(out_dir / f"bench-{persons}-{stamp}.json", figures)
+    figures["json"] = str(out_dir / f"bench-{persons}-{stamp}.json")
+    return figures

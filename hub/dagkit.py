@@ -1,0 +1,107 @@
+"""Builders for the thin Airflow DAG files in dags/: wiring, schedules and retries only.
+
+Only airflow.sdk and pendulum are imported here; every task imports the stage it runs
+inside its body, so parsing a DAG file touches no database, network or heavy library.
+Tasks pass batch ids and small counts through XCom, never data.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, dag, get_current_context, task
+
+SOURCES = ("cdpf", "civil", "hrss", "police")
+START = pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai")
+DEFAULT_ARGS: dict[str, Any] = {"owner": "lianban", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+
+def staged_asset(source: str) -> Asset:
+    """The Asset an ingestion DAG updates when a batch of `source` has been validated."""
+    return Asset(f"lianban://staged/{source}")
+
+
+def _as_of() -> date:
+    """The run's logical date (never now()): decisions are for the day the run stands for."""
+    logical = get_current_context()["logical_date"]
+    return pendulum.instance(logical).in_timezone("Asia/Shanghai").date()
+
+
+def ingestion_dag(source: str, doc_md: str | None) -> DAG:
+    """One ingestion DAG per source: pull (land raw bytes), then stage (standardise + validate)."""
+
+    @dag(
+        dag_id=f"ingest_{source}",
+        schedule="@daily",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["lianban", "ingest", source],
+        doc_md=doc_md,
+    )
+    def ingest() -> None:
+        @task
+        def pull() -> str:
+            from hub.ingest import pull_stage
+            from hub.settings import load_settings
+
+            return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
+
+        @task(outlets=[staged_asset(source)])
+        def stage(batch_id: str) -> dict[str, Any]:
+            from hub.ingest import validate_stage
+            from hub.settings import load_settings
+
+            return validate_stage(load_settings(), source, batch_id, _as_of())
+
+        stage(pull())
+
+    return ingest()
+
+
+def cycle_dag(doc_md: str | None) -> DAG:
+    """The cycle downstream of every source's Asset: merge, eligibility, exchange, report."""
+
+    @dag(
+        dag_id="cycle",
+        schedule=[staged_asset(s) for s in SOURCES],
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["lianban", "cycle"],
+        doc_md=doc_md,
+    )
+    def cycle() -> None:
+        def run_stage(name: str) -> dict[str, Any]:
+            from hub import cycle as stages
+            from hub.settings import load_settings
+
+            as_of = _as_of()
+            result: dict[str, Any] = getattr(stages, f"{name}_stage")(
+                load_settings(), as_of, f"cycle-{as_of}"
+            )
+            return result
+
+        @task
+        def merge() -> dict[str, Any]:
+            return run_stage("merge")
+
+        @task
+        def eligibility() -> dict[str, Any]:
+            return run_stage("eligibility")
+
+        @task
+        def exchange() -> dict[str, Any]:
+            return run_stage("exchange")
+
+        @task
+        def report() -> dict[str, Any]:
+            return run_stage("report")
+
+        merge() >> eligibility() >> exchange() >> report()
+
+    return cycle()
