@@ -24,8 +24,14 @@ class _Source(BaseModel):
 
 class SqlSource(_Source):
     transport: Literal["sql"]
-    url: str
+    url: str = Field(description="SQLAlchemy URL; `{var}` is filled, `${VAR}` is read from the environment")
     table: str
+    mode: Literal["full", "incremental"] = "full"
+    watermark_column: str | None = Field(None, description="updated_at column of the composite watermark")
+    key_columns: list[str] = Field(
+        default_factory=list, description="unique key, second part of the watermark"
+    )
+    overlap_seconds: int = Field(300, description="re-read this far behind the watermark for late commits")
     chunk_rows: int = Field(50_000, description="rows fetched per round trip")
 
 
@@ -57,8 +63,8 @@ class Settings(BaseModel):
     var_dir: Path = Field(default_factory=lambda: Path("var"))
 
     def expand(self, text: str) -> str:
-        """Fill `{var}` in a configured path or URL."""
-        return text.replace("{var}", str(self.var_dir))
+        """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""
+        return os.path.expandvars(text.replace("{var}", str(self.var_dir)))
 
     def path(self, relative: str) -> Path:
         """A repository file named in the config (contract, policy), resolved from the checkout."""

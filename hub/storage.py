@@ -140,8 +140,15 @@ class Storage:
 
     # -- watermarks ----------------------------------------------------------------
     def watermark(self, source: str) -> str | None:
+        return self.watermark_record(source)[0]
+
+    def watermark_record(self, source: str) -> tuple[str | None, str | None]:
+        """The bookmark of a source and the batch that set it."""
         with self.engine().connect() as conn:
-            return conn.execute(sa.select(watermarks.c.value).where(watermarks.c.source == source)).scalar()
+            row = conn.execute(
+                sa.select(watermarks.c.value, watermarks.c.batch_id).where(watermarks.c.source == source)
+            ).first()
+        return (row[0], row[1]) if row else (None, None)
 
     def commit_watermark(self, source: str, value: str, batch_id: str) -> None:
         """Called only after the batch has landed whole (Singer's bookmark rule)."""
