@@ -58,13 +58,13 @@ class RestClient:
         stop=stop_after_attempt(6),
         reraise=True,
     )
-    def get(self, path: str, params: dict[str, Any]) -> requests.Response:
-        """GET with retries on connection errors, 429 (honouring Retry-After) and 5xx."""
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call with retries on connection errors, 429 (honouring Retry-After) and 5xx."""
         pause = self.min_interval - (time.monotonic() - self._last)
         if pause > 0:
             time.sleep(pause)
         self._last = time.monotonic()
-        response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
+        response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         if response.status_code in RETRY_STATUS:
             header = response.headers.get("Retry-After")
             retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
@@ -73,6 +73,17 @@ class RestClient:
             raise RetryableResponse(response.status_code, retry_after)
         response.raise_for_status()
         return response
+
+    def get(self, path: str, params: dict[str, Any]) -> requests.Response:
+        return self.request("GET", path, params=params)
+
+    def verify(self, path: str, ids: list[str], batch_size: int = 500) -> list[dict[str, Any]]:
+        """Ask about a list of ID numbers in bounded POST batches (a read-only query, so safe to retry)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), batch_size):
+            body = self.request("POST", path, json={"ids": ids[start : start + batch_size]}).json()
+            found.extend(body["items"])
+        return found
 
 
 def _secret(name: str, source: str) -> str:

@@ -1,0 +1,330 @@
+"""Merge into the master file: precedence (一数一源), civil in-force flags, dedupe, conflicts (多元校核)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from transforms.merge import CONFLICT_COLUMNS, MASTER_COLUMNS, MergeInputError, merge_sources
+
+AS_OF = date(2026, 3, 1)
+_W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def make_id(county: str = "330106", birth: str = "19800101", seq: str = "001") -> str:
+    """A valid GB 11643 number (MOD 11-2 check character); seq odd = male."""
+    body = county + birth + seq
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _W, strict=True)) % 11]
+
+
+MAN = make_id(seq="001")  # born 1980-01-01, male
+WOMAN = make_id("330102", "19900515", "002")  # born 1990-05-15, female
+
+
+def cdpf(**kw: Any) -> dict[str, Any]:
+    row = {
+        "id_number": MAN,
+        "name": "张三",
+        "gender": "male",
+        "birth_date": "1980-01-01",
+        "cert_number": MAN + "41",
+        "category": 4,
+        "level": 1,
+        "cert_status": "active",
+        "cert_issued": "2020-01-01",
+        "cert_valid_until": "2030-01-01",
+        "hukou_county": "330106",
+        "needs_long_term_care": True,
+        "institutional_care": False,
+        "updated_at": "2026-01-01 08:00:00",
+        "_batch_id": "cdpf-b1",
+    }
+    return row | kw
+
+
+def police(**kw: Any) -> dict[str, Any]:
+    row = {
+        "id_number": MAN,
+        "name": "张三",
+        "gender": "male",
+        "birth_date": "1980-01-01",
+        "hukou_county": "330106",
+        "hukou_status": "normal",
+        "death_date": None,
+        "updated_at": "2026-02-01 08:00:00",
+        "_batch_id": "police-b1",
+    }
+    return row | kw
+
+
+def civil(**kw: Any) -> dict[str, Any]:
+    row = {
+        "id_number": MAN,
+        "name": "张三",
+        "assistance_type": "dibao",
+        "county": "330106",
+        "dibao_standard": 1150.0,
+        "start_date": "2020-01-01",
+        "end_date": None,
+        "active": True,
+        "updated_at": "2026-01-15 08:00:00",
+        "_batch_id": "civil-b1",
+    }
+    return row | kw
+
+
+def hrss(**kw: Any) -> dict[str, Any]:
+    row = {
+        "id_number": MAN,
+        "name": "张三",
+        "employment": "not_employed",
+        "pension_type": "resident",
+        "work_injury_care": False,
+        "updated_at": "2026-02-10 08:00:00",
+        "_batch_id": "hrss-b1",
+    }
+    return row | kw
+
+
+def frames(**sources: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    return {name: pd.DataFrame(rows) for name, rows in sources.items()}
+
+
+def one(master: pd.DataFrame, id_number: str = MAN) -> pd.Series:
+    rows = master[master["id_number"] == id_number]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_master_has_the_contracted_columns_and_one_row_per_cdpf_person() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(), cdpf(id_number=WOMAN, gender="female", birth_date="1990-05-15")], police=[police()]
+        ),
+        AS_OF,
+    )
+    assert list(result.master.columns) == list(MASTER_COLUMNS)
+    assert list(result.conflicts.columns) == list(CONFLICT_COLUMNS)
+    assert list(result.master["id_number"]) == sorted([MAN, WOMAN])
+
+
+def test_police_wins_identity_and_hukou() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(name="张叁", hukou_county="330102")],
+            police=[police(name="张三", hukou_county="330106", hukou_status="normal")],
+        ),
+        AS_OF,
+    )
+    row = one(result.master)
+    assert row["name"] == "张三"
+    assert row["name_source"] == "police"
+    assert row["hukou_county"] == "330106"
+    assert row["hukou_status"] == "normal"
+    assert row["police_batch"] == "police-b1"
+    assert row["cdpf_batch"] == "cdpf-b1"
+
+
+def test_cdpf_stands_in_when_police_has_no_record_and_hukou_status_stays_unknown() -> None:
+    result = merge_sources(frames(cdpf=[cdpf(name="张叁", hukou_county="330102")], police=[]), AS_OF)
+    row = one(result.master)
+    assert row["name"] == "张叁"
+    assert row["name_source"] == "cdpf"
+    assert row["gender"] == "male"
+    assert row["birth_date"] == pd.Timestamp("1980-01-01")
+    assert row["hukou_county"] == "330102"
+    assert pd.isna(row["hukou_status"])
+    assert pd.isna(row["police_batch"])
+
+
+def test_people_without_a_cdpf_row_are_not_in_the_master() -> None:
+    other = make_id("330102", "19700101", "003")
+    result = merge_sources(
+        frames(cdpf=[cdpf()], police=[police(), police(id_number=other)], hrss=[hrss(id_number=other)]), AS_OF
+    )
+    assert list(result.master["id_number"]) == [MAN]
+
+
+def test_cdpf_facts_and_hrss_facts_come_from_their_sources() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(level=2, category=5, institutional_care=True)],
+            hrss=[hrss(employment="employed", pension_type="employee", work_injury_care=True)],
+        ),
+        AS_OF,
+    )
+    row = one(result.master)
+    assert (row["level"], row["category"], bool(row["institutional_care"])) == (2, 5, True)
+    assert (row["employment"], row["pension_type"], bool(row["work_injury_care"])) == (
+        "employed",
+        "employee",
+        True,
+    )
+    assert row["hrss_batch"] == "hrss-b1"
+
+
+def test_missing_facts_default_to_false_flags_and_null_values() -> None:
+    result = merge_sources(frames(cdpf=[cdpf()]), AS_OF)
+    row = one(result.master)
+    for flag in ("dibao", "dibao_edge", "tekun", "orphan_support", "work_injury_care"):
+        assert row[flag] is False or row[flag] == False  # noqa: E712 - numpy bool
+    assert result.master["work_injury_care"].dtype == bool
+    assert pd.isna(row["dibao_standard"]) and pd.isna(row["employment"]) and pd.isna(row["civil_batch"])
+
+
+@pytest.mark.parametrize(
+    ("row", "in_force"),
+    [
+        (civil(), True),
+        (civil(active=False), False),  # ended (ZT = 0)
+        (civil(end_date="2026-02-28"), False),  # ended before the run date
+        (civil(end_date="2026-03-01"), True),  # ends on the run date: still in force
+        (civil(start_date="2026-03-02"), False),  # starts in the future
+        (civil(start_date="2026-03-01"), True),
+    ],
+)
+def test_civil_flags_count_only_rows_in_force_on_the_run_date(row: dict[str, Any], in_force: bool) -> None:
+    master = merge_sources(frames(cdpf=[cdpf()], civil=[row]), AS_OF).master
+    got = one(master)
+    assert bool(got["dibao"]) is in_force
+    assert (got["dibao_standard"] == 1150.0) if in_force else pd.isna(got["dibao_standard"])
+    assert got["civil_batch"] == "civil-b1"
+
+
+def test_civil_flags_by_type_and_dibao_standard_is_the_max_over_in_force_low_income_rows() -> None:
+    rows = [
+        civil(assistance_type="dibao", dibao_standard=1100.0),
+        civil(assistance_type="dibao_edge", dibao_standard=1150.0),
+        civil(assistance_type="dibao", dibao_standard=1300.0, active=False),  # not in force: not counted
+        civil(assistance_type="tekun", dibao_standard=9999.0),  # not a low-income row: not counted
+        civil(id_number=WOMAN, assistance_type="de_facto_orphan"),
+    ]
+    master = merge_sources(
+        frames(cdpf=[cdpf(), cdpf(id_number=WOMAN, gender="female", birth_date="1990-05-15")], civil=rows),
+        AS_OF,
+    ).master
+    man, woman = one(master), one(master, WOMAN)
+    assert (bool(man["dibao"]), bool(man["dibao_edge"]), bool(man["tekun"])) == (True, True, True)
+    assert not bool(man["orphan_support"])
+    assert man["dibao_standard"] == 1150.0
+    assert bool(woman["orphan_support"]) and not bool(woman["dibao"])
+    assert pd.isna(woman["dibao_standard"])
+
+
+def test_latest_updated_at_wins_within_a_source_whatever_the_row_order() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[
+                cdpf(level=1, updated_at="2026-02-01 00:00:00"),
+                cdpf(level=3, updated_at="2025-12-01 00:00:00"),
+            ],
+            police=[
+                police(hukou_status="dead", updated_at="2026-02-20 00:00:00"),
+                police(hukou_status="normal", updated_at="2026-01-01 00:00:00"),
+            ],
+            hrss=[
+                hrss(employment="unemployed", updated_at="2025-01-01 00:00:00"),
+                hrss(employment="employed", updated_at="2026-01-01 00:00:00"),
+            ],
+        ),
+        AS_OF,
+    )
+    row = one(result.master)
+    assert (row["level"], row["hukou_status"], row["employment"]) == (1, "dead", "employed")
+
+
+def _conflicts(result: Any, kind: str) -> pd.DataFrame:
+    c = result.conflicts
+    return c[c["conflict_type"] == kind]
+
+
+def test_clean_person_has_no_conflict() -> None:
+    result = merge_sources(frames(cdpf=[cdpf()], police=[police()], civil=[civil()], hrss=[hrss()]), AS_OF)
+    assert result.conflicts.empty
+
+
+def test_name_mismatch_between_police_and_cdpf() -> None:
+    result = merge_sources(frames(cdpf=[cdpf(name="张叁")], police=[police(name="张三")]), AS_OF)
+    hit = _conflicts(result, "NAME_MISMATCH")
+    assert len(hit) == 1
+    rec = hit.iloc[0]
+    assert (rec["source_a"], rec["value_a"], rec["source_b"], rec["value_b"]) == (
+        "police",
+        "张三",
+        "cdpf",
+        "张叁",
+    )
+    assert (rec["batch_a"], rec["batch_b"], rec["status"]) == ("police-b1", "cdpf-b1", "open")
+
+
+def test_no_name_conflict_without_a_police_record() -> None:
+    assert merge_sources(frames(cdpf=[cdpf(name="张叁")]), AS_OF).conflicts.empty
+
+
+def test_birth_mismatch_against_the_id_number() -> None:
+    result = merge_sources(frames(cdpf=[cdpf()], police=[police(birth_date="1980-01-02")]), AS_OF)
+    hit = _conflicts(result, "BIRTH_MISMATCH")
+    assert len(hit) == 1
+    rec = hit.iloc[0]
+    assert (rec["source_a"], rec["value_a"], rec["source_b"], rec["value_b"]) == (
+        "id_number",
+        "1980-01-01",
+        "police",
+        "1980-01-02",
+    )
+
+
+def test_gender_mismatch_against_the_sequence_parity() -> None:
+    result = merge_sources(frames(cdpf=[cdpf(gender="female")], police=[police()]), AS_OF)
+    hit = _conflicts(result, "GENDER_MISMATCH")
+    assert len(hit) == 1
+    rec = hit.iloc[0]
+    assert (rec["value_a"], rec["source_b"], rec["value_b"]) == ("male", "cdpf", "female")
+
+
+def test_dead_but_employed_or_assisted() -> None:
+    dead = police(hukou_status="dead", death_date="2025-11-30")
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf()],
+            police=[dead],
+            hrss=[hrss(employment="employed")],
+            civil=[civil(), civil(assistance_type="tekun")],
+        ),
+        AS_OF,
+    )
+    hit = _conflicts(result, "DEAD_BUT_ACTIVE").set_index("source_b")
+    assert set(hit.index) == {"hrss", "civil"}
+    assert hit.loc["hrss", "value_b"] == "employed"
+    assert hit.loc["civil", "value_b"] == "dibao,tekun"
+    assert hit.loc["civil", "value_a"] == "dead,2025-11-30"
+
+
+def test_dead_without_activity_is_no_conflict() -> None:
+    dead = police(hukou_status="dead")
+    result = merge_sources(
+        frames(cdpf=[cdpf()], police=[dead], hrss=[hrss()], civil=[civil(active=False)]), AS_OF
+    )
+    assert _conflicts(result, "DEAD_BUT_ACTIVE").empty
+
+
+def test_record_hash_follows_the_attributes_not_the_batches() -> None:
+    base = merge_sources(frames(cdpf=[cdpf()], police=[police()]), AS_OF).master
+    again = merge_sources(frames(cdpf=[cdpf(_batch_id="cdpf-b2")], police=[police()]), AS_OF).master
+    changed = merge_sources(frames(cdpf=[cdpf(level=2)], police=[police()]), AS_OF).master
+    assert base["record_hash"].iloc[0] == again["record_hash"].iloc[0]
+    assert base["record_hash"].iloc[0] != changed["record_hash"].iloc[0]
+
+
+def test_a_missing_canonical_column_is_named() -> None:
+    bad = pd.DataFrame([cdpf()]).drop(columns=["cert_status"])
+    with pytest.raises(MergeInputError, match="cdpf.*cert_status"):
+        merge_sources({"cdpf": bad}, AS_OF)
+
+
+def test_no_cdpf_batch_gives_an_empty_master() -> None:
+    result = merge_sources(frames(police=[police()]), AS_OF)
+    assert result.master.empty and list(result.master.columns) == list(MASTER_COLUMNS)

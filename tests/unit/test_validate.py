@@ -1,0 +1,392 @@
+"""stage_batch end to end on hand-built landing directories: split, reason codes, masking, verdicts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hub.settings import Settings, load_settings
+from hub.storage import Storage
+from transforms.contracts import REASONS, load_contract
+from transforms.validate import derived_columns, load_suite, stage_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_OF = date(2025, 6, 30)
+ID_PATTERN = re.compile(r"(?<![\d.])(\d{15}|\d{17}[\dXx])")
+
+
+def check(first17: str) -> str:
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    return first17 + "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights, strict=True)) % 11]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(var_dir=tmp_path)
+
+
+def land(
+    settings: Settings,
+    source: str,
+    batch_id: str,
+    transport: str,
+    files: dict[str, bytes],
+    rows: dict[str, int],
+) -> None:
+    batch = Storage(settings).landing(source, batch_id)
+    batch.mkdir(parents=True)
+    listed = []
+    for name, data in files.items():
+        (batch / name).write_bytes(data)
+        listed.append(
+            {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows[name]}
+        )
+    manifest = {
+        "source": source,
+        "batch_id": batch_id,
+        "window": "20250630",
+        "transport": transport,
+        "files": listed,
+        "rows": sum(rows.values()),
+        "received_at": "2025-06-30T00:00:00+00:00",
+        "watermark": None,
+    }
+    (batch / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    Storage(settings).record_batch(batch_id, source, "20250630", manifest["rows"])
+
+
+def land_sql(settings: Settings, source: str, batch_id: str, rows: list[dict[str, str]], tmp: Path) -> None:
+    frame = pd.DataFrame(rows)
+    path = tmp / f"{batch_id}.parquet"
+    pq.write_table(
+        pa.Table.from_pandas(
+            frame, schema=pa.schema([(c, pa.string()) for c in frame.columns]), preserve_index=False
+        ),
+        path,
+    )
+    land(
+        settings,
+        source,
+        batch_id,
+        "sql",
+        {"part-00001.parquet": path.read_bytes()},
+        {"part-00001.parquet": len(frame)},
+    )
+
+
+def cdpf_row(holder: str, **overrides: str) -> dict[str, str]:
+    row = {
+        "CJRZH": holder + "11",
+        "SFZH": holder,
+        "XM": "李䶮",
+        "XB": "2",
+        "CSRQ": f"{holder[6:10]}-{holder[10:12]}-{holder[12:14]}",
+        "CJLB": "1",
+        "CJDJ": "1",
+        "ZZZT": "1",
+        "FZRQ": "2020-01-01",
+        "YXQZ": "2030-01-01",
+        "HJXZQH": holder[:6],
+        "CQHL": "1",
+        "JGYH": "0",
+        "GXSJ": "2025-06-01 08:00:00",
+    }
+    return row | overrides
+
+
+A, C, D = (check(f"33011{i}1980010100{i}") for i in (2, 4, 6))  # 330112/330114: new districts
+B = check("33011319800101005")  # 330113 临平区 (2021); ends in X
+E = "11010519491231002X"
+
+
+def cdpf_rows() -> list[dict[str, str]]:
+    return [
+        cdpf_row(A),  # line 1: clean, new county code
+        cdpf_row(B, SFZH=" '" + B.lower()),  # line 2: repairable ID (cert number clean)
+        cdpf_row(C, SFZH=C[:17] + ("0" if C[17] != "0" else "1")),  # line 3: ID_CHECKSUM
+        cdpf_row(A),  # line 4: exact duplicate of line 1
+        cdpf_row(D, CJRZH=D + "21"),  # line 5: category digit 2 but CJLB 1 -> CERT_MISMATCH
+        cdpf_row(D, CJRZH=E + "11"),  # line 6: certificate of another person -> CERT_MISMATCH
+        cdpf_row(E, XB="9", YXQZ="2030-02-30"),  # line 7: CODE_UNKNOWN + DATE_INVALID
+        cdpf_row(E, XM=""),  # line 8: FIELD_MISSING
+        cdpf_row(E, SFZH="3.30106E+17"),  # line 9: ID_FORMAT
+        cdpf_row(E, GXSJ="2025-06-02 09:00:00"),  # line 10: clean (same person, later update: merge's job)
+        cdpf_row(A, CJRZH=A + "81"),  # line 11: category 8 in the certificate number -> CERT_MISMATCH
+    ]
+
+
+def staged(settings: Settings, source: str, batch_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    out = Storage(settings).staged(source, batch_id)
+    validation = json.loads((out / "validation.json").read_text(encoding="utf-8"))
+    return pd.read_parquet(out / "accepted.parquet"), pd.read_parquet(out / "quarantine.parquet"), validation
+
+
+def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Path) -> None:
+    land_sql(settings, "cdpf", "cdpf-20250630-a", cdpf_rows(), tmp_path)
+    result = stage_batch(
+        settings, "cdpf", "cdpf-20250630-a", AS_OF, max_invalid_ratio=0.9
+    )  # defects on purpose
+
+    accepted, quarantine, validation = staged(settings, "cdpf", "cdpf-20250630-a")
+    assert B.endswith("X")
+    assert (result.rows, result.accepted, result.quarantined) == (11, 3, 8)
+    assert accepted["_source_line"].tolist() == [1, 2, 10]
+    assert accepted["id_number"].tolist() == [A, B, E]  # B repaired: spaces, apostrophe, lowercase x
+    assert set(accepted["_batch_id"]) == {"cdpf-20250630-a"}
+    assert list(accepted.columns) == [
+        c.name for c in load_contract(ROOT / "schemas/sources/cdpf.yaml").columns
+    ] + [
+        "_batch_id",
+        "_source_file",
+        "_source_line",
+    ]
+    assert str(accepted["needs_long_term_care"].dtype) == "bool"
+    assert str(accepted["category"].dtype) == "Int64"
+    assert "cert_matches_holder" not in accepted.columns and "_id_fix" not in accepted.columns
+
+    by_line = dict(zip(quarantine["_source_line"], quarantine["reason_codes"], strict=True))
+    assert by_line == {
+        3: "ID_CHECKSUM",
+        4: "DUPLICATE_ROW",
+        5: "CERT_MISMATCH",
+        6: "CERT_MISMATCH",
+        7: "CODE_UNKNOWN;DATE_INVALID",
+        8: "FIELD_MISSING",
+        9: "ID_FORMAT",
+        11: "CERT_MISMATCH",
+    }
+    assert list(quarantine.columns) == [
+        "_batch_id",
+        "_source_file",
+        "_source_line",
+        "id_raw",
+        "reason_codes",
+        "reasons_zh",
+        "raw",
+    ]
+    row9 = quarantine.set_index("_source_line").loc[9]
+    assert row9["id_raw"] == "3.30106E+17"
+    assert json.loads(row9["raw"])["SFZH"] == "3.30106E+17"
+    assert json.loads(row9["raw"])["XM"] == "李䶮"
+    zh = quarantine.set_index("_source_line")["reasons_zh"]
+    assert zh[8] == "必填字段为空(姓名 XM)"
+    assert "性别 XB" in zh[7] and "有效期至 YXQZ" in zh[7]
+    assert zh[5].startswith("残疾人证号前18位")
+
+    assert validation["reason_counts"] == {
+        "DUPLICATE_ROW": 1,
+        "ID_FORMAT": 1,
+        "ID_CHECKSUM": 1,
+        "FIELD_MISSING": 1,
+        "CODE_UNKNOWN": 1,
+        "DATE_INVALID": 1,
+        "CERT_MISMATCH": 3,
+    }
+    assert validation["id_fixes"] == {"SPACES": 1, "APOSTROPHE": 1, "LOWER_X": 1}
+    assert validation["gx"]["evaluated"] == len(
+        load_suite(ROOT / "expectations/cdpf.json", set(accepted.columns) | {"cert_matches_holder"})[
+            "expectations"
+        ]
+    )
+
+    record = Storage(settings).batch("cdpf-20250630-a")
+    assert record is not None
+    assert (record["status"], record["accepted_rows"], record["quarantined_rows"]) == ("accepted", 3, 8)
+
+
+def test_validation_json_carries_no_unmasked_id(settings: Settings, tmp_path: Path) -> None:
+    land_sql(settings, "cdpf", "cdpf-20250630-m", cdpf_rows(), tmp_path)
+    stage_batch(settings, "cdpf", "cdpf-20250630-m", AS_OF)
+    text = (Storage(settings).staged("cdpf", "cdpf-20250630-m") / "validation.json").read_text(
+        encoding="utf-8"
+    )
+    assert not ID_PATTERN.search(text), ID_PATTERN.search(text)
+    for number in (A, B, C, D, E):
+        assert number not in text and number[:17] not in text
+    assert f'"{A[:6]}**********{A[-2:]}81"' in text  # the bad certificate number, masked (first 6 + last 4)
+
+
+def test_restaging_is_idempotent(settings: Settings, tmp_path: Path) -> None:
+    land_sql(settings, "cdpf", "cdpf-20250630-i", cdpf_rows(), tmp_path)
+    first = stage_batch(settings, "cdpf", "cdpf-20250630-i", AS_OF)
+    accepted1, quarantine1, _ = staged(settings, "cdpf", "cdpf-20250630-i")
+    second = stage_batch(settings, "cdpf", "cdpf-20250630-i", AS_OF)
+    accepted2, quarantine2, _ = staged(settings, "cdpf", "cdpf-20250630-i")
+    assert (first.status, first.accepted, first.quarantined) == (
+        second.status,
+        second.accepted,
+        second.quarantined,
+    )
+    pd.testing.assert_frame_equal(accepted1, accepted2)
+    pd.testing.assert_frame_equal(quarantine1, quarantine2)
+    assert sorted(p.name for p in Storage(settings).staged("cdpf", "cdpf-20250630-i").iterdir()) == [
+        "accepted.parquet",
+        "quarantine.parquet",
+        "validation.json",
+    ]
+
+
+def test_high_invalid_ratio_holds_the_batch(settings: Settings, tmp_path: Path) -> None:
+    rows = [cdpf_row(A)] + [cdpf_row(E, XB="0", GXSJ=f"2025-06-01 08:00:{i:02d}") for i in range(4)]
+    land_sql(settings, "cdpf", "cdpf-20250630-h", rows, tmp_path)
+    result = stage_batch(settings, "cdpf", "cdpf-20250630-h", AS_OF)
+    assert (result.status, result.accepted, result.quarantined) == ("held", 1, 4)
+    record = Storage(settings).batch("cdpf-20250630-h")
+    assert record is not None and record["status"] == "held" and "80.0%" in record["note"]
+    assert Storage(settings).last_accepted("cdpf") is None
+
+
+def test_schema_drift_holds_the_batch_with_a_note(settings: Settings, tmp_path: Path) -> None:
+    rows = [{k: v for k, v in cdpf_row(A).items() if k != "JGYH"} | {"BZ": "x"}]
+    land_sql(settings, "cdpf", "cdpf-20250630-d", rows, tmp_path)
+    result = stage_batch(settings, "cdpf", "cdpf-20250630-d", AS_OF)
+    assert result.status == "held" and result.accepted == 0
+    assert "JGYH" in result.note and "BZ" in result.note
+    validation = json.loads(
+        (Storage(settings).staged("cdpf", "cdpf-20250630-d") / "validation.json").read_text(encoding="utf-8")
+    )
+    assert validation["schema_drift"]["missing"] == ["JGYH"]
+    assert validation["schema_drift"]["unexpected"] == ["BZ"]
+    assert not (Storage(settings).staged("cdpf", "cdpf-20250630-d") / "accepted.parquet").exists()
+    record = Storage(settings).batch("cdpf-20250630-d")
+    assert record is not None and record["status"] == "held" and "schema drift" in record["note"]
+
+
+def test_hrss_csv_batch(settings: Settings) -> None:
+    lines = [
+        "公民身份号码,姓名,就业状态,养老保险类型,工伤保险生活护理费,更新时间",
+        f"{A},李䶮,就业,职工,否,2025-06-01 08:00:00",
+        f"{B},王㵘,失业,城乡居民,是,2025-06-01 08:00:00",
+        f"{A},李䶮,就业,职工,否,2025-06-01 08:00:00",  # duplicate: line 4
+        f"{C[:17]},张三,待业,职工,否,2025-06-01 08:00:00",  # 17 digits and an unknown code: line 5
+        f"{D},赵四,就业,职工,否,",  # missing updated_at: line 6
+    ]
+    data = ("\r\n".join(lines) + "\r\n").encode("gb18030")
+    land(
+        settings,
+        "hrss",
+        "hrss-20250630-a",
+        "folder",
+        {"hrss_persons_20250630.csv": data},
+        {"hrss_persons_20250630.csv": 5},
+    )
+    result = stage_batch(settings, "hrss", "hrss-20250630-a", AS_OF)
+    assert (result.status, result.accepted, result.quarantined) == ("held", 2, 3)  # 60 % invalid
+    accepted, quarantine, validation = staged(settings, "hrss", "hrss-20250630-a")
+    assert accepted["name"].tolist() == ["李䶮", "王㵘"]
+    assert accepted["work_injury_care"].tolist() == [False, True]
+    assert dict(zip(quarantine["_source_line"], quarantine["reason_codes"], strict=True)) == {
+        4: "DUPLICATE_ROW",
+        5: "ID_FORMAT;CODE_UNKNOWN",
+        6: "FIELD_MISSING",
+    }
+    assert quarantine["_source_file"].unique().tolist() == ["hrss_persons_20250630.csv"]
+    assert validation["reason_counts"]["DUPLICATE_ROW"] == 1
+
+
+def test_suites_load_and_match_their_contracts() -> None:
+    for source in ("cdpf", "civil", "hrss", "police"):
+        contract = load_contract(ROOT / "schemas" / "sources" / f"{source}.yaml")
+        sample = pd.DataFrame(
+            {c: pd.Series(dtype="string") for c in ("cert_number", "id_number", "category", "level")}
+        )
+        extra = set(derived_columns(sample)) if source == "cdpf" else set()
+        doc = load_suite(ROOT / "expectations" / f"{source}.json", set(contract.names) | extra)
+        not_null = {
+            e["kwargs"]["column"]
+            for e in doc["expectations"]
+            if e["type"] == "expect_column_values_to_not_be_null"
+        }
+        assert {c.name for c in contract.columns if c.required} <= not_null
+        assert all(
+            e["meta"]["reason_code"] in REASONS and e["meta"]["reason_zh"] for e in doc["expectations"]
+        )
+        regexes = [
+            e["kwargs"] for e in doc["expectations"] if e["type"] == "expect_column_values_to_match_regex"
+        ]
+        assert any(r["column"] == "id_number" for r in regexes)
+    cdpf = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    assert any(e["kwargs"].get("regex") == r"^\d{17}[\dX][1-7][1-4]$" for e in cdpf["expectations"])
+
+
+def test_importing_validate_does_not_import_great_expectations() -> None:
+    code = "import sys, transforms.validate; assert 'great_expectations' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_civil_batch_checks_float_and_codes(settings: Settings, tmp_path: Path) -> None:
+    row = {
+        "SFZH": A,
+        "XM": "李䶮",
+        "JZLX": "01",
+        "XZQH": "330112",
+        "DBBZ": "1150",
+        "KSRQ": "20240101",
+        "JSRQ": "",
+        "ZT": "1",
+        "GXSJ": "2025-06-01 08:00:00",
+    }
+    rows = [row, row | {"JZLX": "04"}, row | {"SFZH": B, "DBBZ": "-5"}, row | {"SFZH": C, "DBBZ": ""}]
+    rows += [row | {"SFZH": E, "JSRQ": "20241231", "ZT": "0"}, row | {"SFZH": D, "JZLX": "02"}]
+    rows += [row | {"SFZH": D, "JZLX": "02"}]  # line 7: duplicate of line 6
+    rows += [row | {"GXSJ": f"2025-06-02 08:00:0{i}"} for i in range(8)]  # keeps the invalid ratio at 20 %
+    land_sql(settings, "civil", "civil-20250630-a", rows, tmp_path)
+    result = stage_batch(settings, "civil", "civil-20250630-a", AS_OF)
+    accepted, quarantine, _ = staged(settings, "civil", "civil-20250630-a")
+    assert (result.status, result.accepted, result.quarantined) == ("accepted", 12, 3)
+    assert dict(zip(quarantine["_source_line"], quarantine["reason_codes"], strict=True)) == {
+        3: "FIELD_INVALID",  # a negative 低保 standard, caught by the suite
+        4: "FIELD_MISSING",
+        7: "DUPLICATE_ROW",
+    }
+    assert accepted["assistance_type"].tolist()[:2] == ["dibao", "orphan"]
+    assert str(accepted["dibao_standard"].dtype) == "Float64"
+    assert str(accepted["end_date"].dtype) == "datetime64[ns]" and accepted["end_date"].isna().sum() == 11
+
+
+def test_police_pages_batch(settings: Settings) -> None:
+    item = {
+        "gmsfhm": A,
+        "xm": "李䶮",
+        "xbdm": "1",
+        "csrq": "19800101",
+        "hjdz_xzqhdm": "330112",
+        "hkztdm": "0",
+        "swrq": None,
+        "gxsj": "2025-06-01 08:00:00",
+    }
+    items = [
+        item,
+        item | {"gmsfhm": B, "hkztdm": "1", "swrq": "20250101"},
+        item | {"gmsfhm": C, "hkztdm": "9"},
+        item | {"gmsfhm": D},
+        item | {"gmsfhm": E},
+    ]
+    pages = {
+        "page-00001.json": json.dumps(
+            {"page": 1, "page_size": 3, "total": 5, "total_pages": 2, "items": items[:3]}
+        ).encode(),
+        "page-00002.json": json.dumps(
+            {"page": 2, "page_size": 3, "total": 5, "total_pages": 2, "items": items[3:]}
+        ).encode(),
+    }
+    land(settings, "police", "police-20250630-a", "rest", pages, {"page-00001.json": 3, "page-00002.json": 2})
+    result = stage_batch(settings, "police", "police-20250630-a", AS_OF)
+    accepted, quarantine, _ = staged(settings, "police", "police-20250630-a")
+    assert (result.status, result.accepted, result.quarantined) == ("accepted", 4, 1)
+    assert quarantine[["_source_file", "_source_line", "reason_codes"]].values.tolist() == [
+        ["page-00001.json", 3, "CODE_UNKNOWN"]
+    ]
+    assert accepted["hukou_status"].tolist() == ["normal", "dead", "normal", "normal"]
+    assert accepted["death_date"].notna().tolist() == [False, True, False, False]
+    assert accepted["_source_line"].tolist() == [1, 2, 1, 2]

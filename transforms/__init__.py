@@ -1,0 +1,1 @@
+"""Transforms: standardise, validate, merge, eligibility and exchange-file building."""

@@ -1,0 +1,508 @@
+"""Standardise a landed batch: native text in, canonical typed columns plus per-row reason codes out.
+
+`read_landed` turns the raw files of a landing directory (parquet parts, a GB18030 CSV, JSON
+pages) into one frame of native columns as text, with lineage (`_source_file`, `_source_line`).
+`standardise` parses that frame column by column into the canonical shape; every parse problem
+becomes a reason code on its row (never an exception), so the validate stage can quarantine it.
+Everything is vectorised: Arrow compute and numpy over whole columns, no loop over rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from transforms.contracts import REASONS, Column, SourceContract
+from transforms.ids import arrow_to_series, as_arrow, calendar_dates, char_matrix, join_flags, normalise_ids
+
+log = logging.getLogger(__name__)
+
+STRING = pd.StringDtype()
+LINEAGE = ["_source_file", "_source_line"]
+EARLIEST_YEAR = 1800  # older dates are placeholders or typos, not facts about living people
+EXCEL_EPOCH = np.datetime64("1899-12-30", "D")  # Excel's day 0 (with its 1900 leap-year bug folded in)
+
+# Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, as sent by Excel users and IMEs.
+_WIDE = {chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)} | {"\u3000": " "}
+# Middle-dot look-alikes in transliterated names (e.g. 阿依古丽·买买提) become the standard U+00B7.
+_DOTS = {"\u30fb": "·", "\uff65": "·", "\u2022": "·", "\u2027": "·", "\u2219": "·"}
+_WIDE_TABLE = str.maketrans(_WIDE)
+_NAME_TABLE = str.maketrans(_WIDE | _DOTS)
+_WIDE_CLASS = "[\uff01-\uff5e\u3000]"
+_NAME_CLASS = "[\uff01-\uff5e\u3000" + "".join(_DOTS) + "]"
+
+_DATE = (
+    r"^(?:(?P<y1>\d{4})(?P<m1>\d{2})(?P<d1>\d{2})"  # YYYYMMDD
+    r"|(?P<y2>\d{4})[-/.](?P<m2>\d{1,2})[-/.](?P<d2>\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?"
+    r"|(?P<serial>\d{1,5})(?:\.0+)?)$"  # Excel serial day number
+)
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class BatchUnreadable(Exception):
+    """The landed batch cannot be read as its contract says; the caller holds the batch."""
+
+
+class SchemaDrift(BatchUnreadable):
+    """The department sent other columns than its contract names."""
+
+    def __init__(self, source: str, file: str, expected: list[str], found: list[str]) -> None:
+        self.source = source
+        self.file = file
+        self.expected = expected
+        self.found = found
+        self.missing = [c for c in expected if c not in found]
+        self.unexpected = [c for c in found if c not in expected]
+        super().__init__(
+            f"{source}: schema drift in {file}: missing columns {self.missing}, unexpected columns "
+            f"{self.unexpected}; expected {expected}, found {found}"
+        )
+
+
+class LandingDecodeError(BatchUnreadable):
+    """A landed text file is not valid in its contracted encoding (decoded strictly, never replaced)."""
+
+
+class LandingCorrupt(BatchUnreadable):
+    """A landed file does not match its manifest or cannot be parsed."""
+
+
+# -- reading the landing directory -----------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_columns(contract: SourceContract, file: str, found: list[str]) -> None:
+    if sorted(found) != sorted(contract.natives) or len(found) != len(set(found)):
+        raise SchemaDrift(contract.source, file, contract.natives, found)
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(STRING) if len(frame.columns) else frame
+
+
+def _read_parquet(path: Path, contract: SourceContract) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LandingCorrupt(f"{contract.source}: {path.name}: not a readable parquet file: {exc}") from exc
+    _check_columns(contract, path.name, table.column_names)
+    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    return _as_text(frame[contract.natives])
+
+
+def _read_csv(path: Path, contract: SourceContract) -> pd.DataFrame:
+    """Strictly decoded CSV; `_source_line` is the physical line (header = 1), even with quoted newlines."""
+    data = path.read_bytes()
+    try:
+        text = data.decode(contract.encoding)  # strict: a bad byte is an error, never a replacement character
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LandingDecodeError(
+            f"{contract.source}: {path.name} line {line}: bytes {data[exc.start : exc.end].hex(' ')} are not "
+            f"valid {contract.encoding} (byte offset {exc.start}: {exc.reason})"
+        ) from exc
+    text = text.removeprefix("\ufeff")
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            engine="c",
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise LandingCorrupt(f"{contract.source}: {path.name}: empty file, expected a header line") from exc
+    except pd.errors.ParserError as exc:
+        raise LandingCorrupt(f"{contract.source}: {path.name}: {exc}") from exc
+    _check_columns(contract, path.name, [str(c) for c in frame.columns])
+    frame = _as_text(frame[contract.natives])
+    # A quoted field may span lines: count the newlines inside each record to keep physical line numbers.
+    extra = np.zeros(len(frame), dtype=np.int64)
+    if '"' in text:
+        for column in contract.natives:
+            extra += frame[column].str.count("\n").fillna(0).to_numpy(dtype=np.int64)
+    lines = (
+        2 + np.arange(len(frame), dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])[: len(frame)]
+    )
+    frame["_source_line"] = lines
+    # skip_blank_lines=False keeps numbering right; now drop the rows that were empty physical lines.
+    blank = (frame[contract.natives] == "").all(axis=1).to_numpy(dtype=bool)
+    if blank.any():  # rare: look only at the candidate lines
+        physical = text.split("\n")
+        empty_line = np.zeros(len(frame), dtype=bool)
+        empty_line[blank] = [physical[i - 1].strip("\r") == "" for i in lines[blank]]
+        if empty_line.any():
+            frame = frame[~empty_line]
+            log.info("%s: %s: skipped %d blank lines", contract.source, path.name, int(empty_line.sum()))
+    return frame
+
+
+def _read_page(path: Path, contract: SourceContract) -> pd.DataFrame:
+    try:
+        doc = json.loads(path.read_bytes())
+        items = doc["items"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LandingCorrupt(
+            f"{contract.source}: {path.name}: expected a JSON object with 'items': {exc}"
+        ) from exc
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise LandingCorrupt(f"{contract.source}: {path.name}: 'items' must be a list of objects")
+    frame = pd.DataFrame.from_records(items)
+    if items:
+        _check_columns(contract, path.name, [str(c) for c in frame.columns])
+    else:
+        frame = pd.DataFrame({c: pd.Series(dtype=STRING) for c in contract.natives})
+    frame = _as_text(frame[contract.natives])
+    frame["_source_line"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame
+
+
+def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
+    """The native rows of a landed batch as text, with `_source_file` and `_source_line`."""
+    batch_dir = Path(batch_dir)
+    manifest = json.loads((batch_dir / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("source") not in (None, contract.source):
+        raise LandingCorrupt(
+            f"{batch_dir}: manifest source {manifest.get('source')!r} != contract {contract.source!r}"
+        )
+    frames: list[pd.DataFrame] = []
+    line_base = 0
+    for entry in manifest["files"]:
+        path = batch_dir / entry["name"]
+        if not path.exists():
+            raise LandingCorrupt(
+                f"{contract.source}: {entry['name']} is in the manifest but not in {batch_dir}"
+            )
+        if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+            raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            frame = _read_parquet(path, contract)
+            # parquet: 1-based row number across the parts in order
+            frame["_source_line"] = np.arange(line_base + 1, line_base + len(frame) + 1, dtype=np.int64)
+            line_base += len(frame)
+        elif suffix == ".csv":
+            frame = _read_csv(path, contract)
+        elif suffix == ".json":
+            frame = _read_page(path, contract)
+        else:
+            raise LandingCorrupt(
+                f"{contract.source}: {entry['name']}: no reader for {suffix or 'a file without suffix'}"
+            )
+        if entry.get("rows") is not None and int(entry["rows"]) != len(frame):
+            log.warning(
+                "%s: %s: manifest says %s rows, read %d",
+                contract.source,
+                entry["name"],
+                entry["rows"],
+                len(frame),
+            )
+        frame["_source_file"] = pd.Series(entry["name"], index=frame.index, dtype=STRING)
+        frames.append(frame)
+    if not frames:
+        empty = {c: pd.Series(dtype=STRING) for c in contract.natives}
+        return pd.DataFrame(
+            empty | {"_source_file": pd.Series(dtype=STRING), "_source_line": pd.Series(dtype="int64")}
+        )
+    native = pd.concat(frames, ignore_index=True)
+    return native[[*contract.natives, *LINEAGE]]
+
+
+# -- reason codes ----------------------------------------------------------------------------------
+
+
+class Reasons:
+    """Per-row reason flags keyed by (code, canonical field, text); joined into strings only at the end.
+
+    `text` is a more specific Chinese explanation (an expectation's meta.reason_zh); without it the
+    reject file gets the code's standard text followed by the field's title and native name.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._flags: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def add(self, code: str, mask: np.ndarray | pd.Series, field: str = "", text: str | None = None) -> None:
+        if code not in REASONS:
+            raise ValueError(f"unknown reason code {code!r}; known: {list(REASONS)}")
+        flags = np.asarray(mask, dtype=bool)
+        if flags.shape != (self.n,):
+            raise ValueError(f"reason mask for {code} has shape {flags.shape}, expected ({self.n},)")
+        if flags.any():
+            key = (code, field, text or "")
+            self._flags[key] = self._flags[key] | flags if key in self._flags else flags.copy()
+
+    def any(self) -> np.ndarray:
+        return (
+            np.logical_or.reduce(list(self._flags.values())) if self._flags else np.zeros(self.n, dtype=bool)
+        )
+
+    def on_field(self, field: str) -> np.ndarray:
+        """Rows already flagged for this field (whatever the code): a null there is explained."""
+        masks = [flags for (_, f, _), flags in self._flags.items() if f == field]
+        return np.logical_or.reduce(masks) if masks else np.zeros(self.n, dtype=bool)
+
+    def by_code(self) -> dict[str, np.ndarray]:
+        """One mask per code (fields merged), in the order of REASONS."""
+        out: dict[str, np.ndarray] = {}
+        for code in REASONS:
+            masks = [flags for (c, _, _), flags in self._flags.items() if c == code]
+            if masks:
+                out[code] = np.logical_or.reduce(masks)
+        return out
+
+    def codes(self) -> np.ndarray:
+        """';'-joined codes per row ('' where the row is clean)."""
+        return join_flags(list(self.by_code().items()), self.n)
+
+    def describe(self, contract: SourceContract) -> np.ndarray:
+        """Chinese text per row for the reject file, naming the field (title and native column)."""
+        order = {code: i for i, code in enumerate(REASONS)}
+        position = {c.name: i for i, c in enumerate(contract.columns)}
+        labelled: list[tuple[str, np.ndarray]] = []
+        for (code, field, text), flags in sorted(
+            self._flags.items(), key=lambda kv: (order[kv[0][0]], position.get(kv[0][1], -1), kv[0][2])
+        ):
+            label = text or REASONS[code]
+            if not text and field in position and not code.startswith("ID_"):
+                column = contract.column(field)
+                label += f"({column.title} {column.native})"
+            labelled.append((label, flags))
+        return join_flags(labelled, self.n, sep="；")
+
+    def counts(self) -> dict[str, int]:
+        """Rows per code."""
+        return {code: int(mask.sum()) for code, mask in self.by_code().items()}
+
+    def field_counts(self) -> list[dict[str, Any]]:
+        """Rows per (code, field), for the validation summary."""
+        merged: dict[tuple[str, str], np.ndarray] = {}
+        for (code, field, _), flags in self._flags.items():
+            merged[(code, field)] = merged[(code, field)] | flags if (code, field) in merged else flags
+        return [{"code": c, "field": f, "rows": int(m.sum())} for (c, f), m in sorted(merged.items())]
+
+
+# -- parsing one column ----------------------------------------------------------------------------
+
+
+def clean_text(values: pd.Series, name: bool = False) -> pd.Series:
+    """Trim, full-width ASCII to half-width, empty to <NA>; rare characters (䶮, 㵘) pass untouched."""
+    arr = pc.utf8_trim_whitespace(as_arrow(values))
+    if not pc.all(pc.fill_null(pc.string_is_ascii(arr), True)).as_py():  # codes, dates: skip the regex
+        wide = pc.fill_null(pc.match_substring_regex(arr, _NAME_CLASS if name else _WIDE_CLASS), False)
+        if pc.any(wide).as_py():  # rare: translate just those cells
+            text = pd.Series(arr.filter(wide).to_pylist(), dtype=STRING)
+            fixed = text.str.translate(_NAME_TABLE if name else _WIDE_TABLE).str.strip()
+            arr = pc.replace_with_mask(arr, wide, as_arrow(fixed))
+    arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.large_string()), arr)
+    return arrow_to_series(arr, values.index)
+
+
+def _fixed_width(arr: pa.Array, width: int, separators: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that are exactly `width` ASCII bytes, digits except at the separator positions; their characters.
+
+    The common layouts are checked on a uint8 matrix (numpy), far cheaper than a regex with groups.
+    """
+    lengths = pc.fill_null(pc.binary_length(arr), -1).to_numpy(zero_copy_only=False)
+    candidates = lengths == width
+    if not candidates.any():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, width), dtype=np.uint8)
+    chars = char_matrix(arr.filter(pa.array(candidates)), width)
+    digit_columns = [i for i in range(width) if i not in separators]
+    ok = ((chars[:, digit_columns] - np.uint8(ord("0"))) < 10).all(axis=1)  # uint8 wraps below '0'
+    for position, separator in separators.items():
+        ok &= chars[:, position] == ord(separator)
+    return np.flatnonzero(candidates)[ok], chars[ok]
+
+
+def _number(chars: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The integer spelled by ASCII digit columns start..stop-1."""
+    powers = 10 ** np.arange(stop - start - 1, -1, -1, dtype=np.int64)
+    return (chars[:, start:stop].astype(np.int64) - ord("0")) @ powers
+
+
+def _ymd(digits: np.ndarray, year: int, month: int, day: int) -> tuple[np.ndarray, np.ndarray]:
+    y = _number(digits, year, year + 4)
+    ok, dates = calendar_dates(y, _number(digits, month, month + 2), _number(digits, day, day + 2))
+    ok &= y >= EARLIEST_YEAR
+    return ok, np.where(ok, dates, np.datetime64("NaT", "D"))
+
+
+def _regex_dates(arr: pa.Array) -> np.ndarray:
+    """The less common layouts (YYYY/M/D, with a time part, Excel serials) through one regex."""
+    parts = pc.extract_regex(arr.cast(pa.string()), _DATE)
+    matched = pc.fill_null(pc.is_valid(parts), False).to_numpy(zero_copy_only=False)
+    out = np.full(len(arr), np.datetime64("NaT", "D"), dtype="datetime64[D]")
+    if not matched.any():
+        return out
+
+    def number(*fields: str) -> np.ndarray:
+        joined = pc.binary_join_element_wise(*(pc.struct_field(parts, f) for f in fields), "")
+        joined = pc.if_else(pc.equal(pc.fill_null(joined, ""), ""), "0", joined)
+        return pc.cast(joined, pa.int64()).to_numpy(zero_copy_only=False)
+
+    year, month, day, serial = number("y1", "y2"), number("m1", "m2"), number("d1", "d2"), number("serial")
+    is_serial = matched & (serial > 0)
+    ok, dates = calendar_dates(year, month, day)
+    ok &= matched & ~is_serial & (year >= EARLIEST_YEAR)
+    out = np.where(ok, dates, out)
+    return np.where(is_serial, EXCEL_EPOCH + serial.astype("timedelta64[D]"), out)
+
+
+def parse_dates(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """YYYYMMDD, YYYY-MM-DD, YYYY/M/D (optionally with a time, dropped) or an Excel serial day number.
+
+    Returns datetime64[ns] dates (NaT where absent or invalid) and the mask of present-but-invalid cells.
+    """
+    arr = as_arrow(text)
+    out = np.full(len(arr), np.datetime64("NaT", "D"), dtype="datetime64[D]")
+    present = text.notna().to_numpy(dtype=bool)
+    shaped = np.zeros(len(arr), dtype=bool)
+    for width, separators, (y, m, d) in ((10, {4: "-", 7: "-"}, (0, 5, 8)), (8, {}, (0, 4, 6))):
+        rows, digits = _fixed_width(arr, width, separators)
+        out[rows] = _ymd(digits, y, m, d)[1]
+        shaped[rows] = True
+    rest = present & ~shaped
+    if rest.any():
+        out[rest] = _regex_dates(arr.filter(pa.array(rest)))
+    dates = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    return dates, present & np.isnat(out)
+
+
+def _parse_with_format(text: pd.Series, fmt: str, date_only: bool) -> tuple[pd.Series, np.ndarray]:
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce").astype("datetime64[ns]")
+    if date_only:
+        parsed = parsed.dt.normalize()
+    return parsed, text.notna().to_numpy(dtype=bool) & parsed.isna().to_numpy(dtype=bool)
+
+
+def parse_timestamps(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """'YYYY-MM-DD HH:MM:SS' (other ISO 8601 forms tried for the rest); NaT and an invalid mask otherwise."""
+    arr = as_arrow(text)
+    out = np.full(len(arr), np.datetime64("NaT", "s"), dtype="datetime64[s]")
+    present = text.notna().to_numpy(dtype=bool)
+    rows, digits = _fixed_width(arr, 19, {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"})
+    ok, days = _ymd(digits, 0, 5, 8)
+    hour, minute, second = _number(digits, 11, 13), _number(digits, 14, 16), _number(digits, 17, 19)
+    ok &= (hour < 24) & (minute < 60) & (second < 60)
+    seconds = (hour * 3600 + minute * 60 + second).astype("timedelta64[s]")
+    out[rows] = np.where(ok, days.astype("datetime64[s]") + seconds, np.datetime64("NaT", "s"))
+    parsed = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    shaped = np.zeros(len(arr), dtype=bool)
+    shaped[rows] = True
+    rest = present & ~shaped
+    if rest.any():
+        retry = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
+        if getattr(retry.dt, "tz", None) is None:  # zone-aware text is not a local timestamp: invalid
+            parsed[rest] = retry.astype("datetime64[ns]")
+    return parsed, present & parsed.isna().to_numpy(dtype=bool)
+
+
+def _parse_column(values: pd.Series, column: Column, reasons: Reasons) -> pd.Series:
+    """One native column to its canonical dtype; problems go to `reasons` under the column's name."""
+    text = clean_text(values, name=column.type == "name")
+    absent = text.isna().to_numpy(dtype=bool)
+    if column.required:
+        reasons.add("FIELD_MISSING", absent, column.name)
+    if column.type in ("name", "string"):
+        return text
+    if column.type == "code":
+        assert column.codes is not None  # the contract model guarantees it
+        mapped = text.map(column.codes)
+        reasons.add("CODE_UNKNOWN", ~absent & mapped.isna().to_numpy(dtype=bool), column.name)
+        ints = all(isinstance(v, int) for v in column.codes.values())
+        return mapped.astype("Int64" if ints else STRING)
+    if column.type == "bool":
+        assert column.true_values is not None and column.false_values is not None
+        arr = as_arrow(text)
+        yes = pc.fill_null(pc.is_in(arr, value_set=pa.array(column.true_values)), False).to_numpy(
+            zero_copy_only=False
+        )
+        no = pc.fill_null(pc.is_in(arr, value_set=pa.array(column.false_values)), False).to_numpy(
+            zero_copy_only=False
+        )
+        reasons.add("CODE_UNKNOWN", ~absent & ~yes & ~no, column.name)
+        flags = pd.array(yes, dtype="boolean")
+        flags[~(yes | no)] = pd.NA
+        return pd.Series(flags, index=text.index)
+    if column.type in ("date", "timestamp"):
+        if column.format:
+            parsed, invalid = _parse_with_format(text, column.format, date_only=column.type == "date")
+        elif column.type == "date":
+            parsed, invalid = parse_dates(text)
+        else:
+            parsed, invalid = parse_timestamps(text)
+        reasons.add("DATE_INVALID", invalid, column.name)
+        return parsed
+    if column.type == "int":
+        digits = text.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).to_numpy(dtype=bool)
+        parsed = pd.to_numeric(text.where(digits), errors="coerce").astype("Int64")
+        reasons.add("FIELD_INVALID", ~absent & ~digits, column.name)
+        return parsed
+    if column.type == "float":
+        number = pd.to_numeric(text, errors="coerce").astype("Float64")
+        finite = np.isfinite(number.to_numpy(dtype="float64", na_value=np.nan))
+        reasons.add("FIELD_INVALID", ~absent & ~finite, column.name)
+        return number.where(finite)
+    raise ValueError(f"{column.name}: unsupported type {column.type}")  # pragma: no cover - Literal-typed
+
+
+def standardise_rows(
+    native: pd.DataFrame, contract: SourceContract, as_of: date
+) -> tuple[pd.DataFrame, Reasons]:
+    """Canonical columns (+ lineage, `_id_fix`) and the per-row, per-field reason flags."""
+    missing = [c for c in contract.natives if c not in native.columns]
+    if missing:
+        raise SchemaDrift(contract.source, "(frame)", contract.natives, [str(c) for c in native.columns])
+    reasons = Reasons(len(native))
+    out: dict[str, pd.Series] = {}
+    for column in contract.columns:
+        values = native[column.native]
+        if column.type == "id_number":
+            ids = normalise_ids(values, as_of)
+            for code in ids["id_reason"].dropna().unique():
+                reasons.add(
+                    str(code), (ids["id_reason"] == code).fillna(False).to_numpy(dtype=bool), column.name
+                )
+            out[column.name] = ids["id_number"]
+            out["_id_fix"] = ids["id_fix"]
+        else:
+            out[column.name] = _parse_column(values, column, reasons)
+    frame = pd.DataFrame(out, index=native.index)
+    frame = frame[[*contract.names, "_id_fix"]]
+    for lineage in LINEAGE:
+        if lineage in native.columns:
+            frame[lineage] = native[lineage]
+    return frame, reasons
+
+
+def standardise(
+    native: pd.DataFrame, contract: SourceContract, as_of: date
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Canonical columns and a per-row Series of ';'-joined parse reason codes ('' for a clean row).
+
+    Besides the canonical columns (contract order, SPEC dtypes, nullable where a cell failed to
+    parse) the frame carries `_id_fix` (what normalise_ids repaired) and the lineage columns when
+    the native frame has them; stage_batch writes only the canonical and lineage columns.
+    """
+    frame, reasons = standardise_rows(native, contract, as_of)
+    return frame, pd.Series(reasons.codes(), index=native.index, dtype=STRING)
