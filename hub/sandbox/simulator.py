@@ -1,0 +1,187 @@
+"""The police department simulator: the 户籍 REST API the sandbox's police connector pulls from.
+
+A small Starlette app served by a real uvicorn on a loopback port, so integration tests and `hub run`
+exercise real HTTP (bearer token, paging, 400/401 errors) without any external service. The JSONL
+file is read once at start-up and each line is served as written, so every field (rare characters
+included) reaches the client byte for byte.
+
+    GET /api/v1/hukou/persons?page=N&page_size=M   (Authorization: Bearer <token>)
+    -> {"page": N, "page_size": M, "total": T, "total_pages": P, "items": [...]}   pages are 1-based
+    GET /healthz -> {"status": "ok", "persons": T}
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+PERSONS_PATH = "/api/v1/hukou/persons"
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 5000
+TOKEN_VARIABLE = "LIANBAN_POLICE_TOKEN"
+
+
+class SimulatorDataError(ValueError):
+    """The simulator's data file is not one JSON object per line."""
+
+
+def load_lines(data_file: Path) -> list[bytes]:
+    """The JSONL file as raw lines (UTF-8 bytes without the newline).
+
+    Checked cheaply (strict UTF-8, each line an object's braces) rather than parsed: at provincial
+    scale a full json.loads of every line would add seconds to every start.
+    """
+    data = Path(data_file).read_bytes()
+    start = 0
+    while start < len(data):  # strict UTF-8, a megabyte of whole lines at a time (no giant str)
+        end = data.find(b"\n", start + (1 << 20))
+        end = len(data) if end < 0 else end + 1
+        try:
+            data[start:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, start + exc.start) + 1
+            raise SimulatorDataError(f"{data_file} line {line}: not UTF-8 ({exc.reason})") from exc
+        start = end
+    lines = [line for line in data.splitlines() if line]
+    starts = data.startswith(b"{") + data.count(b"\n{")
+    ends = data.count(b"}\n") + data.count(b"}\r\n") + data.endswith(b"}")
+    if starts != len(lines) or ends != len(lines):  # find the culprit only when something is wrong
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            line = line.removesuffix(b"\r")
+            if line and not (line.startswith(b"{") and line.endswith(b"}")):
+                raise SimulatorDataError(f"{data_file} line {number}: expected one JSON object per line")
+    return lines
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="hukou"'} if status == 401 else None
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int | JSONResponse:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        return _error(
+            400, "bad_parameter", f"{name} must be an integer between {low} and {high}, got {text!r}"
+        )
+    if not low <= value <= high:
+        return _error(
+            400, "bad_parameter", f"{name} must be an integer between {low} and {high}, got {value}"
+        )
+    return value
+
+
+def create_app(data_file: Path, token: str) -> Starlette:
+    """The simulator app over one JSONL file, guarded by one bearer token."""
+    if not token:
+        raise ValueError("the police simulator needs a non-empty token")
+    lines = load_lines(data_file)
+    expected = f"Bearer {token}".encode()
+    log.info("police simulator: %d persons from %s", len(lines), data_file)
+
+    async def persons(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "unauthorized", "missing or wrong bearer token")
+        page = _int_param(request, "page", 1, 1, 10**9)
+        if isinstance(page, Response):
+            return page
+        page_size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        if isinstance(page_size, Response):
+            return page_size
+        total = len(lines)
+        start = (page - 1) * page_size
+        head = (
+            f'{{"page": {page}, "page_size": {page_size}, "total": {total}, '
+            f'"total_pages": {math.ceil(total / page_size)}, "items": ['
+        ).encode()
+        body = head + b", ".join(lines[start : start + page_size]) + b"]}"
+        return Response(body, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "persons": len(lines)})
+
+    return Starlette(routes=[Route(PERSONS_PATH, persons), Route("/healthz", healthz)])
+
+
+@contextmanager
+def serve(app: Starlette, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0) -> Iterator[str]:
+    """Run the app under uvicorn in a background thread; yield its base URL; stop it cleanly on exit.
+
+    The socket is bound here (port 0 = a free port chosen by the OS) and handed to uvicorn, so the URL
+    is known before the server starts and no port can be taken in between.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="police-simulator", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(timeout)
+            sock.close()
+            raise RuntimeError(f"the police simulator did not start on {bound_host}:{bound_port}")
+        time.sleep(0.01)
+    url = f"http://{bound_host}:{bound_port}"
+    log.info("police simulator listening on %s", url)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():  # pragma: no cover - only when a client holds a request open
+            server.force_exit = True
+            thread.join(timeout)
+        sock.close()
+
+
+def read_token(secrets_env: Path) -> str:
+    """The police token from the sandbox's secrets.env (`LIANBAN_POLICE_TOKEN=<hex>`)."""
+    for number, line in enumerate(Path(secrets_env).read_text(encoding="utf-8").splitlines(), start=1):
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == TOKEN_VARIABLE:
+            if not value.strip():
+                raise ValueError(f"{secrets_env} line {number}: {TOKEN_VARIABLE} is empty")
+            return value.strip()
+    raise ValueError(f"{secrets_env}: no {TOKEN_VARIABLE}=... line")
+
+
+@contextmanager
+def running_police_simulator(sandbox_dir: Path) -> Iterator[tuple[str, str]]:
+    """The sandbox's police API on a free loopback port: yields (base_url, token)."""
+    sandbox_dir = Path(sandbox_dir)
+    token = read_token(sandbox_dir / "secrets.env")
+    app = create_app(sandbox_dir / "police" / "persons.jsonl", token)
+    with serve(app) as url:
+        yield url, token
