@@ -57,9 +57,12 @@ def sandbox_init(
     from hub.sandbox.generator import init_sandbox
 
     settings = load_settings(config)
-    kwargs = {"as_of": _date(as_of)} if as_of else {}
+    day = _date(as_of)
     with console.status(f"generating a sandbox province of {persons:,} persons"):
-        info = init_sandbox(settings, persons=persons, seed=seed, **kwargs)
+        if day is None:
+            info = init_sandbox(settings, persons=persons, seed=seed)
+        else:
+            info = init_sandbox(settings, persons=persons, seed=seed, as_of=day)
     console.print(
         f"[green]sandbox ready[/green] at {info.root} ({persons:,} persons, seed {seed}, as of {info.as_of})"
     )

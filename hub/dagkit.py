@@ -57,7 +57,7 @@ def ingestion_dag(source: str, doc_md: str | None) -> DAG:
 
             return validate_stage(load_settings(), source, batch_id, _as_of())
 
-        stage(pull())
+        stage(pull())  # type: ignore[arg-type]  # TaskFlow passes an XComArg that resolves to str
 
     return ingest()
 
