@@ -162,7 +162,8 @@ def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, An
     from hub.ingest import pull_stage, validate_stage
     from hub.run import _sandbox_services
 
-    root = (base or load_settings().var_dir) / "bench" / f"p{persons}-s{seed}"
+    bench_dir = (base or load_settings().var_dir) / "bench"
+    root = bench_dir / f"p{persons}-s{seed}"
     settings = load_settings(var_dir=root)
     storage = Storage(settings)
     bench = Bench()
@@ -219,8 +220,7 @@ def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, An
         "ratio_to_floor": ours / floor if floor else None,
         "peak_rss_mib": max(t.peak_rss_mib for t in bench.timings),
     }
-    out_dir = (base or load_settings().var_dir) / "bench"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    write_json_atomic(out_dir / f"bench-{persons}-{stamp}.json", figures)
-    figures["json"] = str(out_dir / f"bench-{persons}-{stamp}.json")
+    write_json_atomic(bench_dir / f"bench-{persons}-{stamp}.json", figures)
+    figures["json"] = str(bench_dir / f"bench-{persons}-{stamp}.json")
     return figures

@@ -1,0 +1,39 @@
+"""`hub bench` times every stage, and its DuckDB floor decides exactly what the pipeline decides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
+    env = {**os.environ, "LIANBAN_VAR": str(tmp_path / "var")}
+    env.pop("LIANBAN_POLICE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "bench", "--persons", "1500", "--seed", "3"],
+        env=env, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "duckdb floor" in done.stdout and "ratio" in done.stdout
+    [figures_path] = (tmp_path / "var" / "bench").glob("bench-1500-*.json")
+    figures = json.loads(figures_path.read_text(encoding="utf-8"))
+    stages = {s["stage"] for s in figures["stages"]}
+    assert {"merge", "eligibility", "exchange", "report", "duckdb floor (merge + eligibility)"} <= stages
+    assert all(s["seconds"] > 0 and s["peak_rss_mib"] > 0 for s in figures["stages"])
+    run = tmp_path / "var" / "bench" / "p1500-s3"
+    ours = pd.read_parquet(next((run / "runs").glob("*/decisions.parquet")))
+    floor = pd.read_parquet(run / "bench-floor-decisions.parquet")
+    key = ["id_number", "service"]
+    both = ours.merge(floor, on=key, suffixes=("", "_floor"), validate="one_to_one")
+    assert len(both) == len(ours) == len(floor)
+    assert (both["eligible"] == both["eligible_floor"]).all()
+    assert ((both["amount"] - both["amount_floor"]).abs() < 0.005).all()
