@@ -403,7 +403,7 @@ def _civil_rows(rng: np.random.Generator, p: _People, as_of: np.datetime64) -> d
     )
     active = mode != "ended"
     # deaths: half the entries are closed a month after, the rest still run (不应享而享 cases)
-    dead = (p.status[person] == 1) & active & np.isnat(end) & (rng.random(rows) < 0.5)
+    dead = (p.status[person] == 1) & active & np.isnat(end) & (start <= as_of) & (rng.random(rows) < 0.5)
     death = p.death[person]
     end = np.where(dead, np.maximum(start, np.minimum(death + 30, as_of - 1)), end)
     active = active & ~dead
@@ -547,62 +547,56 @@ def _inject(
             return int(civil_order[civil_first[person] + int(rng.integers(0, civil_count[person]))])
         return int(lookup[source][person])
 
+    def draw(pool: np.ndarray, k: int) -> np.ndarray:
+        candidates = np.flatnonzero(pool & ~used)
+        chosen = np.sort(rng.choice(candidates, min(len(candidates), k), replace=False))
+        used[chosen] = True
+        return chosen
+
+    everyone = np.ones(size, dtype=bool)
     for kind in DEFECT_KINDS:
         count = round(float(rates.get(kind.name, 0.0)) * p.n)
         if count <= 0:
             continue
-        allowed = [s for s in SOURCES if s in kind.sources]
-        available = p.holder.copy() if kind.name == "formula_name" else np.zeros(size, dtype=bool)
-        for source in allowed:
-            available |= has[source]
-        pool = available & ~used & constraint.get(kind.name, True)
+        eligible = constraint.get(kind.name, everyone)
         if kind.name == "formula_name":  # half among people the civil exchange file will carry
-            biased = np.flatnonzero(pool & likely_eligible)
-            first = rng.choice(biased, min(len(biased), (count + 1) // 2), replace=False)
-            pool[first] = False
-            rest = np.flatnonzero(pool)
-            chosen = np.sort(
-                np.concatenate([first, rng.choice(rest, min(len(rest), count - len(first)), replace=False)])
-            )
-        else:
-            candidates = np.flatnonzero(pool)
-            chosen = np.sort(rng.choice(candidates, min(len(candidates), count), replace=False))
-        used[chosen] = True
-        if len(chosen) < count:
-            log.warning("sandbox: only %d of %d people can take defect %s", len(chosen), count, kind.name)
-        if kind.name == "formula_name":
+            first = draw(eligible & likely_eligible, (count + 1) // 2)
+            chosen = np.sort(np.concatenate([first, draw(eligible, count - len(first))]))
             prefixes = np.array(["=", "+"])[rng.integers(0, 2, len(chosen))]
             for person, prefix in zip(chosen.tolist(), prefixes.tolist(), strict=True):
                 p.name[person] = prefix + p.name[person]
                 truth.formula.append(ids[person])
                 truth.defects.append(("all", ids[person], kind.name, ids[person]))
             continue
-        weights = np.stack([has[s][chosen] * kind.sources.get(s, 0.0) for s in SOURCES], axis=1)
-        cumulative = np.cumsum(weights, axis=1)
-        draw = rng.random(len(chosen)) * cumulative[:, -1]
-        picks = (draw[:, None] >= cumulative).sum(axis=1)
-        for person, pick in zip(chosen.tolist(), picks.tolist(), strict=True):
-            source = SOURCES[pick]
+        sources = [s for s in SOURCES if s in kind.sources]
+        weights = np.array([kind.sources[s] for s in sources])
+        placed = 0
+        for source, k in zip(sources, rng.multinomial(count, weights / weights.sum()).tolist(), strict=True):
             table = tables[source]
-            row = row_of(source, person)
-            written = table.ids.get(row, ids[person])
-            if kind.name in ID_DEFECTS:
-                written = _dirty_id(kind.name, ids[person], rng, as_of)
-                table.ids[row] = written
-            elif kind.name == "name_conflict":
-                table.names[row] = namegen.variant_name(p.name[person])
-                truth.conflicts.append((ids[person], "NAME_MISMATCH"))
-            elif kind.name == "unknown_code":
-                table.codes[row] = UNKNOWN_JZLX
-            elif kind.name == "duplicate_row":
-                table.duplicates.append(row)
-            elif kind.name == "older_version":
-                table.older.append(row)
-            if kind.reason is not None:
-                truth.quarantine.append((source, written, kind.reason))
-                if kind.name != "duplicate_row":  # the first copy of a duplicate is kept
-                    table.bad.add(row)
-            truth.defects.append((source, ids[person], kind.name, written))
+            chosen = draw(eligible & has[source], k)
+            placed += len(chosen)
+            for person in chosen.tolist():
+                row = row_of(source, person)
+                written = table.ids.get(row, ids[person])
+                if kind.name in ID_DEFECTS:
+                    written = _dirty_id(kind.name, ids[person], rng, as_of)
+                    table.ids[row] = written
+                elif kind.name == "name_conflict":
+                    table.names[row] = namegen.variant_name(p.name[person])
+                    truth.conflicts.append((ids[person], "NAME_MISMATCH"))
+                elif kind.name == "unknown_code":
+                    table.codes[row] = UNKNOWN_JZLX
+                elif kind.name == "duplicate_row":
+                    table.duplicates.append(row)
+                elif kind.name == "older_version":
+                    table.older.append(row)
+                if kind.reason is not None:
+                    truth.quarantine.append((source, written, kind.reason))
+                    if kind.name != "duplicate_row":  # the first copy of a duplicate is kept
+                        table.bad.add(row)
+                truth.defects.append((source, ids[person], kind.name, written))
+        if placed < count:
+            log.warning("sandbox: only %d of %d people could take defect %s", placed, count, kind.name)
     return truth
 
 

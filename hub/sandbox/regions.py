@@ -5,7 +5,7 @@ after their number was issued carry the predecessor's code (临安市 330185 bef
 余杭区 330110 before 临平区 330113 in 2021, 江干区 330104 before 钱塘区 330114 in 2021). Numbers issued
 after a redistricting carry the new code; the hub must accept both (DOMAIN.md section 2).
 Weights are rough resident populations (10,000s); 低保 standards (yuan/month) are plausible values
-between 1000 and 1300, not official figures.
+between 1060 and 1300 (so last year's standard on ended entries stays above 1000), not official figures.
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ ZHEJIANG: tuple[County, ...] = (
     _c("330702", "婺城区", 87, 1080),
     _c("330782", "义乌市", 186, 1080),
     _c("330783", "东阳市", 109, 1080),
-    _c("330802", "柯城区", 46, 1040),
-    _c("330881", "江山市", 50, 1040),
+    _c("330802", "柯城区", 46, 1070),
+    _c("330881", "江山市", 50, 1070),
     _c("330902", "定海区", 51, 1130),
     _c("331002", "椒江区", 62, 1100),
     _c("331081", "温岭市", 142, 1100),
     _c("331082", "临海市", 114, 1100),
-    _c("331102", "莲都区", 52, 1010),
-    _c("331127", "景宁畲族自治县", 11, 1010),
+    _c("331102", "莲都区", 52, 1060),
+    _c("331127", "景宁畲族自治县", 11, 1060),
 )
 
 # Registrations outside the province (户籍 elsewhere: no local subsidy) and birthplaces of migrants.

@@ -60,9 +60,9 @@ def load_lines(data_file: Path) -> list[bytes]:
     starts = data.startswith(b"{") + data.count(b"\n{")
     ends = data.count(b"}\n") + data.count(b"}\r\n") + data.endswith(b"}")
     if starts != len(lines) or ends != len(lines):  # find the culprit only when something is wrong
-        for number, line in enumerate(data.split(b"\n"), start=1):
-            line = line.removesuffix(b"\r")
-            if line and not (line.startswith(b"{") and line.endswith(b"}")):
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            text = raw.removesuffix(b"\r")
+            if text and not (text.startswith(b"{") and text.endswith(b"}")):
                 raise SimulatorDataError(f"{data_file} line {number}: expected one JSON object per line")
     return lines
 
