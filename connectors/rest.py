@@ -32,7 +32,13 @@ class RetryableResponse(Exception):
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RetryableResponse | requests.ConnectionError | requests.Timeout)
+    return isinstance(
+        exc,
+        RetryableResponse
+        | requests.ConnectionError
+        | requests.Timeout
+        | requests.exceptions.ChunkedEncodingError,
+    )
 
 
 class RestClient:

@@ -7,29 +7,40 @@ included) reaches the client byte for byte.
 
     GET /api/v1/hukou/persons?page=N&page_size=M   (Authorization: Bearer <token>)
     -> {"page": N, "page_size": M, "total": T, "total_pages": P, "items": [...]}   pages are 1-based
+    POST /api/v1/hukou/verify {"ids": [...]} (at most 1000) -> {"items": [... the persons found ...]}
     GET /healthz -> {"status": "ok", "persons": T}
+
+Faults can be injected (Faults): every Nth request answered 500, 429 with Retry-After, delayed,
+or cut off mid-body, so connector tests see the failures real departments produce.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
 PERSONS_PATH = "/api/v1/hukou/persons"
+VERIFY_PATH = "/api/v1/hukou/verify"
+MAX_VERIFY_IDS = 1000
+_ID_FIELD = re.compile(rb'"gmsfhm":\s*"([^"]*)"')
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 TOKEN_VARIABLE = "LIANBAN_POLICE_TOKEN"
@@ -67,6 +78,39 @@ def load_lines(data_file: Path) -> list[bytes]:
     return lines
 
 
+@dataclass
+class Faults:
+    """Failure injection, counted over all requests to the data endpoints (0 = never)."""
+
+    error_500_every: int = 0
+    rate_limit_every: int = 0
+    retry_after_s: float = 1.0
+    drop_every: int = 0
+    delay_s: float = 0.0
+
+    def pick(self, number: int) -> str | None:
+        for name, every in (
+            ("500", self.error_500_every),
+            ("429", self.rate_limit_every),
+            ("drop", self.drop_every),
+        ):
+            if every and number % every == 0:
+                return name
+        return None
+
+
+def _cut_off(body: bytes) -> StreamingResponse:
+    """Announce the whole body, send half of it, then break the connection."""
+
+    async def halves() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+        raise ConnectionAbortedError("simulated connection drop")
+
+    return StreamingResponse(
+        halves(), media_type="application/json", headers={"Content-Length": str(len(body))}
+    )
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Bearer realm="hukou"'} if status == 401 else None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
@@ -89,18 +133,40 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return value
 
 
-def create_app(data_file: Path, token: str) -> Starlette:
+def create_app(data_file: Path, token: str, faults: Faults | None = None) -> Starlette:
     """The simulator app over one JSONL file, guarded by one bearer token."""
     if not token:
         raise ValueError("the police simulator needs a non-empty token")
     lines = load_lines(data_file)
+    by_id = {m.group(1).decode(): line for line in lines if (m := _ID_FIELD.search(line))}
     expected = f"Bearer {token}".encode()
+    faults = faults or Faults()
+    calls = {"n": 0}
     log.info("police simulator: %d persons from %s", len(lines), data_file)
 
-    async def persons(request: Request) -> Response:
+    async def guard(request: Request) -> Response | str | None:
+        """Auth, then any injected fault; returns an error response, 'drop', or None to go on."""
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             return _error(401, "unauthorized", "missing or wrong bearer token")
+        calls["n"] += 1
+        if faults.delay_s:
+            await asyncio.sleep(faults.delay_s)
+        fault = faults.pick(calls["n"])
+        if fault == "500":
+            return _error(500, "internal", "simulated server error")
+        if fault == "429":
+            return JSONResponse(
+                {"error": "rate_limited", "message": "too many requests"},
+                status_code=429,
+                headers={"Retry-After": f"{faults.retry_after_s:g}"},
+            )
+        return fault
+
+    async def persons(request: Request) -> Response:
+        refused = await guard(request)
+        if isinstance(refused, Response):
+            return refused
         page = _int_param(request, "page", 1, 1, 10**9)
         if isinstance(page, Response):
             return page
@@ -114,12 +180,32 @@ def create_app(data_file: Path, token: str) -> Starlette:
             f'"total_pages": {math.ceil(total / page_size)}, "items": ['
         ).encode()
         body = head + b", ".join(lines[start : start + page_size]) + b"]}"
-        return Response(body, media_type="application/json")
+        return _cut_off(body) if refused == "drop" else Response(body, media_type="application/json")
+
+    async def verify(request: Request) -> Response:
+        refused = await guard(request)
+        if isinstance(refused, Response):
+            return refused
+        try:
+            ids = json.loads(await request.body())["ids"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "bad_body", 'expected a JSON object {"ids": [...]}')
+        if not isinstance(ids, list) or len(ids) > MAX_VERIFY_IDS:
+            return _error(400, "bad_body", f"ids must be a list of at most {MAX_VERIFY_IDS} ID numbers")
+        found = [by_id[i] for i in ids if isinstance(i, str) and i in by_id]
+        body = b'{"items": [' + b", ".join(found) + b"]}"
+        return _cut_off(body) if refused == "drop" else Response(body, media_type="application/json")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "persons": len(lines)})
 
-    return Starlette(routes=[Route(PERSONS_PATH, persons), Route("/healthz", healthz)])
+    return Starlette(
+        routes=[
+            Route(PERSONS_PATH, persons),
+            Route(VERIFY_PATH, verify, methods=["POST"]),
+            Route("/healthz", healthz),
+        ]
+    )
 
 
 @contextmanager
