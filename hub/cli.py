@@ -86,6 +86,8 @@ def run(
         raise typer.BadParameter(
             "no --date given and no sandbox found: run `hub sandbox init` first", param_hint="--date"
         )
+    if as_of < date(2016, 1, 1):
+        raise typer.BadParameter(f"{as_of} is before 2016-01-01, when the DAGs start", param_hint="--date")
     started = datetime.now()
     try:
         outcome = run_cycle(settings, as_of, verbose)
