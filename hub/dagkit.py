@@ -14,7 +14,9 @@ import pendulum
 from airflow.sdk import DAG, Asset, dag, get_current_context, task
 
 SOURCES = ("cdpf", "civil", "hrss", "police")
-START = pendulum.datetime(2016, 1, 1, tz="Asia/Shanghai")  # 国发〔2015〕52号 in force; earlier dates have no subsidy
+START = pendulum.datetime(
+    2016, 1, 1, tz="Asia/Shanghai"
+)  # 国发〔2015〕52号 in force; earlier dates have no subsidy
 DEFAULT_ARGS: dict[str, Any] = {"owner": "lianban", "retries": 2, "retry_delay": timedelta(minutes=1)}
 
 

@@ -6,7 +6,7 @@ import logging
 from datetime import date
 from typing import Any
 
-from hub.settings import FolderSource, RestSource, Settings, SqlSource
+from hub.settings import FolderSource, RestSource, Settings, SftpSource, SqlSource
 from hub.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ def pull_stage(settings: Settings, source: str, as_of: date) -> dict[str, Any]:
     """Pull one batch from the source's transport and land it; returns the batch id and row count."""
     from connectors.folder import pull_folder
     from connectors.rest import pull_rest
+    from connectors.sftp import pull_sftp
     from connectors.sql import pull_sql
     from transforms.contracts import load_contract
 
@@ -29,6 +30,8 @@ def pull_stage(settings: Settings, source: str, as_of: date) -> dict[str, Any]:
         )
     elif isinstance(config, FolderSource):
         landed = pull_folder(storage, source, config, as_of)
+    elif isinstance(config, SftpSource):
+        landed = pull_sftp(storage, source, config, as_of)
     elif isinstance(config, RestSource):
         required = [c.native for c in contract.columns if c.required]
         landed = pull_rest(storage, source, config, as_of, required)

@@ -52,7 +52,37 @@ class RestSource(_Source):
     timeout_s: float = 30.0
 
 
-SourceConfig = Annotated[SqlSource | FolderSource | RestSource, Field(discriminator="transport")]
+class SftpSource(_Source):
+    """A partner's SFTP drop folder. Connection values come from `<env_prefix>_*` environment variables.
+
+    Interim home: the lead moves this class to hub/settings.py (and into SourceConfig's union).
+    """
+
+    transport: Literal["sftp"]
+    env_prefix: str | None = Field(
+        None,
+        description="prefix of HOST, PORT, USER, PASSWORD, KEY, KEY_PASSPHRASE, KNOWN_HOSTS variables; "
+        "default LIANBAN_<SOURCE>_SFTP",
+    )
+    folder: str = Field(description="remote folder the partner drops files into (`{var}` is filled)")
+    pattern: str = Field("*.csv", description="glob for data file names")
+    marker: str = Field(".ok", min_length=1, description="a file is taken only once <name><marker> exists")
+    checksum: Literal["if_present", "required", "off"] = Field(
+        "if_present", description="verify <name>.sha256 when the partner sends one (or demand it)"
+    )
+    max_file_bytes: int = Field(2 * 1024**3, description="refuse any single file larger than this")
+    move_to_processed: bool = Field(False, description="after landing, move files and markers aside")
+    processed_folder: str = Field("processed", description="subfolder of `folder` for taken files")
+    timeout_s: float = Field(30.0, description="connect, authentication and read timeout")
+    attempts: int = Field(5, ge=1, description="tries per operation when the connection drops")
+    retry_wait_s: float = Field(1.0, description="first backoff pause; doubles per attempt (max 30 s)")
+    request_bytes: int = Field(
+        261_120, description="bytes per SFTP read request (255 KiB, OpenSSH's largest)"
+    )
+    max_requests: int | None = Field(None, description="cap on outstanding read requests (None: no cap)")
+
+
+SourceConfig = Annotated[SqlSource | FolderSource | RestSource | SftpSource, Field(discriminator="transport")]
 
 
 class Settings(BaseModel):
