@@ -100,24 +100,22 @@ def _secret(name: str, source: str) -> str:
 
 
 def pull_rest(storage: Storage, source: str, config: RestSource, as_of: date, required: list[str]) -> Landed:
-    """Page through the endpoint and land each page's body as received, after checking its shape."""
+    """Page through the endpoint (or its change feed) and land each body as received, after checking it."""
     base_url = config.base_url or _secret(config.base_url_env or "", source)
     token = _secret(config.token_env, source)
-    page, total_pages = 1, 1
     with (
         BatchWriter(storage, source, as_of.strftime("%Y%m%d"), "rest") as batch,
         RestClient(base_url, token, config.timeout_s) as client,
     ):
+        if config.mode == "changes":
+            return _pull_changes(storage, source, config, batch, client, required)
+        page, total_pages = 1, 1
         while page <= total_pages:
             where = f"{config.endpoint} page {page}"
-            try:
-                response = client.get(config.endpoint, {"page": page, "page_size": config.page_size})
-            except requests.HTTPError as exc:
-                raise ConnectorError(source, "rest", where, f"HTTP {exc.response.status_code}") from exc
-            except (RetryableResponse, requests.RequestException) as exc:
-                raise ConnectorError(source, "rest", where, f"gave up after retries: {exc}") from exc
-            body = response.content
-            items = _check_page(body, required, source, where)
+            body = _fetch(
+                client, config.endpoint, {"page": page, "page_size": config.page_size}, source, where
+            )
+            items = _check_page(body, required, source, where, "total_pages")
             total_pages = int(json.loads(body)["total_pages"])
             batch.add_bytes(f"page-{page:05d}.json", body, len(items))
             log.info("%s: page %d/%d, %d items", source, page, total_pages, len(items))
@@ -125,14 +123,53 @@ def pull_rest(storage: Storage, source: str, config: RestSource, as_of: date, re
         return batch.publish(as_of.isoformat())
 
 
-def _check_page(body: bytes, required: list[str], source: str, where: str) -> list[dict[str, Any]]:
+def _pull_changes(
+    storage: Storage,
+    source: str,
+    config: RestSource,
+    batch: BatchWriter,
+    client: RestClient,
+    required: list[str],
+) -> Landed:
+    """Follow the change feed from the bookmarked cursor; the new cursor is committed after landing."""
+    cursor = storage.watermark(source)
+    page = 1
+    while True:
+        params: dict[str, Any] = {"limit": config.page_size}
+        if cursor:
+            params["cursor"] = cursor
+        where = f"{config.endpoint} after cursor {cursor or '(start)'}"
+        body = _fetch(client, config.endpoint, params, source, where)
+        items = _check_page(body, required, source, where, "next_cursor")
+        if items:
+            batch.add_bytes(f"page-{page:05d}.json", body, len(items))
+            page += 1
+        following = json.loads(body)["next_cursor"]
+        if not following or not items:
+            break
+        cursor = following
+    return batch.publish(cursor)
+
+
+def _fetch(client: RestClient, path: str, params: dict[str, Any], source: str, where: str) -> bytes:
+    try:
+        return client.get(path, params).content
+    except requests.HTTPError as exc:
+        raise ConnectorError(source, "rest", where, f"HTTP {exc.response.status_code}") from exc
+    except (RetryableResponse, requests.RequestException) as exc:
+        raise ConnectorError(source, "rest", where, f"gave up after retries: {exc}") from exc
+
+
+def _check_page(
+    body: bytes, required: list[str], source: str, where: str, paging_key: str
+) -> list[dict[str, Any]]:
     """The contract check before landing: JSON with an items list whose entries carry every native field."""
     try:
         doc = json.loads(body)
     except ValueError as exc:
         raise ConnectorError(source, "rest", where, f"expected JSON, got {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) or "total_pages" not in doc:
-        raise ConnectorError(source, "rest", where, "expected an object with 'items' and 'total_pages'")
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) or paging_key not in doc:
+        raise ConnectorError(source, "rest", where, f"expected an object with 'items' and '{paging_key}'")
     items: list[dict[str, Any]] = doc["items"]
     for index, item in enumerate(items, start=1):
         missing = [k for k in required if k not in item]

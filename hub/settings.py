@@ -48,6 +48,9 @@ class RestSource(_Source):
     base_url_env: str | None = None
     token_env: str = Field(description="environment variable holding the bearer token")
     endpoint: str
+    mode: Literal["pages", "changes"] = Field(
+        "pages", description="pages: the whole register page by page; changes: a change feed since a cursor"
+    )
     page_size: int = 1000
     timeout_s: float = 30.0
 

@@ -7,6 +7,8 @@ included) reaches the client byte for byte.
 
     GET /api/v1/hukou/persons?page=N&page_size=M   (Authorization: Bearer <token>)
     -> {"page": N, "page_size": M, "total": T, "total_pages": P, "items": [...]}   pages are 1-based
+    GET /api/v1/hukou/changes?cursor=C&limit=M -> {"items": [...], "next_cursor": C'}: records in
+        (gxsj, gmsfhm) order after the cursor; the cursor is the last record's "gxsj|gmsfhm"
     POST /api/v1/hukou/verify {"ids": [...]} (at most 1000) -> {"items": [... the persons found ...]}
     GET /healthz -> {"status": "ok", "persons": T}
 
@@ -17,6 +19,7 @@ or cut off mid-body, so connector tests see the failures real departments produc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
 import json
 import logging
@@ -39,8 +42,10 @@ log = logging.getLogger(__name__)
 
 PERSONS_PATH = "/api/v1/hukou/persons"
 VERIFY_PATH = "/api/v1/hukou/verify"
+CHANGES_PATH = "/api/v1/hukou/changes"
 MAX_VERIFY_IDS = 1000
 _ID_FIELD = re.compile(rb'"gmsfhm":\s*"([^"]*)"')
+_UPDATED_FIELD = re.compile(rb'"gxsj":\s*"([^"]*)"')
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 TOKEN_VARIABLE = "LIANBAN_POLICE_TOKEN"
@@ -99,6 +104,13 @@ class Faults:
         return None
 
 
+def _feed_key(line: bytes) -> str:
+    """A record's place in the change feed: 'gxsj|gmsfhm' (also the cursor a client resumes from)."""
+    updated = _UPDATED_FIELD.search(line)
+    ident = _ID_FIELD.search(line)
+    return f"{updated.group(1).decode() if updated else ''}|{ident.group(1).decode() if ident else ''}"
+
+
 def _cut_off(body: bytes) -> StreamingResponse:
     """Announce the whole body, send half of it, then break the connection."""
 
@@ -139,6 +151,8 @@ def create_app(data_file: Path, token: str, faults: Faults | None = None) -> Sta
         raise ValueError("the police simulator needs a non-empty token")
     lines = load_lines(data_file)
     by_id = {m.group(1).decode(): line for line in lines if (m := _ID_FIELD.search(line))}
+    feed = sorted((_feed_key(line), line) for line in lines)
+    feed_keys = [key for key, _ in feed]
     expected = f"Bearer {token}".encode()
     faults = faults or Faults()
     calls = {"n": 0}
@@ -196,6 +210,22 @@ def create_app(data_file: Path, token: str, faults: Faults | None = None) -> Sta
         body = b'{"items": [' + b", ".join(found) + b"]}"
         return _cut_off(body) if refused == "drop" else Response(body, media_type="application/json")
 
+    async def changes(request: Request) -> Response:
+        refused = await guard(request)
+        if isinstance(refused, Response):
+            return refused
+        limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        if isinstance(limit, Response):
+            return limit
+        cursor = request.query_params.get("cursor", "")
+        start = bisect.bisect_right(feed_keys, cursor) if cursor else 0
+        chosen = feed[start : start + limit]
+        following = json.dumps(chosen[-1][0] if chosen else cursor or None, ensure_ascii=False).encode()
+        body = (
+            b'{"items": [' + b", ".join(line for _, line in chosen) + b'], "next_cursor": ' + following + b"}"
+        )
+        return _cut_off(body) if refused == "drop" else Response(body, media_type="application/json")
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "persons": len(lines)})
 
@@ -203,6 +233,7 @@ def create_app(data_file: Path, token: str, faults: Faults | None = None) -> Sta
         routes=[
             Route(PERSONS_PATH, persons),
             Route(VERIFY_PATH, verify, methods=["POST"]),
+            Route(CHANGES_PATH, changes),
             Route("/healthz", healthz),
         ]
     )

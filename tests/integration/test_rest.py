@@ -90,3 +90,31 @@ def test_verify_asks_in_bounded_batches(tmp_path) -> None:
         asked = [f"33011219900101{i:04d}" for i in range(0, 460, 2)] + ["110105194912310021"]
         found = client.verify("/api/v1/hukou/verify", asked, batch_size=100)
     assert sorted(i["gmsfhm"] for i in found) == sorted(asked[:115])
+
+
+def test_change_feed_resumes_from_the_cursor_without_gaps_or_repeats(settings, tmp_path, monkeypatch) -> None:
+    data = _data(tmp_path, 40)  # all 40 share one gxsj, so pages split inside one timestamp
+    config = _config(page_size=7).model_copy(update={"mode": "changes", "endpoint": "/api/v1/hukou/changes"})
+    monkeypatch.setenv("TEST_POLICE_TOKEN", TOKEN)
+    storage = Storage(settings)
+    with serve(create_app(data, TOKEN, Faults(drop_every=4))) as url:
+        monkeypatch.setenv("TEST_POLICE_URL", url)
+        first = pull_rest(storage, "police", config, date(2026, 11, 1), REQUIRED)
+    assert sorted(i["gmsfhm"] for i in _landed_items(first.path)) == [
+        f"33011219900101{i:04d}" for i in range(40)
+    ]
+    later = {"gmsfhm": "330112199001019999", "xm": "李㵘", "xbdm": "1", "csrq": "19900101", "hjdz_xzqhdm": "330112",
+             "hkztdm": "1", "swrq": "20261101", "gxsj": "2026-10-31 08:00:00"}  # fmt: skip
+    newer = {**later, "gmsfhm": "330112199001020001", "gxsj": "2026-11-01 09:00:00"}
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(later, ensure_ascii=False) + "\n" + json.dumps(newer, ensure_ascii=False) + "\n")
+    with serve(create_app(data, TOKEN)) as url:
+        monkeypatch.setenv("TEST_POLICE_URL", url)
+        second = pull_rest(storage, "police", config, date(2026, 11, 2), REQUIRED)
+        third = pull_rest(storage, "police", config, date(2026, 11, 3), REQUIRED)
+    assert sorted(i["gmsfhm"] for i in _landed_items(second.path)) == [
+        "330112199001019999",
+        "330112199001020001",
+    ]
+    assert _landed_items(third.path) == [] and third.rows == 0
+    assert storage.watermark("police") == "2026-11-01 09:00:00|330112199001020001"
