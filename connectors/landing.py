@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.storage import Storage, utcnow, write_json_atomic
+from hub.storage import Storage, sha256_file, utcnow, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,7 @@ class BatchWriter:
     def added(self, name: str, rows: int) -> None:
         """Register a file already written at path_for(name)."""
         path = self.path_for(name)
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        self.files.append(LandedFile(name, digest.hexdigest(), path.stat().st_size, rows))
+        self.files.append(LandedFile(name, sha256_file(path), path.stat().st_size, rows))
 
     def publish(self, watermark: str | None) -> Landed:
         """Rename the batch into place (or drop it if this exact content already landed), then bookmark."""

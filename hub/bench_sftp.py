@@ -12,7 +12,6 @@ not import tests; the integration fixtures import it from this module.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hub.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +279,6 @@ def openssh_command(server: LocalSshd, batch_file: Path) -> list[str]:
     ]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _paramiko_get(server: LocalSshd, remote: Path, target: Path) -> None:
     """The untuned baseline: paramiko's own `SFTPClient.get` (prefetch, 32 KiB reads, 2 MiB window)."""
     import paramiko
@@ -328,7 +321,7 @@ def bench_sftp(size_mb: int = 200, rounds: int = 3) -> dict[str, Any]:
         with source.open("wb") as fh:
             for start in range(0, size, 1 << 23):
                 fh.write(os.urandom(min(1 << 23, size - start)))
-        expected = _sha256(source)
+        expected = sha256_file(source)
         batch = Path(tmp) / "get.batch"
         target_openssh = out / "openssh.bin"
         batch.write_text(f'get "{source}" "{target_openssh}"\n', encoding="utf-8")
@@ -358,7 +351,7 @@ def bench_sftp(size_mb: int = 200, rounds: int = 3) -> dict[str, Any]:
             started = time.perf_counter()
             subprocess.run(command, check=True, stdin=subprocess.DEVNULL, capture_output=True)
             openssh.append(time.perf_counter() - started)
-            if _sha256(target_openssh) != expected:
+            if sha256_file(target_openssh) != expected:
                 raise RuntimeError("the OpenSSH client's download differs from the served file")
             target_openssh.unlink()
 

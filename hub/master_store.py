@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from transforms.merge import CONFLICT_COLUMNS
+
 log = logging.getLogger(__name__)
 
 _meta = sa.MetaData()
@@ -270,7 +272,7 @@ class MasterStore:
 
     def read_conflicts(self) -> pd.DataFrame:
         """The current conflicts queue in the merge's column order."""
-        cols = [self._plain(conflict.c[n]) for n in _CONFLICT_ORDER]
+        cols = [self._plain(conflict.c[n]) for n in CONFLICT_COLUMNS]
         query = sa.select(*cols).order_by(
             conflict.c.id_number, conflict.c.conflict_type, conflict.c.source_a, conflict.c.source_b
         )
@@ -315,16 +317,3 @@ class MasterStore:
     def dispose(self) -> None:
         """Close pooled connections (tests and short-lived CLI calls)."""
         self.engine.dispose()
-
-
-_CONFLICT_ORDER = (
-    "id_number",
-    "conflict_type",
-    "source_a",
-    "value_a",
-    "source_b",
-    "value_b",
-    "batch_a",
-    "batch_b",
-    "status",
-)

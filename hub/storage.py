@@ -7,6 +7,7 @@ retried and the cycle always finds the last accepted batch of each source.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -165,3 +166,12 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file read in 1 MiB blocks (manifests, landing checks, delivery)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ Everything is vectorised: Arrow compute and numpy over whole columns, no loop ov
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hub.storage import sha256_file
 from transforms.contracts import REASONS, Column, SourceContract
 from transforms.ids import arrow_to_series, as_arrow, calendar_dates, char_matrix, join_flags, normalise_ids
 
@@ -79,14 +79,6 @@ class LandingCorrupt(BatchUnreadable):
 
 
 # -- reading the landing directory -----------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_columns(contract: SourceContract, file: str, found: list[str]) -> None:
@@ -192,7 +184,7 @@ def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
             raise LandingCorrupt(
                 f"{contract.source}: {entry['name']} is in the manifest but not in {batch_dir}"
             )
-        if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+        if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
             raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
         suffix = path.suffix.lower()
         if suffix == ".parquet":
