@@ -141,7 +141,7 @@ class LocalSshd:
         return self.log_text().count("Accepted publickey")
 
     def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return self.log_path.read_text(encoding="utf-8", errors="backslashreplace")
 
     def stop(self) -> None:
         """Stop the listener and any session it forked."""
