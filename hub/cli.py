@@ -17,6 +17,8 @@ from hub.settings import load_settings
 app = typer.Typer(help="Lianban (联办) data-exchange hub.", no_args_is_help=True, add_completion=False)
 sandbox_app = typer.Typer(help="The embedded default: a synthetic province.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+batch_app = typer.Typer(help="Landed batches and their verdicts.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 console = Console()
 
 Config = Annotated[
@@ -104,6 +106,49 @@ def run(
     console.print(table)
     for label, where in outcome.outputs.items():
         console.print(f"{label:>7}: {where}")
+
+
+@batch_app.command("list")
+def batch_list(
+    source: Annotated[str | None, typer.Option(help="only this source")] = None, config: Config = None
+) -> None:
+    """Show every batch in the ledger with its verdict (held batches say why)."""
+    import sqlalchemy as sa
+
+    from hub.storage import Storage, batches
+
+    storage = Storage(load_settings(config))
+    query = sa.select(batches).order_by(batches.c.source, batches.c.landed_at)
+    if source:
+        query = query.where(batches.c.source == source)
+    with storage.engine().connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    table = Table(title="batches")
+    for column in ("batch", "status", "rows", "accepted", "quarantined", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["batch_id"], row["status"], str(row["rows"]), str(row["accepted_rows"]),
+            str(row["quarantined_rows"]), row["note"] or "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@batch_app.command("release")
+def batch_release(
+    batch_id: Annotated[str, typer.Argument(help="the held batch to accept")],
+    who: Annotated[str, typer.Option("--by", help="who takes the decision (kept in the ledger)")],
+    config: Config = None,
+) -> None:
+    """Accept a held batch: the next cycle merges it. An explicit decision, recorded with its author."""
+    from hub.storage import Storage
+
+    try:
+        released = Storage(load_settings(config)).release(batch_id, who)
+    except (KeyError, ValueError) as exc:
+        console.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]released[/green] {batch_id}: {released['note']}")
 
 
 @app.command()

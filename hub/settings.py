@@ -88,8 +88,19 @@ class SftpSource(_Source):
 SourceConfig = Annotated[SqlSource | FolderSource | RestSource | SftpSource, Field(discriminator="transport")]
 
 
+class Gates(BaseModel):
+    """Batch gates: a batch outside these bounds is held and the master stays on the last good batch."""
+
+    max_invalid_ratio: float = Field(0.2, description="share of quarantined rows above which a batch is held")
+    max_volume_change: float = Field(
+        0.3,
+        description="change of accepted rows against the source's last accepted batch above which it is held",
+    )
+
+
 class Settings(BaseModel):
     region: str
+    gates: Gates = Field(default_factory=lambda: Gates())
     policy: str
     master_url: str
     sources: dict[str, SourceConfig]

@@ -47,7 +47,7 @@ watermarks = sa.Table(
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -125,19 +125,36 @@ class Storage:
             row = conn.execute(sa.select(batches).where(batches.c.batch_id == batch_id)).mappings().first()
         return dict(row) if row else None
 
-    def last_accepted(self, source: str) -> dict[str, Any] | None:
-        """The newest accepted batch of a source: what the master rests on."""
+    def last_accepted(self, source: str, exclude: str | None = None) -> dict[str, Any] | None:
+        """The newest accepted batch of a source (other than `exclude`): what the master rests on."""
         with self.engine().connect() as conn:
             row = (
                 conn.execute(
                     sa.select(batches)
-                    .where(batches.c.source == source, batches.c.status == "accepted")
+                    .where(
+                        batches.c.source == source,
+                        batches.c.status == "accepted",
+                        batches.c.batch_id != (exclude or ""),
+                    )
                     .order_by(batches.c.verdict_at.desc(), batches.c.landed_at.desc())
                 )
                 .mappings()
                 .first()
             )
         return dict(row) if row else None
+
+    def release(self, batch_id: str, who: str) -> dict[str, Any]:
+        """Accept a held batch by an explicit operator decision; the note keeps who and why it was held."""
+        held = self.batch(batch_id)
+        if held is None:
+            raise KeyError(f"no batch {batch_id} in the ledger")
+        if held["status"] != "held":
+            raise ValueError(f"batch {batch_id} is {held['status']}, not held")
+        note = f"released by {who} at {utcnow()} (was held: {held['note']})"
+        self.set_verdict(
+            batch_id, "accepted", held["accepted_rows"] or 0, held["quarantined_rows"] or 0, note
+        )
+        return {**held, "status": "accepted", "note": note}
 
     # -- watermarks ----------------------------------------------------------------
     def watermark(self, source: str) -> str | None:

@@ -34,7 +34,6 @@ from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, re
 
 log = logging.getLogger(__name__)
 
-MAX_INVALID_RATIO = 0.2  # a batch with a larger share of quarantined rows is held (DESIGN: batch gate)
 ID_COLUMNS = ("id_number", "cert_number")  # values that carry an ID number: always masked in reports
 SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -342,13 +341,15 @@ def stage_batch(
     source: str,
     batch_id: str,
     as_of: date,
-    max_invalid_ratio: float = MAX_INVALID_RATIO,
+    max_invalid_ratio: float | None = None,
 ) -> StageResult:
     """Standardise and validate one landed batch; write the staged files and record the verdict.
 
     Idempotent: staging the same batch again rewrites the same files and the same verdict.
     """
     storage = Storage(settings)
+    gates = settings.gates
+    max_invalid_ratio = gates.max_invalid_ratio if max_invalid_ratio is None else max_invalid_ratio
     contract = contract_for(settings, source)
     landing = storage.landing(source, batch_id)
     manifest = json.loads((landing / "manifest.json").read_text(encoding="utf-8"))
@@ -384,6 +385,18 @@ def stage_batch(
         note = f"invalid ratio {ratio:.1%} > {max_invalid_ratio:.0%}: {quarantined} of {n} rows quarantined"
     elif n == 0:
         note = "empty batch"
+    previous = storage.last_accepted(source, exclude=batch_id)
+    if status == "accepted" and previous and previous["accepted_rows"]:
+        change = accepted_rows / previous["accepted_rows"] - 1
+        if (
+            abs(accepted_rows - previous["accepted_rows"])
+            > gates.max_volume_change * previous["accepted_rows"]
+        ):
+            status = "held"
+            note = (
+                f"accepted rows changed {change:+.1%} against {previous['batch_id']} "
+                f"({previous['accepted_rows']} -> {accepted_rows}), more than {gates.max_volume_change:.0%}"
+            )
 
     out = storage.staged(source, batch_id)
     out.mkdir(parents=True, exist_ok=True)

@@ -390,3 +390,31 @@ def test_police_pages_batch(settings: Settings) -> None:
     assert accepted["hukou_status"].tolist() == ["normal", "dead", "normal", "normal"]
     assert accepted["death_date"].notna().tolist() == [False, True, False, False]
     assert accepted["_source_line"].tolist() == [1, 2, 1, 2]
+
+
+def _clean_batch(settings: Settings, tmp_path: Path, batch_id: str, persons: int) -> None:
+    holders = [check(f"33010619800{1 + i // 28:01d}{1 + i % 28:02d}001") for i in range(persons)]
+    land_sql(settings, "cdpf", batch_id, [cdpf_row(h) for h in holders], tmp_path)
+
+
+def test_volume_gate_trips_above_its_threshold_and_release_is_explicit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert settings.gates.max_volume_change == 0.3
+    storage = Storage(settings)
+    _clean_batch(settings, tmp_path, "cdpf-1", 10)
+    assert stage_batch(settings, "cdpf", "cdpf-1", AS_OF).status == "accepted"
+    _clean_batch(settings, tmp_path, "cdpf-2", 13)  # +30%: at the threshold, not above it
+    assert stage_batch(settings, "cdpf", "cdpf-2", AS_OF).status == "accepted"
+    _clean_batch(settings, tmp_path, "cdpf-3", 6)  # -53.8% against cdpf-2
+    held = stage_batch(settings, "cdpf", "cdpf-3", AS_OF)
+    assert held.status == "held"
+    record = storage.batch("cdpf-3")
+    assert record is not None and "-53.8%" in record["note"] and "cdpf-2" in record["note"]
+    assert storage.last_accepted("cdpf")["batch_id"] == "cdpf-2"  # type: ignore[index]
+    assert stage_batch(settings, "cdpf", "cdpf-3", AS_OF).status == "held"  # re-staging holds it again
+    released = storage.release("cdpf-3", who="tester")
+    assert released["status"] == "accepted" and "released by tester" in released["note"]
+    assert storage.last_accepted("cdpf")["batch_id"] == "cdpf-3"  # type: ignore[index]
+    with pytest.raises(ValueError, match="not held"):
+        storage.release("cdpf-3", who="tester")
