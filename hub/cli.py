@@ -48,6 +48,16 @@ def _sandbox_as_of(var_dir: Path) -> date | None:
     return date.fromisoformat(json.loads(meta.read_text(encoding="utf-8"))["as_of"])
 
 
+def _reset_hub_state(var_dir: Path) -> None:
+    """A new province is a new world: drop the ledger, landings and outputs of the previous one."""
+    import shutil
+
+    for name in ("landing", "staged", "state", "runs", "outbox", "reports"):
+        shutil.rmtree(var_dir / name, ignore_errors=True)
+    for master in var_dir.glob("master.sqlite*"):
+        master.unlink()
+
+
 @sandbox_app.command("init")
 def sandbox_init(
     persons: Annotated[int, typer.Option(min=10, help="number of certificate holders")] = 20_000,
@@ -60,6 +70,7 @@ def sandbox_init(
 
     settings = load_settings(config)
     day = _date(as_of)
+    _reset_hub_state(settings.var_dir)
     with console.status(f"generating a sandbox province of {persons:,} persons"):
         if day is None:
             info = init_sandbox(settings, persons=persons, seed=seed)
