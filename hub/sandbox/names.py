@@ -1,7 +1,7 @@
 """Realistic Chinese names for the sandbox: weighted family names, rare characters and minority names.
 
 Rare characters from CJK Extension A/B (䶮, 㵘, 𠮷, ...) and names with `·` (买买提·艾力) are the
-ones real exchange files lose to GBK or `errors="replace"`; the sandbox makes sure every hop sees them
+ones real exchange files lose to GBK or a replacing decoder; the sandbox makes sure every hop sees them
 (DOMAIN.md section 7).
 """
 

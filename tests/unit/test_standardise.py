@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import date
@@ -13,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from landed_batches import write_landing
 
 from transforms.contracts import ContractError, load_contract
 from transforms.standardise import (
@@ -33,30 +33,6 @@ HRSS_HEADER = "公民身份号码,姓名,就业状态,养老保险类型,工伤�
 
 def contract(source: str):
     return load_contract(ROOT / "schemas" / "sources" / f"{source}.yaml")
-
-
-def write_landing(
-    batch: Path, source: str, transport: str, files: dict[str, bytes], rows: dict[str, int]
-) -> Path:
-    batch.mkdir(parents=True, exist_ok=True)
-    listed = []
-    for name, data in files.items():
-        (batch / name).write_bytes(data)
-        listed.append(
-            {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows[name]}
-        )
-    manifest = {
-        "source": source,
-        "batch_id": batch.name,
-        "window": "20250630",
-        "transport": transport,
-        "files": listed,
-        "rows": sum(rows.values()),
-        "received_at": "2025-06-30T00:00:00+00:00",
-        "watermark": None,
-    }
-    (batch / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return batch
 
 
 def csv_bytes(lines: list[str]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -14,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from landed_batches import write_landing
 
 from hub.settings import Settings, load_settings
 from hub.storage import Storage
@@ -43,26 +43,8 @@ def land(
     files: dict[str, bytes],
     rows: dict[str, int],
 ) -> None:
-    batch = Storage(settings).landing(source, batch_id)
-    batch.mkdir(parents=True)
-    listed = []
-    for name, data in files.items():
-        (batch / name).write_bytes(data)
-        listed.append(
-            {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows[name]}
-        )
-    manifest = {
-        "source": source,
-        "batch_id": batch_id,
-        "window": "20250630",
-        "transport": transport,
-        "files": listed,
-        "rows": sum(rows.values()),
-        "received_at": "2025-06-30T00:00:00+00:00",
-        "watermark": None,
-    }
-    (batch / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    Storage(settings).record_batch(batch_id, source, "20250630", manifest["rows"])
+    write_landing(Storage(settings).landing(source, batch_id), source, transport, files, rows)
+    Storage(settings).record_batch(batch_id, source, "20250630", sum(rows.values()))
 
 
 def land_sql(settings: Settings, source: str, batch_id: str, rows: list[dict[str, str]], tmp: Path) -> None:
