@@ -96,6 +96,13 @@ class Gates(BaseModel):
         0.3,
         description="change of accepted rows against the source's last accepted batch above which it is held",
     )
+    max_event_rise: float = Field(
+        0.5,
+        description="relative rise of deaths or cancellations against the last accepted batch that holds a batch",
+    )
+    event_rise_floor: int = Field(
+        20, ge=0, description="absolute rise always tolerated, so a handful of events cannot trip the gate"
+    )
 
 
 class Settings(BaseModel):

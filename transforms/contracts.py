@@ -94,6 +94,15 @@ class Column(BaseModel):
         return self
 
 
+class EventRule(BaseModel):
+    """Rows that count as one kind of event (a death, a cancellation) for the batch gate on abnormal rises."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(description="canonical column")
+    values: list[str] = Field(min_length=1, description="canonical values that make a row an event")
+
+
 class SourceContract(BaseModel):
     """What one department sends and what the hub makes of it."""
 
@@ -105,6 +114,9 @@ class SourceContract(BaseModel):
     format: Literal["sql", "csv", "json"]
     encoding: str = "utf-8"
     columns: list[Column] = Field(min_length=1)
+    events: dict[str, EventRule] = Field(
+        default_factory=dict, description="event kinds (deaths, cancellations) watched by the batch gate"
+    )
     path: Path | None = Field(None, exclude=True, description="the file it was read from, for messages")
 
     @model_validator(mode="after")
@@ -117,6 +129,9 @@ class SourceContract(BaseModel):
         ids = [c.name for c in self.columns if c.type == "id_number"]
         if len(ids) != 1 or ids[0] != "id_number":
             raise ValueError(f"exactly one column `id_number` of type id_number is required, found {ids}")
+        unknown = {k: e.column for k, e in self.events.items() if e.column not in self.names}
+        if unknown:
+            raise ValueError(f"events name column(s) not in this contract: {unknown}")
         if self.encoding.lower().replace("-", "") in ("gbk", "gb2312"):
             raise ValueError("encoding must be gb18030 (a superset of GBK/GB2312), not " + self.encoding)
         return self

@@ -30,6 +30,7 @@ from hub.masking import mask_id
 from hub.settings import Settings
 from hub.storage import Storage, utcnow, write_json_atomic
 from transforms.contracts import REASONS, SourceContract, contract_for
+from transforms.gates import Previous, count_events, evaluate
 from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,16 @@ def _apply_suite(
     return results
 
 
+def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
+    """The source's last accepted batch as the gates compare against it (events from its validation.json)."""
+    last = storage.last_accepted(source, exclude=batch_id)
+    if last is None:
+        return None
+    summary = storage.staged(source, last["batch_id"]) / "validation.json"
+    events = json.loads(summary.read_text(encoding="utf-8")).get("events") if summary.exists() else None
+    return Previous(str(last["batch_id"]), int(last["accepted_rows"] or 0), events)
+
+
 def stage_batch(
     settings: Settings,
     source: str,
@@ -349,7 +360,8 @@ def stage_batch(
     """
     storage = Storage(settings)
     gates = settings.gates
-    max_invalid_ratio = gates.max_invalid_ratio if max_invalid_ratio is None else max_invalid_ratio
+    if max_invalid_ratio is not None:
+        gates = gates.model_copy(update={"max_invalid_ratio": max_invalid_ratio})
     contract = contract_for(settings, source)
     landing = storage.landing(source, batch_id)
     manifest = json.loads((landing / "manifest.json").read_text(encoding="utf-8"))
@@ -379,28 +391,13 @@ def stage_batch(
     accepted_rows = n - quarantined
     ratio = quarantined / n if n else 0.0
     counts = reasons.counts()
-    status, note = "accepted", ""
-    if ratio > max_invalid_ratio:
-        status = "held"
-        note = f"invalid ratio {ratio:.1%} > {max_invalid_ratio:.0%}: {quarantined} of {n} rows quarantined"
-    elif n == 0:
-        note = "empty batch"
-    previous = storage.last_accepted(source, exclude=batch_id)
-    if status == "accepted" and previous and previous["accepted_rows"]:
-        change = accepted_rows / previous["accepted_rows"] - 1
-        if (
-            abs(accepted_rows - previous["accepted_rows"])
-            > gates.max_volume_change * previous["accepted_rows"]
-        ):
-            status = "held"
-            note = (
-                f"accepted rows changed {change:+.1%} against {previous['batch_id']} "
-                f"({previous['accepted_rows']} -> {accepted_rows}), more than {gates.max_volume_change:.0%}"
-            )
+    accepted = frame.loc[~bad, contract.names].copy()
+    events = count_events(accepted, contract)
+    verdict = evaluate(n, quarantined, events, _previous(storage, source, batch_id), gates)
+    status, note = verdict.status, verdict.note
 
     out = storage.staged(source, batch_id)
     out.mkdir(parents=True, exist_ok=True)
-    accepted = frame.loc[~bad, contract.names].copy()
     accepted.insert(
         len(accepted.columns), "_batch_id", pd.Series(batch_id, index=accepted.index, dtype=STRING)
     )
@@ -436,7 +433,9 @@ def stage_batch(
         "accepted": accepted_rows,
         "quarantined": quarantined,
         "invalid_ratio": round(ratio, 6),
-        "max_invalid_ratio": max_invalid_ratio,
+        "max_invalid_ratio": gates.max_invalid_ratio,
+        "events": events,
+        "gates": verdict.as_json(),
         "reason_counts": counts,
         "reasons_zh": {code: REASONS[code] for code in counts},
         "field_reason_counts": reasons.field_counts(),

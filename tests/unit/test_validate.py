@@ -400,3 +400,26 @@ def test_volume_gate_trips_above_its_threshold_and_release_is_explicit(
     assert storage.last_accepted("cdpf")["batch_id"] == "cdpf-3"  # type: ignore[index]
     with pytest.raises(ValueError, match="not held"):
         storage.release("cdpf-3", who="tester")
+
+
+def test_cancellations_rise_holds_the_batch_and_master_keeps_the_last_good_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The cdpf contract counts cancelled certificates; a jump past 1.5x + floor holds the batch."""
+    settings.gates.event_rise_floor = 2
+    storage = Storage(settings)
+    holders = [check(f"33010619800{1 + i // 28:01d}{1 + i % 28:02d}001") for i in range(40)]
+    first = [cdpf_row(h, ZZZT="2" if i < 4 else "1") for i, h in enumerate(holders)]  # 4 cancelled
+    land_sql(settings, "cdpf", "cdpf-ev-1", first, tmp_path)
+    assert stage_batch(settings, "cdpf", "cdpf-ev-1", AS_OF).status == "accepted"
+    second = [cdpf_row(h, ZZZT="2" if i < 8 else "1") for i, h in enumerate(holders)]  # 8 = 4 x 1.5 + 2
+    land_sql(settings, "cdpf", "cdpf-ev-2", second, tmp_path)
+    assert stage_batch(settings, "cdpf", "cdpf-ev-2", AS_OF).status == "accepted"
+    third = [cdpf_row(h, ZZZT="2" if i < 15 else "1") for i, h in enumerate(holders)]  # 15 > 8 x 1.5 + 2
+    land_sql(settings, "cdpf", "cdpf-ev-3", third, tmp_path)
+    held = stage_batch(settings, "cdpf", "cdpf-ev-3", AS_OF)
+    assert held.status == "held" and "cancellations" in held.note and "cdpf-ev-2" in held.note
+    summary = json.loads((storage.staged("cdpf", "cdpf-ev-3") / "validation.json").read_text("utf-8"))
+    assert summary["events"] == {"cancellations": 15}
+    assert [g["gate"] for g in summary["gates"] if not g["passed"]] == ["cancellations_rise"]
+    assert storage.last_accepted("cdpf")["batch_id"] == "cdpf-ev-2"  # type: ignore[index]
