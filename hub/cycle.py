@@ -240,6 +240,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
                 else validation.get("quarantined"),
                 "reasons": _reason_counts(validation),
                 "note": latest.get("note") or "",
+                "validation_report": f"staged/{source}/{latest['batch_id']}/validation.html",
             }
         )
         if latest["status"] != "accepted":

@@ -28,12 +28,8 @@ def _mask_match(match: re.Match[str]) -> str:
     return match.group(0) if match.group("digest") else mask_id(match.group("id"))
 
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<title>联办运行报告 Lianban run report {{ run_id }}</title>
-<style>
+# Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
+STYLE = """<style>
 body { font-family: "PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.5em; border-bottom: 2px solid #345; padding-bottom: .3em; }
 h2 { font-size: 1.15em; margin-top: 1.8em; color: #345; }
@@ -48,7 +44,14 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .mono { font-family: Consolas, "DejaVu Sans Mono", monospace; font-size: .9em; }
 .meta { color: #555; }
 </style>
-</head>
+"""
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<title>联办运行报告 Lianban run report {{ run_id }}</title>
+{{ style|safe }}</head>
 <body>
 <h1>联办数据交换运行报告 <span class="en">Lianban cycle report</span></h1>
 <p class="meta">运行 Run: <span class="mono">{{ run_id }}</span> &nbsp; 业务日期 As of: {{ as_of }}
@@ -62,7 +65,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <h2>数据批次 <span class="en">Source batches</span></h2>
 <table>
 <tr><th>来源 Source</th><th>批次 Batch</th><th>结论 Verdict</th><th>行数 Rows</th><th>接收 Accepted</th>
-<th>隔离 Quarantined</th><th>隔离原因 Reasons</th><th>主档使用批次 Batch in master</th></tr>
+<th>隔离 Quarantined</th><th>隔离原因 Reasons</th><th>主档使用批次 Batch in master</th>
+<th>校验报告 Validation report (under var/)</th></tr>
 {% for s in sources %}
 <tr><td>{{ s.source }}</td><td class="mono">{{ s.batch_id or "—" }}</td>
 <td class="{{ 'ok' if s.verdict == 'accepted' else 'held' }}">{{ s.verdict or "无 none" }}</td>
@@ -70,7 +74,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <td class="num">{{ s.accepted if s.accepted is not none else "" }}</td>
 <td class="num">{{ s.quarantined if s.quarantined is not none else "" }}</td>
 <td>{% for code, n in (s.reasons or {}).items() %}<span class="mono">{{ code }}</span>: {{ n }}<br>{% endfor %}</td>
-<td class="mono">{{ s.used_batch_id or "—" }}</td></tr>
+<td class="mono">{{ s.used_batch_id or "—" }}</td>
+<td class="mono">{{ s.validation_report or "—" }}</td></tr>
 {% endfor %}
 </table>
 
@@ -125,14 +130,14 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def _defang(value: Any) -> Any:
+def defang(value: Any) -> Any:
     """Break any '//' in text shown in the HTML, so no URL of any kind can appear in the report."""
     if isinstance(value, str):
         return value.replace("//", "/\u200b/")
     if isinstance(value, dict):
-        return {k: _defang(v) for k, v in value.items()}
+        return {k: defang(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_defang(v) for v in value]
+        return [defang(v) for v in value]
     return value
 
 
@@ -153,7 +158,16 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
     sources = []
     for s in summary.get("sources") or []:
         s = dict(s)
-        for key in ("batch_id", "verdict", "rows", "accepted", "quarantined", "reasons", "used_batch_id"):
+        for key in (
+            "batch_id",
+            "verdict",
+            "rows",
+            "accepted",
+            "quarantined",
+            "reasons",
+            "used_batch_id",
+            "validation_report",
+        ):
             s.setdefault(key, None)
         sources.append(s)
     exchange = []
@@ -180,13 +194,13 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "report.json", data)
 
-    shown = _defang(data)
+    shown = defang(data)
     for f in shown["exchange"]:
         digest = str(f.get("sha256") or "")
         # a fingerprint in groups of 8, as it is usually read aloud and compared
         f["sha256_display"] = " ".join(digest[i : i + 8] for i in range(0, len(digest), 8))
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
-    html = env.from_string(_TEMPLATE).render(**{**shown, "policy": shown.get("policy", "")})
+    html = env.from_string(_TEMPLATE).render(**{**shown, "policy": shown.get("policy", ""), "style": STYLE})
     target = out_dir / "report.html"
     tmp = target.with_name(".report.html.tmp")
     tmp.write_text(html, encoding="utf-8")

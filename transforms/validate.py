@@ -29,6 +29,7 @@ import pandas as pd
 from hub.masking import mask_id
 from hub.settings import Settings
 from hub.storage import Storage, utcnow, write_json_atomic
+from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import Previous, count_events, evaluate
 from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
@@ -271,6 +272,13 @@ def _id_fix_counts(fixes: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in counts.items()}
 
 
+def _write_summary(summary: dict[str, Any], out: Path) -> None:
+    """validation.json (masked) and the offline validation.html rendered from it."""
+    masked = mask_payload(summary)
+    write_json_atomic(out / "validation.json", masked)
+    write_validation_report(masked, out / "validation.html")
+
+
 def _held(
     storage: Storage, source: str, batch_id: str, as_of: date, manifest: dict[str, Any], exc: BatchUnreadable
 ) -> StageResult:
@@ -298,7 +306,7 @@ def _held(
         "schema_drift": drift,
         "error": type(exc).__name__,
     }
-    write_json_atomic(out / "validation.json", mask_payload(summary))
+    _write_summary(summary, out)
     storage.set_verdict(batch_id, "held", 0, 0, note=_mask_text(note))
     log.warning("%s batch %s held: %s", source, batch_id, _mask_text(note))
     return StageResult(source, batch_id, "held", rows, 0, 0, {}, _mask_text(note), out)
@@ -448,7 +456,7 @@ def stage_batch(
             "results": gx_results,
         },
     }
-    write_json_atomic(out / "validation.json", mask_payload(summary))
+    _write_summary(summary, out)
     storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
     log.info(
         "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from landed_batches import write_landing
 
+from hub.masking import mask_id
 from hub.settings import Settings, load_settings
 from hub.storage import Storage
 from transforms.contracts import REASONS, load_contract
@@ -214,6 +215,7 @@ def test_restaging_is_idempotent(settings: Settings, tmp_path: Path) -> None:
     assert sorted(p.name for p in Storage(settings).staged("cdpf", "cdpf-20250630-i").iterdir()) == [
         "accepted.parquet",
         "quarantine.parquet",
+        "validation.html",
         "validation.json",
     ]
 
@@ -423,3 +425,30 @@ def test_cancellations_rise_holds_the_batch_and_master_keeps_the_last_good_one(
     assert summary["events"] == {"cancellations": 15}
     assert [g["gate"] for g in summary["gates"] if not g["passed"]] == ["cancellations_rise"]
     assert storage.last_accepted("cdpf")["batch_id"] == "cdpf-ev-2"  # type: ignore[index]
+
+
+_EXTERNAL = re.compile(
+    r"https?:|//|<(script|link|img|iframe|object|embed)\b|\bsrc=|\bhref=|url\(|@import", re.I
+)
+_RAW_ID = re.compile(r"(?<![0-9A-Za-z*])\d{17}[0-9Xx](?![0-9A-Za-z*])")
+
+
+@pytest.mark.parametrize("case", ["accepted", "quarantined", "drift"])
+def test_validation_html_is_offline_and_masked(settings: Settings, tmp_path: Path, case: str) -> None:
+    """Each batch gets a validation.html an auditor can open with no network and no raw ID in it."""
+    rows = cdpf_rows() if case != "accepted" else [cdpf_row(A), cdpf_row(B), cdpf_row(E)]
+    if case == "drift":
+        rows = [{k if k != "XB" else "XB_NEW": v for k, v in r.items()} for r in rows]
+    land_sql(settings, "cdpf", f"cdpf-html-{case}", rows, tmp_path)
+    result = stage_batch(settings, "cdpf", f"cdpf-html-{case}", AS_OF)
+    html = (Storage(settings).staged("cdpf", f"cdpf-html-{case}") / "validation.html").read_text("utf-8")
+    assert result.status == {"accepted": "accepted", "quarantined": "held", "drift": "held"}[case]
+    assert not _EXTERNAL.search(html), _EXTERNAL.search(html)
+    assert not _RAW_ID.search(html)
+    assert "数据校验报告" in html and f"cdpf-html-{case}" in html
+    if case == "quarantined":
+        assert "CERT_MISMATCH" in html and "残疾人证号与公民身份号码" in html
+        assert "invalid_ratio" in html and "触发 tripped" in html  # 8 of 11 rows: the gate holds it
+        assert mask_id(A + "81") in html  # the unexpected certificate number, masked
+    if case == "drift":
+        assert "XB_NEW" in html and "暂扣 held" in html
