@@ -133,7 +133,9 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
 
 def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Write every partner file of schemas/exchange for this run, each with its manifest."""
+    from transforms.contracts import contract_for
     from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
+    from transforms.rejects import write_pending_rejects
 
     storage = Storage(settings)
     store = _store(settings)
@@ -144,6 +146,8 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     people = store.read_master(["id_number", "name", "hukou_county"])
     datasets = exchange_datasets(people, decisions, store.read_conflicts())
     files = build_exchange(storage, contracts, datasets, run_id, as_of)
+    sources = {name: contract_for(settings, name) for name in settings.sources}
+    rejects = write_pending_rejects(storage, sources, run_id, as_of)
     listed = [
         {
             "partner": f.partner,
@@ -156,8 +160,15 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
         }
         for f in files
     ]
+    returned = [
+        {"source": r.source, "batch_id": r.batch_id, "path": str(r.path), "rows": r.rows, "sha256": r.sha256}
+        for r in rejects
+    ]
     return _stage_record(
-        storage, run_id, "exchange", {"run_id": run_id, "rows": sum(f.rows for f in files), "files": listed}
+        storage,
+        run_id,
+        "exchange",
+        {"run_id": run_id, "rows": sum(f.rows for f in files), "files": listed, "rejects": returned},
     )
 
 

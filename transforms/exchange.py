@@ -219,19 +219,37 @@ def render(contract: ExchangeContract, data: pd.DataFrame) -> pd.DataFrame:
 
 def encode_csv(contract: ExchangeContract, table: pd.DataFrame, file_name: str) -> bytes:
     """CSV bytes in the contracted encoding, strictly: an unencodable character is an error, never '?'."""
-    text = table.to_csv(index=False, lineterminator=LINE_ENDINGS[contract.line_ending])
+    return encode_table(
+        table, contract.encoding, LINE_ENDINGS[contract.line_ending], f"{contract.path}: {file_name}"
+    )
+
+
+def encode_table(table: pd.DataFrame, encoding: str, line_ending: str, where: str) -> bytes:
+    """A table as CSV bytes; an unencodable character names the file, line and code point."""
+    text = table.to_csv(index=False, lineterminator=line_ending)
     try:
-        return text.encode(contract.encoding, errors="strict")
+        return text.encode(encoding, errors="strict")
     except UnicodeEncodeError as exc:
         line = text.count("\n", 0, exc.start) + 1
         bad = text[exc.start : exc.end]
         raise ExchangeError(
-            f"{contract.path}: {file_name} line {line}: character {bad!r} "
-            f"(U+{ord(bad[0]):04X}) cannot be encoded as {contract.encoding}"
+            f"{where} line {line}: character {bad!r} (U+{ord(bad[0]):04X}) cannot be encoded as {encoding}"
         ) from exc
 
 
 # -- files ---------------------------------------------------------------------------------------------
+
+
+def publish(target: Path, payload: bytes, manifest: dict[str, Any]) -> tuple[Path, str]:
+    """Write a file, then its manifest (with bytes and SHA-256), each via a temporary name and a rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, target)
+    digest = hashlib.sha256(payload).hexdigest()
+    manifest_path = target.with_name(target.name + ".manifest.json")
+    write_json_atomic(manifest_path, {**manifest, "bytes": len(payload), "sha256": digest})
+    return manifest_path, digest
 
 
 def write_exchange_file(
@@ -243,13 +261,7 @@ def write_exchange_file(
         contract=contract.name, partner=contract.partner, period=period, date=f"{as_of:%Y%m%d}"
     )
     target = storage.outbox(contract.partner, period) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = encode_csv(contract, render(contract, data), name)
-    tmp = target.with_name(f".{name}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
-    digest = hashlib.sha256(payload).hexdigest()
-    manifest_path = target.with_name(name + ".manifest.json")
     manifest: dict[str, Any] = {
         "contract": contract.name,
         "version": contract.version,
@@ -261,14 +273,12 @@ def write_exchange_file(
         "period": period,
         "file": name,
         "rows": len(data),
-        "bytes": len(payload),
-        "sha256": digest,
         "encoding": contract.encoding,
         "id_mode": contract.id_mode,
         "columns": list(contract.fields.values()),
         "generated_at": as_of.isoformat(),
     }
-    write_json_atomic(manifest_path, manifest)
+    manifest_path, digest = publish(target, payload, manifest)
     log.info("exchange %s -> %s: %d rows, sha256 %s", contract.name, contract.partner, len(data), digest[:12])
     return ExchangeFile(contract.partner, contract.name, period, target, manifest_path, len(data), digest)
 

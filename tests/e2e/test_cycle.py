@@ -88,7 +88,7 @@ def test_exchange_files_match_manifests_and_neutralise_formulas(cycle: Path) -> 
         data = manifest_path.with_name(manifest_path.name.removesuffix(".manifest.json"))
         assert hashlib.sha256(data.read_bytes()).hexdigest() == manifest["sha256"]
     formula_ids = set(pd.read_csv(cycle / "sandbox" / "truth" / "formula_names.csv", dtype=str)["id_number"])
-    civil = next((cycle / "outbox" / "civil").glob("*/*.csv"))
+    civil = next(p for p in (cycle / "outbox" / "civil").glob("*/*.csv") if p.parent.name != "rejects")
     table = pd.read_csv(civil, dtype=str, encoding="gb18030", keep_default_na=False)
     assert not table.map(lambda v: v[:1] in {"=", "+", "-", "@", "\t", "\r"}).any().any()
     hits = table[table["公民身份号码"].isin(formula_ids)]
@@ -102,3 +102,26 @@ def test_report_is_self_contained_and_masked(cycle: Path) -> None:
     assert not re.search(r"https?://|src=\"//", html)
     for text in (html, (report / "report.json").read_text(encoding="utf-8")):
         assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", text), "an unmasked ID number in the report"
+
+
+def test_every_quarantined_row_goes_back_to_its_department(cycle: Path) -> None:
+    for path in sorted((cycle / "staged").glob("*/*/quarantine.parquet")):
+        source, batch = path.parent.parent.name, path.parent.name
+        quarantined = pd.read_parquet(path)
+        rejects = cycle / "outbox" / source / "rejects" / f"rejects_{batch}.csv"
+        if quarantined.empty:
+            assert not rejects.exists()
+            continue
+        encoding = "gb18030" if source == "hrss" else "utf-8"
+        table = pd.read_csv(rejects, dtype=str, encoding=encoding, keep_default_na=False)
+        assert sorted(table["行号"].astype(int)) == sorted(quarantined["_source_line"].astype(int))
+        assert (table["错误原因"] != "").all()
+
+
+def test_validation_reports_are_offline_and_masked(cycle: Path) -> None:
+    pages = sorted((cycle / "staged").glob("*/*/validation.html"))
+    assert len(pages) >= 4
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        assert not re.search(r"https?:|//|\bsrc=|\bhref=|url\(|@import", html), page
+        assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", html), f"unmasked ID in {page}"

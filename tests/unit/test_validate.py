@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -19,6 +20,7 @@ from hub.masking import mask_id
 from hub.settings import Settings, load_settings
 from hub.storage import Storage
 from transforms.contracts import REASONS, load_contract
+from transforms.rejects import write_reject_file
 from transforms.validate import derived_columns, load_suite, stage_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -452,3 +454,54 @@ def test_validation_html_is_offline_and_masked(settings: Settings, tmp_path: Pat
         assert mask_id(A + "81") in html  # the unexpected certificate number, masked
     if case == "drift":
         assert "XB_NEW" in html and "暂扣 held" in html
+
+
+def _reject_csv(settings: Settings, source: str, batch_id: str, encoding: str) -> pd.DataFrame:
+    made = write_reject_file(
+        Storage(settings), load_contract(ROOT / f"schemas/sources/{source}.yaml"), batch_id, "run-1", AS_OF
+    )
+    assert made is not None and made.path.name == f"rejects_{batch_id}.csv"
+    manifest = json.loads(made.manifest.read_text("utf-8"))
+    assert (
+        manifest["rows"] == made.rows
+        and manifest["sha256"] == hashlib.sha256(made.path.read_bytes()).hexdigest()
+    )
+    return pd.read_csv(made.path, encoding=encoding, dtype=str, keep_default_na=False)
+
+
+def test_reject_file_goes_back_in_the_departments_own_shape(settings: Settings, tmp_path: Path) -> None:
+    rows = [*cdpf_rows(), cdpf_row(E, XM="=HYPERLINK(1)", XB="9")]  # line 12: a formula in a refused row
+    land_sql(settings, "cdpf", "cdpf-rej", rows, tmp_path)
+    stage_batch(settings, "cdpf", "cdpf-rej", AS_OF)
+    table = _reject_csv(settings, "cdpf", "cdpf-rej", "utf-8")
+    natives = load_contract(ROOT / "schemas/sources/cdpf.yaml").natives
+    assert list(table.columns) == [*natives, "源文件", "行号", "错误代码", "错误原因"]
+    assert table["行号"].astype(int).tolist() == [3, 4, 5, 6, 7, 8, 9, 11, 12]
+    by_line = dict(zip(table["行号"].astype(int), table["错误代码"], strict=True))
+    assert by_line[3] == "ID_CHECKSUM" and by_line[7] == "CODE_UNKNOWN,DATE_INVALID"
+    assert table.loc[table["行号"] == "9", "SFZH"].item() == "3.30106E+17"  # as the department sent it
+    assert "公民身份号码校验码错误" in table.loc[table["行号"] == "3", "错误原因"].item()
+    assert table.loc[table["行号"] == "12", "XM"].item() == "'=HYPERLINK(1)"
+    again = write_reject_file(
+        Storage(settings), load_contract(ROOT / "schemas/sources/cdpf.yaml"), "cdpf-rej", "run-2", AS_OF
+    )
+    assert again is None  # once per batch
+
+
+def test_hrss_reject_file_is_gb18030_with_chinese_headers(settings: Settings) -> None:
+    test_hrss_csv_batch(settings)
+    table = _reject_csv(settings, "hrss", "hrss-20250630-a", "gb18030")
+    assert list(table.columns[:2]) == ["公民身份号码", "姓名"]
+    assert table[["行号", "错误代码"]].values.tolist() == [
+        ["4", "DUPLICATE_ROW"],
+        ["5", "ID_FORMAT,CODE_UNKNOWN"],
+        ["6", "FIELD_MISSING"],
+    ]
+    assert table.loc[1, "姓名"] == "张三" and table.loc[1, "就业状态"] == "待业"
+
+
+def test_no_reject_file_without_quarantined_rows(settings: Settings, tmp_path: Path) -> None:
+    land_sql(settings, "cdpf", "cdpf-clean", [cdpf_row(A), cdpf_row(B)], tmp_path)
+    stage_batch(settings, "cdpf", "cdpf-clean", AS_OF)
+    contract = load_contract(ROOT / "schemas/sources/cdpf.yaml")
+    assert write_reject_file(Storage(settings), contract, "cdpf-clean", "run-1", AS_OF) is None

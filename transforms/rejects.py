@@ -1,0 +1,116 @@
+"""Reject files: each quarantined row goes back to the department that sent it (DESIGN.md section 2).
+
+One file per batch with quarantined rows, under outbox/<source>/rejects/. The department gets its own
+row back, under its own column names and in its own encoding, followed by where the row was (file and
+line) and why it was refused (reason codes and their Chinese text), so it can correct and resend it.
+The file carries the department's own ID numbers: it goes only to the department they came from.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from hub.storage import Storage, batches
+from transforms.contracts import SourceContract
+from transforms.exchange import encode_table, neutralise_formulas, publish
+
+log = logging.getLogger(__name__)
+
+TRAILER = {
+    "_source_file": "源文件",
+    "_source_line": "行号",
+    "reason_codes": "错误代码",
+    "reasons_zh": "错误原因",
+}
+
+
+@dataclass(frozen=True)
+class RejectFile:
+    source: str
+    batch_id: str
+    path: Path
+    manifest: Path
+    rows: int
+    sha256: str
+
+
+def reject_table(quarantine: pd.DataFrame, contract: SourceContract) -> pd.DataFrame:
+    """The department's rows as it sent them (native headers, in contract order), then where and why."""
+    if quarantine.empty:
+        native = pd.DataFrame({name: pd.Series([], dtype="string") for name in contract.natives})
+    else:
+        lines = io.StringIO("\n".join(quarantine["raw"].astype(str)))
+        native = pd.read_json(lines, lines=True, dtype=False, convert_dates=False).astype("string")
+        native = native.reindex(columns=contract.natives)
+    native.index = quarantine.index
+    trailer = quarantine[list(TRAILER)].astype("string").rename(columns=TRAILER)
+    trailer["错误代码"] = trailer["错误代码"].str.replace(";", ",", regex=False)
+    return neutralise_formulas(pd.concat([native, trailer], axis=1))
+
+
+def write_reject_file(
+    storage: Storage, contract: SourceContract, batch_id: str, run_id: str, as_of: date
+) -> RejectFile | None:
+    """Write rejects_<batch>.csv and its manifest for one staged batch; None when nothing was quarantined.
+
+    Once per batch: a batch already answered keeps its file and manifest (the run that sent it).
+    """
+    source = contract.source
+    staged = storage.staged(source, batch_id) / "quarantine.parquet"
+    if not staged.exists():  # held before staging (schema drift, encoding): validation.html says why
+        return None
+    name = f"rejects_{batch_id}.csv"
+    target = storage.var / "outbox" / source / "rejects" / name
+    if target.with_name(name + ".manifest.json").exists():
+        return None
+    quarantine = pd.read_parquet(staged)
+    if quarantine.empty:
+        return None
+    quarantine = quarantine.sort_values(["_source_file", "_source_line"], kind="stable")
+    payload = encode_table(reject_table(quarantine, contract), contract.encoding, "\r\n", str(target))
+    manifest = {
+        "contract": f"{source}_rejects",
+        "partner": source,
+        "department": contract.department,
+        "purpose": "退回未通过校验的数据行，供来源部门核实更正后重新报送。",
+        "onward_transfer": "本文件仅退回数据来源部门，不得向第三方提供。",
+        "run_id": run_id,
+        "batch_id": batch_id,
+        "period": f"{as_of:%Y-%m}",
+        "file": name,
+        "rows": len(quarantine),
+        "encoding": contract.encoding,
+        "id_mode": "raw",
+        "columns": [*contract.natives, *TRAILER.values()],
+        "generated_at": as_of.isoformat(),
+    }
+    manifest_path, digest = publish(target, payload, manifest)
+    log.info(
+        "rejects %s batch %s: %d rows back to %s", source, batch_id, len(quarantine), contract.department
+    )
+    return RejectFile(source, batch_id, target, manifest_path, len(quarantine), digest)
+
+
+def write_pending_rejects(
+    storage: Storage, contracts: dict[str, SourceContract], run_id: str, as_of: date
+) -> list[RejectFile]:
+    """Reject files for every staged batch in the ledger that has quarantined rows and none yet."""
+    with storage.engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(batches.c.source, batches.c.batch_id)
+            .where(batches.c.quarantined_rows > 0, batches.c.source.in_(list(contracts)))
+            .order_by(batches.c.source, batches.c.landed_at)
+        ).all()
+    written = []
+    for source, batch_id in rows:
+        made = write_reject_file(storage, contracts[source], batch_id, run_id, as_of)
+        if made is not None:
+            written.append(made)
+    return written
