@@ -188,5 +188,24 @@ def bench(
     console.print(f"figures: {figures['json']}")
 
 
+@app.command("bench-validate")
+def bench_validate(
+    rows: Annotated[int, typer.Option(min=1000, help="cdpf certificate rows to validate")] = 1_320_000,
+    rounds: Annotated[int, typer.Option(min=1, help="timed rounds; the median is reported")] = 3,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Throughput of the cdpf validation suite (and the in-memory stage) over N certificate rows."""
+    from hub.bench_validate import run_bench_validate
+
+    _logging(verbose)
+    with console.status(f"validating {rows:,} cdpf rows x {rounds}"):
+        f = run_bench_validate(rows, rounds)
+    console.print(
+        f"cdpf suite ({f['expectations']} expectations) over {f['rows']:,} rows: median {f['suite_seconds']:.2f} s "
+        f"= {f['suite_rows_per_s']:,} rows/s (rounds {f['suite_seconds_all']}); standardise + suite "
+        f"{f['stage_seconds']:.2f} s = {f['stage_rows_per_s']:,} rows/s; peak RSS {f['peak_rss_mib']} MiB"
+    )
+
+
 if __name__ == "__main__":
     app()

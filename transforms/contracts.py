@@ -31,6 +31,8 @@ REASONS: dict[str, str] = {
     "CODE_UNKNOWN": "代码不在代码表中",
     "DATE_INVALID": "日期或时间无效",
     "CERT_MISMATCH": "残疾人证号与公民身份号码、残疾类别或等级不符",
+    "ID_INVALID": "公民身份号码无效(校验码错误、出生日期不存在或晚于运行日期)",
+    "ID_FIELDS_DISAGREE": "出生日期或性别与公民身份号码不符",  # a warning: the row is kept, the merge records a conflict
 }
 
 

@@ -131,7 +131,7 @@ def calendar_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> tupl
     return ok, days.view("datetime64[D]")
 
 
-def _birth_parts(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def birth_parts(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Year, month, day from characters 7-14 of an (n, >=14) ID digit-value matrix."""
     d = chars[:, 6:14].astype(np.int64)
     year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
@@ -149,7 +149,7 @@ def check_char(first17: pd.Series) -> pd.Series:
     return pd.Series(out, index=first17.index, dtype=_STRING)
 
 
-def _valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Mask of well-shaped 18-character IDs and their digit matrix (shape checked, checksum not)."""
     arr = as_arrow(ids)
     ok = pc.fill_null(pc.match_substring_regex(arr, r"^\d{17}[\dX]$"), False).to_numpy(zero_copy_only=False)
@@ -159,17 +159,17 @@ def _valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def birth_date_of(ids: pd.Series) -> pd.Series:
     """Birth date encoded in normalised 18-character IDs (datetime64[ns]; NaT where absent or impossible)."""
-    ok, chars = _valid18(ids)
+    ok, chars = valid18(ids)
     out = np.full(len(ids), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
     if ok.any():
-        _, dates = calendar_dates(*_birth_parts(chars - ord("0")))
+        _, dates = calendar_dates(*birth_parts(chars - ord("0")))
         out[ok] = dates.astype("datetime64[ns]")
     return pd.Series(out, index=ids.index)
 
 
 def gender_of(ids: pd.Series) -> pd.Series:
     """'male' / 'female' from the parity of the sequence number (digit 17) of normalised IDs."""
-    ok, chars = _valid18(ids)
+    ok, chars = valid18(ids)
     out = np.full(len(ids), None, dtype=object)
     if ok.any():
         odd = (chars[:, 16] - ord("0")) % 2 == 1
@@ -253,7 +253,7 @@ def normalise_ids(raw: pd.Series, as_of: date) -> pd.DataFrame:
     birth_ok = np.zeros(n, dtype=bool)
     birth_future = np.zeros(n, dtype=bool)
     if rows.size:
-        year, month, day = _birth_parts(digits)
+        year, month, day = birth_parts(digits)
         ok, dates = calendar_dates(year, month, day)
         ok &= year >= EARLIEST_BIRTH_YEAR
         birth_ok[rows] = ok

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 ID_COLUMNS = ("id_number", "cert_number")  # values that carry an ID number: always masked in reports
 SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
+VALID_ID = "expect_column_values_to_be_valid_id_number"
 SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
 _ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})([0-9Xx]{5,})([0-9Xx]{4})(?![0-9A-Za-z])")
 
@@ -69,35 +70,6 @@ def suite_path(settings: Settings, source: str) -> Path:
     return settings.path(f"{SUITE_DIR}/{source}.json")
 
 
-def derived_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """Columns computed for the suite where one column cannot express a rule (never written out).
-
-    cert_matches_holder (残联发〔2017〕34号): a certificate number is the holder's 18-character ID
-    plus the category and level digits; null unless all four values parsed, so only a real
-    disagreement between parsed values is reported.
-    """
-    derived: dict[str, pd.Series] = {}
-    if {"cert_number", "id_number", "category", "level"} <= set(frame.columns):
-        cert = frame["cert_number"].astype(STRING)
-
-        def same(left: pd.Series, right: pd.Series) -> np.ndarray:
-            return (left == right).fillna(False).to_numpy(dtype=bool)
-
-        matches = (
-            (cert.str.len() == 20).fillna(False).to_numpy(dtype=bool)
-            & same(cert.str.slice(0, 18), frame["id_number"].astype(STRING))
-            & same(cert.str.slice(18, 19), frame["category"].astype(STRING))
-            & same(cert.str.slice(19, 20), frame["level"].astype(STRING))
-        )
-        present = (
-            frame[["cert_number", "id_number", "category", "level"]].notna().all(axis=1).to_numpy(dtype=bool)
-        )
-        flags = pd.array(matches, dtype="boolean")
-        flags[~present] = pd.NA
-        derived["cert_matches_holder"] = pd.Series(flags, index=frame.index)
-    return derived
-
-
 def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:
     """GX compares nullable Float64 values one by one in Python; plain float64 (NaN = null) is vectorised."""
     floats = {
@@ -118,7 +90,7 @@ def load_suite(path: Path, columns: set[str]) -> dict[str, Any]:
     if not doc.get("name") or not isinstance(expectations, list) or not expectations:
         raise SuiteError(f"{path}: expected an object with 'name' and a non-empty 'expectations' list")
     for i, exp in enumerate(expectations):
-        where = f"{path}: expectations[{i}] ({exp.get('type')} on {exp.get('kwargs', {}).get('column')})"
+        where = f"{path}: expectations[{i}] ({exp.get('type')} on {_columns_of(exp)})"
         meta = exp.get("meta") or {}
         if meta.get("reason_code") not in REASONS:
             raise SuiteError(
@@ -126,18 +98,27 @@ def load_suite(path: Path, columns: set[str]) -> dict[str, Any]:
             )
         if not meta.get("reason_zh"):
             raise SuiteError(f"{where}: meta.reason_zh (Chinese text for the reject file) is missing")
-        column = exp.get("kwargs", {}).get("column")
-        if column not in columns:
+        named = _columns_of(exp)
+        unknown = [c for c in named if c not in columns]
+        if not named or unknown:
             raise SuiteError(
-                f"{where}: column {column!r} is not a canonical or derived column {sorted(columns)}"
+                f"{where}: column(s) {unknown or named} not among the canonical columns {sorted(columns)}"
             )
     return doc
+
+
+def _columns_of(exp: dict[str, Any]) -> list[str]:
+    """The columns an expectation reads: `column`, or `column_list` for a multicolumn one."""
+    kwargs = exp.get("kwargs", {})
+    return [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list") or [])
 
 
 def _build_suite(doc: dict[str, Any], path: Path) -> Any:
     """The GX suite object; each expectation is built on its own so a bad one fails loudly (GX would drop it)."""
     import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    import transforms.gx_custom  # noqa: F401  registers the custom expectations by name
 
     built = []
     for i, exp in enumerate(doc["expectations"]):
@@ -150,12 +131,8 @@ def _build_suite(doc: dict[str, Any], path: Path) -> Any:
     )
 
 
-def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """Run the suite over the frame once (ephemeral context, whole-dataframe batch).
-
-    Returns one entry per expectation: its config, success, counts and the positional indices of the
-    unexpected rows. Unexpected values are excluded from GX's result, so no ID number is copied there.
-    """
+def gx_context() -> Any:
+    """An ephemeral GX context with usage analytics and progress bars off (nothing leaves the machine)."""
     os.environ["GX_ANALYTICS_ENABLED"] = "False"
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -166,15 +143,28 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
     # result's batch markers, which we do not use; the landing manifest already carries SHA-256s.
     if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
         pandas_execution_engine.HASH_THRESHOLD = 0
-
     context = gx.get_context(mode="ephemeral")
+    context.enable_analytics(False)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """Run the suite over the frame once (ephemeral context, whole-dataframe batch).
+
+    Returns one entry per expectation: its config, success, counts and the positional indices of the
+    unexpected rows. Unexpected values are excluded from GX's result, so no ID number is copied there.
+    """
+    context = gx_context()
     suite = context.suites.add(_build_suite(doc, path))
-    batch_definition = (
-        context.data_sources.add_pandas("lianban")
-        .add_dataframe_asset(f"staged_{doc['name']}")
-        .add_batch_definition_whole_dataframe("whole_batch")
-    )
+    from transforms.gx_custom import ColumnScopedPandasEngine
+
+    datasource = context.data_sources.add_pandas("lianban")
+    # GX's documented per-datasource engine hook (a ClassVar): set on this instance only.
+    object.__setattr__(datasource, "execution_engine_override", ColumnScopedPandasEngine)
+    batch_definition = datasource.add_dataframe_asset(
+        f"staged_{doc['name']}"
+    ).add_batch_definition_whole_dataframe("whole_batch")
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(
         suite,
@@ -198,7 +188,9 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
         outcomes.append(
             {
                 "type": config.type,
-                "column": config.kwargs.get("column"),
+                "column": config.kwargs.get("column") or config.kwargs.get("column_list", [None])[0],
+                "columns": _columns_of({"kwargs": config.kwargs}),
+                "severity": str(getattr(config.severity, "value", config.severity)),
                 "meta": dict(config.meta or {}),
                 "success": bool(item.success),
                 "unexpected_count": int(detail.get("unexpected_count") or 0),
@@ -313,13 +305,21 @@ def _held(
 
 
 def _apply_suite(
-    settings: Settings, source: str, contract: SourceContract, frame: pd.DataFrame, reasons: Reasons
+    settings: Settings,
+    source: str,
+    contract: SourceContract,
+    frame: pd.DataFrame,
+    reasons: Reasons,
+    as_of: date,
 ) -> list[dict[str, Any]]:
-    """Run the source's suite over the canonical (+ derived) columns; its unexpected rows become reasons."""
-    derived = derived_columns(frame)
+    """Run the source's suite over the canonical columns; unexpected rows of a critical expectation
+    become quarantine reasons, those of a warning are only counted (the row is kept)."""
     path = suite_path(settings, source)
-    doc = load_suite(path, set(contract.names) | set(derived))
-    checked = _for_gx(frame[contract.names].assign(**derived))  # one frame for the whole suite
+    doc = load_suite(path, set(contract.names))
+    for exp in doc["expectations"]:  # "not after the run date" means the batch's as-of date
+        if exp["type"] == VALID_ID:
+            exp["kwargs"].setdefault("as_of", as_of.isoformat())
+    checked = _for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
     results = []
     for outcome in run_suite(checked, doc, path):
@@ -328,17 +328,20 @@ def _apply_suite(
         mask[index] = True
         if outcome["type"] == NOT_NULL and column in explained:
             mask &= ~explained[column]  # the parse code already says why this cell is empty
-        reasons.add(meta["reason_code"], mask, meta.get("field", column), meta.get("reason_zh"))
+        warning = outcome["severity"] != "critical"
+        if not warning:
+            reasons.add(meta["reason_code"], mask, meta.get("field", column), meta.get("reason_zh"))
         results.append(
             {
                 "type": outcome["type"],
-                "column": column,
+                "column": ", ".join(outcome["columns"]),
+                "severity": "warning" if warning else "error",
                 "reason_code": meta["reason_code"],
                 "reason_zh": meta.get("reason_zh"),
                 "success": outcome["success"],
                 "unexpected_count": outcome["unexpected_count"],
                 "unexpected_percent": outcome["unexpected_percent"],
-                "rows_flagged": int(mask.sum()),  # after parse-explained nulls are left out
+                "rows_flagged": 0 if warning else int(mask.sum()),  # after parse-explained nulls
                 "sample": [] if outcome["type"] == NOT_NULL else _sample(checked, column, index),
             }
         )
@@ -392,7 +395,7 @@ def stage_batch(
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
-    gx_results = _apply_suite(settings, source, contract, frame, reasons)
+    gx_results = _apply_suite(settings, source, contract, frame, reasons, as_of)
 
     bad = reasons.any()
     quarantined = int(bad.sum())

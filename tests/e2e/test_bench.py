@@ -37,3 +37,14 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
     assert len(both) == len(ours) == len(floor)
     assert (both["eligible"] == both["eligible_floor"]).all()
     assert ((both["amount"] - both["amount_floor"]).abs() < 0.005).all()
+
+
+def test_bench_validate_times_the_whole_cdpf_suite() -> None:
+    from hub.bench_validate import run_bench_validate
+    from hub.settings import ROOT
+
+    figures = run_bench_validate(rows=20_000, rounds=1, persons=2_000)
+    suite = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    assert figures["expectations"] == len(suite["expectations"])
+    assert 0 < figures["suite_seconds"] <= figures["stage_seconds"]
+    assert abs(figures["suite_rows_per_s"] * figures["suite_seconds"] - 20_000) < 20  # seconds are rounded

@@ -21,7 +21,7 @@ from hub.settings import Settings, load_settings
 from hub.storage import Storage
 from transforms.contracts import REASONS, load_contract
 from transforms.rejects import write_reject_file
-from transforms.validate import derived_columns, load_suite, stage_batch
+from transforms.validate import load_suite, stage_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)
@@ -137,7 +137,7 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
     ]
     assert str(accepted["needs_long_term_care"].dtype) == "bool"
     assert str(accepted["category"].dtype) == "Int64"
-    assert "cert_matches_holder" not in accepted.columns and "_id_fix" not in accepted.columns
+    assert "_id_fix" not in accepted.columns
 
     by_line = dict(zip(quarantine["_source_line"], quarantine["reason_codes"], strict=True))
     assert by_line == {
@@ -179,9 +179,7 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
     }
     assert validation["id_fixes"] == {"SPACES": 1, "APOSTROPHE": 1, "LOWER_X": 1}
     assert validation["gx"]["evaluated"] == len(
-        load_suite(ROOT / "expectations/cdpf.json", set(accepted.columns) | {"cert_matches_holder"})[
-            "expectations"
-        ]
+        load_suite(ROOT / "expectations/cdpf.json", set(accepted.columns))["expectations"]
     )
 
     record = Storage(settings).batch("cdpf-20250630-a")
@@ -283,11 +281,7 @@ def test_hrss_csv_batch(settings: Settings) -> None:
 def test_suites_load_and_match_their_contracts() -> None:
     for source in ("cdpf", "civil", "hrss", "police"):
         contract = load_contract(ROOT / "schemas" / "sources" / f"{source}.yaml")
-        sample = pd.DataFrame(
-            {c: pd.Series(dtype="string") for c in ("cert_number", "id_number", "category", "level")}
-        )
-        extra = set(derived_columns(sample)) if source == "cdpf" else set()
-        doc = load_suite(ROOT / "expectations" / f"{source}.json", set(contract.names) | extra)
+        doc = load_suite(ROOT / "expectations" / f"{source}.json", set(contract.names))
         not_null = {
             e["kwargs"]["column"]
             for e in doc["expectations"]
@@ -297,10 +291,8 @@ def test_suites_load_and_match_their_contracts() -> None:
         assert all(
             e["meta"]["reason_code"] in REASONS and e["meta"]["reason_zh"] for e in doc["expectations"]
         )
-        regexes = [
-            e["kwargs"] for e in doc["expectations"] if e["type"] == "expect_column_values_to_match_regex"
-        ]
-        assert any(r["column"] == "id_number" for r in regexes)
+        valid_ids = [e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_valid_id_number"]
+        assert [e["kwargs"]["column"] for e in valid_ids] == ["id_number"]
     cdpf = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     assert any(e["kwargs"].get("regex") == r"^\d{17}[\dX][1-7][1-4]$" for e in cdpf["expectations"])
 
