@@ -45,7 +45,7 @@ def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, An
 
 def merge_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Merge the last accepted batch of every source into the master store (一人一档)."""
-    from transforms.merge import merge_sources
+    from transforms.merge import merge_sources, resolve_precedence
 
     storage = Storage(settings)
     frames: dict[str, pd.DataFrame] = {}
@@ -68,7 +68,8 @@ def merge_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
         log.info(
             "merge %s: %s batch %s, %d accepted rows", run_id, source, batch["batch_id"], len(frames[source])
         )
-    result = merge_sources(frames, as_of)
+    precedence = resolve_precedence(settings.precedence, "config precedence")
+    result = merge_sources(frames, as_of, precedence, settings.region)
     _store(settings).replace(result.master, result.conflicts, run_id, as_of)
     by_type = result.conflicts["conflict_type"].value_counts().sort_index()
     return _stage_record(

@@ -108,6 +108,10 @@ class Gates(BaseModel):
 class Settings(BaseModel):
     region: str
     gates: Gates = Field(default_factory=lambda: Gates())
+    precedence: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="一数一源: attribute -> sources in order (first non-null wins); defaults in transforms.merge",
+    )
     policy: str
     master_url: str
     sources: dict[str, SourceConfig]

@@ -103,13 +103,55 @@ ATTRIBUTE_COLUMNS: dict[str, str] = {
     "work_injury_care": "flag",
 }
 PROVENANCE_COLUMNS: dict[str, str] = {
+    "sources": "string",
     "cdpf_batch": "string",
     "police_batch": "string",
     "civil_batch": "string",
     "hrss_batch": "string",
-    "name_source": "string",
     "record_hash": "int",
 }
+
+# `sources` holds one character per attribute after id_number, in ATTRIBUTE_COLUMNS order: the source
+# that set it (compact on purpose: 22 more string columns per person would dominate the store writes).
+SOURCE_CODES = {"P": "police", "C": "cdpf", "M": "civil", "H": "hrss"}
+NO_SOURCE = "-"
+_CODE_OF = {source: code for code, source in SOURCE_CODES.items()}
+PROVENANCED = [c for c in ATTRIBUTE_COLUMNS if c != "id_number"]
+
+# Which source can say what (column of the joined frame), and the default precedence (一数一源):
+# police for identity and 户籍, cdpf for the certificate, civil for assistance, hrss for employment.
+CARRIERS: dict[str, dict[str, str]] = {
+    "name": {"police": "p_name", "cdpf": "c_name", "hrss": "h_name"},
+    "gender": {"police": "p_gender", "cdpf": "c_gender"},
+    "birth_date": {"police": "p_birth_date", "cdpf": "c_birth_date"},
+    "hukou_county": {"police": "p_hukou_county", "cdpf": "c_hukou_county"},
+    "hukou_status": {"police": "p_hukou_status"},
+    "death_date": {"police": "p_death_date"},
+    **{
+        c: {"cdpf": f"c_{c}"}
+        for c in (
+            "cert_number",
+            "category",
+            "level",
+            "cert_status",
+            "cert_issued",
+            "cert_valid_until",
+            "needs_long_term_care",
+            "institutional_care",
+        )
+    },
+    **{c: {"civil": c} for c in ("dibao", "dibao_edge", "tekun", "orphan_support", "dibao_standard")},
+    **{c: {"hrss": f"h_{c}"} for c in ("employment", "pension_type", "work_injury_care")},
+}
+DEFAULT_PRECEDENCE: dict[str, list[str]] = {
+    "name": ["police", "cdpf"],
+    "gender": ["police", "cdpf"],
+    "birth_date": ["police", "cdpf"],
+    "hukou_county": ["police", "cdpf"],
+    **{a: list(carriers) for a, carriers in CARRIERS.items() if len(carriers) == 1},
+}
+# A column that is set exactly when the source knows the person (updated_at is required in every contract).
+_KNOWS = {"police": "p_updated_at", "cdpf": "c_updated_at", "civil": "civil_batch", "hrss": "h_updated_at"}
 MASTER_COLUMNS: dict[str, str] = {**ATTRIBUTE_COLUMNS, **PROVENANCE_COLUMNS}
 
 CONFLICT_COLUMNS = (
@@ -121,9 +163,15 @@ CONFLICT_COLUMNS = (
     "value_b",
     "batch_a",
     "batch_b",
-    "status",
+    "department",
 )
-CONFLICT_TYPES = ("NAME_MISMATCH", "BIRTH_MISMATCH", "GENDER_MISMATCH", "DEAD_BUT_ACTIVE")
+CONFLICT_TYPES = (
+    "NAME_MISMATCH",
+    "BIRTH_MISMATCH",
+    "GENDER_MISMATCH",
+    "DEAD_BUT_ACTIVE",
+    "CERT_ACTIVE_MOVED_OUT",
+)
 
 _CIVIL_FLAGS = {
     "dibao": ("dibao",),
@@ -135,6 +183,37 @@ _CIVIL_FLAGS = {
 
 class MergeInputError(ValueError):
     """A staged frame does not have the canonical shape the merge relies on."""
+
+
+class PrecedenceError(ValueError):
+    """The configured precedence names an unknown attribute or a source that cannot say it."""
+
+
+def resolve_precedence(
+    configured: dict[str, list[str]] | None, where: str = "config"
+) -> dict[str, list[str]]:
+    """The precedence per attribute: the defaults, overridden attribute by attribute by the config."""
+    configured = configured or {}
+    problems = []
+    for attribute, order in configured.items():
+        carriers = CARRIERS.get(attribute)
+        if carriers is None:
+            problems.append(f"precedence.{attribute}: unknown attribute; expected one of {sorted(CARRIERS)}")
+            continue
+        wrong = [s for s in order if s not in carriers]
+        if wrong or not order or len(set(order)) != len(order):
+            problems.append(
+                f"precedence.{attribute}: {order} must list distinct sources among {sorted(carriers)}"
+                + (f" ({wrong} cannot say {attribute})" if wrong else "")
+            )
+    if problems:
+        raise PrecedenceError(f"{where}: " + "; ".join(problems))
+    return {**DEFAULT_PRECEDENCE, **{a: list(o) for a, o in configured.items()}}
+
+
+def decode_sources(code: str) -> dict[str, str | None]:
+    """attribute -> source that set it, from a master row's `sources` code."""
+    return {a: SOURCE_CODES.get(ch) for a, ch in zip(PROVENANCED, code, strict=True)}
 
 
 @dataclass
@@ -227,8 +306,18 @@ def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
 # -- merge ---------------------------------------------------------------------------------------------
 
 
-def merge_sources(frames: dict[str, pd.DataFrame], as_of: date) -> MergeResult:
-    """Merge each source's accepted staged rows (canonical columns + _batch_id) into the master file."""
+def merge_sources(
+    frames: dict[str, pd.DataFrame],
+    as_of: date,
+    precedence: dict[str, list[str]] | None = None,
+    region: str = "",
+) -> MergeResult:
+    """Merge each source's accepted staged rows (canonical columns + _batch_id) into the master file.
+
+    `precedence` (attribute -> sources, first non-null wins; defaults for attributes not given) and
+    `region` (the province's code: a 户籍 county outside it counts as moved out) come from settings.
+    """
+    order = resolve_precedence(precedence)
     unknown = sorted(set(frames) - set(SOURCES))
     if unknown:
         raise MergeInputError(f"unknown source(s) {unknown}; the merge knows {list(SOURCES)}")
@@ -248,38 +337,24 @@ def merge_sources(frames: dict[str, pd.DataFrame], as_of: date) -> MergeResult:
     )
     m = m.sort_values("id_number", kind="stable").reset_index(drop=True)
 
-    has_police = m["p__batch_id"].notna() | m["p_updated_at"].notna()
-    master = pd.DataFrame(index=m.index)
-    master["id_number"] = m["id_number"]
-    # Police is authoritative for identity and 户籍; cdpf stands in when police does not know the person.
-    master["name"] = m["p_name"].fillna(m["c_name"])
-    master["gender"] = m["p_gender"].fillna(m["c_gender"])
-    master["birth_date"] = m["p_birth_date"].fillna(m["c_birth_date"])
-    master["hukou_county"] = m["p_hukou_county"].fillna(m["c_hukou_county"])
-    master["hukou_status"] = m["p_hukou_status"]
-    master["death_date"] = m["p_death_date"]
-    for col in ("cert_number", "category", "level", "cert_status", "cert_issued", "cert_valid_until"):
-        master[col] = m[f"c_{col}"]
-    master["needs_long_term_care"] = m["c_needs_long_term_care"]
-    master["institutional_care"] = m["c_institutional_care"]
-    for flag in _CIVIL_FLAGS:
-        master[flag] = m[flag]
-    master["dibao_standard"] = m["dibao_standard"]
-    master["employment"] = m["h_employment"]
-    master["pension_type"] = m["h_pension_type"]
-    master["work_injury_care"] = m["h_work_injury_care"]
+    values, codes = {}, np.full((len(m), len(PROVENANCED)), ord(NO_SOURCE), dtype=np.uint8)
+    for i, attribute in enumerate(PROVENANCED):
+        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute])
+    master = pd.DataFrame({"id_number": m["id_number"], **values}, index=m.index)
     master = pd.DataFrame({c: coerce(master[c], k) for c, k in ATTRIBUTE_COLUMNS.items()})
-
+    master["sources"] = pd.Series(
+        np.frombuffer(codes.tobytes(), dtype=f"S{len(PROVENANCED)}").astype(str),
+        index=m.index,
+        dtype="string",
+    )
     master["cdpf_batch"] = m["c__batch_id"].astype("string")
-    master["police_batch"] = m["p__batch_id"].astype("string").where(has_police)
+    master["police_batch"] = m["p__batch_id"].astype("string")
     master["civil_batch"] = m["civil_batch"].astype("string")
     master["hrss_batch"] = m["h__batch_id"].astype("string")
-    master["name_source"] = pd.Series(
-        np.where(m["p_name"].notna(), "police", "cdpf"), index=m.index, dtype="string"
-    )
     master["record_hash"] = record_hash(master)
+    has_police = m["p_updated_at"].notna()
 
-    conflicts = find_conflicts(m)
+    conflicts = find_conflicts(m, order, region)
     log.info(
         "merged %d persons (police known for %d, civil in force for %d, hrss for %d); %d conflicts",
         len(master),
@@ -291,11 +366,37 @@ def merge_sources(frames: dict[str, pd.DataFrame], as_of: date) -> MergeResult:
     return MergeResult(master=master, conflicts=conflicts)
 
 
+def _pick(m: pd.DataFrame, attribute: str, order: list[str]) -> tuple[pd.Series, np.ndarray]:
+    """First non-null value in precedence order, and the code of the source that gave it.
+
+    A person no listed source has a value for keeps the first source that knows the person (its
+    silence is the fact, e.g. police: no death date), else '-'.
+    """
+    value = m[CARRIERS[attribute][order[0]]]  # keeps the column's dtype; later sources fill its gaps
+    code = np.full(len(m), ord(NO_SOURCE), dtype=np.uint8)
+    unset = np.ones(len(m), dtype=bool)
+    for source in order:
+        column = m[CARRIERS[attribute][source]]
+        present = column.notna().to_numpy(dtype=bool) & unset
+        if source != order[0]:
+            value = value.where(~present, column)
+        code[present] = ord(_CODE_OF[source])
+        unset &= ~present
+    for source in order:
+        knows = m[_KNOWS[source]].notna().to_numpy(dtype=bool) & unset
+        code[knows] = ord(_CODE_OF[source])
+        unset &= ~knows
+    return value, code
+
+
 def record_hash(master: pd.DataFrame) -> pd.Series:
-    """A stable 64-bit hash of each person's merged attributes (signed, so any SQL BIGINT holds it)."""
+    """A stable 64-bit hash of each person's attributes and their sources (signed, for SQL BIGINT).
+
+    Batch ids are left out: a new batch that says the same things is not a change of the record.
+    """
     if master.empty:
         return pd.Series([], dtype="Int64", index=master.index)
-    hashed = pd.util.hash_pandas_object(master[list(ATTRIBUTE_COLUMNS)], index=False)
+    hashed = pd.util.hash_pandas_object(master[[*ATTRIBUTE_COLUMNS, "sources"]], index=False)
     return pd.Series(hashed.to_numpy().view(np.int64), index=master.index, dtype="Int64")
 
 
@@ -319,6 +420,7 @@ def _records(
     source_b: str,
     value_b: pd.Series,
     batch_b: pd.Series | None,
+    department: str,
 ) -> pd.DataFrame:
     hit = hit.fillna(False).astype(bool)
     none = pd.Series(pd.NA, index=m.index, dtype="string")
@@ -331,19 +433,29 @@ def _records(
         "value_b": _text(value_b),
         "batch_a": none if batch_a is None else batch_a.astype("string"),
         "batch_b": none if batch_b is None else batch_b.astype("string"),
-        "status": "open",
+        "department": department,
     }
     return pd.DataFrame(part, index=m.index)[hit]
 
 
-def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
-    """Conflict records from the joined sources: names, ID-encoded birth date and sex, death vs activity."""
+def find_conflicts(
+    m: pd.DataFrame, order: dict[str, list[str]] | None = None, region: str = ""
+) -> pd.DataFrame:
+    """Conflict records from the joined sources, each for the work list of the department asked to fix it.
+
+    Names (the side lower in the name precedence fixes it), ID-encoded birth date and sex (the source
+    whose field disagrees), dead per police but active elsewhere (hrss or civil), an active certificate
+    whose holder's 户籍 has left the province (cdpf).
+    """
+    order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
     id_birth = pd.to_datetime(ids.str.slice(6, 14), format="%Y%m%d", errors="coerce")
     parity = pd.to_numeric(ids.str.slice(16, 17), errors="coerce") % 2
     id_gender = pd.Series(np.where(parity == 1, "male", "female"), index=m.index, dtype="string").where(
         parity.notna()
     )
+    name_rank = {s: i for i, s in enumerate(order.get("name", []))}
+    name_fixer = max(("police", "cdpf"), key=lambda s: name_rank.get(s, len(name_rank)))
     parts = [
         _records(
             m,
@@ -355,6 +467,7 @@ def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
             "cdpf",
             m["c_name"],
             m["c__batch_id"],
+            name_fixer,
         )
     ]
     # GB 11643: digits 7-14 are the birth date, digit 17 odd = male; checked against every source that says.
@@ -373,6 +486,7 @@ def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
                 source,
                 birth,
                 batch,
+                source,
             )
         )
         parts.append(
@@ -386,6 +500,7 @@ def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
                 source,
                 gender,
                 batch,
+                source,
             )
         )
     dead = (m["p_hukou_status"] == "dead").fillna(False).astype(bool)
@@ -402,6 +517,7 @@ def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
             "hrss",
             m["h_employment"],
             m["h__batch_id"],
+            "hrss",
         )
     )
     in_force = pd.Series("", index=m.index, dtype="string")
@@ -421,6 +537,27 @@ def find_conflicts(m: pd.DataFrame) -> pd.DataFrame:
             "civil",
             in_force,
             m["civil_batch"],
+            "civil",
+        )
+    )
+    # 户籍 moved out of the province: police says so, or its county code is another province's.
+    status, county = m["p_hukou_status"], m["p_hukou_county"].astype("string")
+    outside = (
+        county.notna() & ~county.str.startswith(region[:2]) if region else pd.Series(False, index=m.index)
+    )
+    moved = (status == "moved_out").fillna(False).astype(bool) | outside.fillna(False).astype(bool)
+    parts.append(
+        _records(
+            m,
+            moved & (m["c_cert_status"] == "active").fillna(False).astype(bool),
+            "CERT_ACTIVE_MOVED_OUT",
+            "police",
+            (status.astype("string") + "," + county.fillna("")).astype("string"),
+            m["p__batch_id"],
+            "cdpf",
+            m["c_cert_status"],
+            m["c__batch_id"],
+            "cdpf",
         )
     )
     conflicts = pd.concat(parts, ignore_index=True)

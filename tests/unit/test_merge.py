@@ -8,7 +8,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from transforms.merge import CONFLICT_COLUMNS, MASTER_COLUMNS, MergeInputError, merge_sources
+from transforms.merge import (
+    CONFLICT_COLUMNS,
+    MASTER_COLUMNS,
+    MergeInputError,
+    PrecedenceError,
+    decode_sources,
+    merge_sources,
+    resolve_precedence,
+)
 
 AS_OF = date(2026, 3, 1)
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -121,7 +129,7 @@ def test_police_wins_identity_and_hukou() -> None:
     )
     row = one(result.master)
     assert row["name"] == "张三"
-    assert row["name_source"] == "police"
+    assert decode_sources(row["sources"])["name"] == "police"
     assert row["hukou_county"] == "330106"
     assert row["hukou_status"] == "normal"
     assert row["police_batch"] == "police-b1"
@@ -132,7 +140,7 @@ def test_cdpf_stands_in_when_police_has_no_record_and_hukou_status_stays_unknown
     result = merge_sources(frames(cdpf=[cdpf(name="张叁", hukou_county="330102")], police=[]), AS_OF)
     row = one(result.master)
     assert row["name"] == "张叁"
-    assert row["name_source"] == "cdpf"
+    assert decode_sources(row["sources"])["name"] == "cdpf"
     assert row["gender"] == "male"
     assert row["birth_date"] == pd.Timestamp("1980-01-01")
     assert row["hukou_county"] == "330102"
@@ -257,7 +265,7 @@ def test_name_mismatch_between_police_and_cdpf() -> None:
         "cdpf",
         "张叁",
     )
-    assert (rec["batch_a"], rec["batch_b"], rec["status"]) == ("police-b1", "cdpf-b1", "open")
+    assert (rec["batch_a"], rec["batch_b"], rec["department"]) == ("police-b1", "cdpf-b1", "cdpf")
 
 
 def test_no_name_conflict_without_a_police_record() -> None:
@@ -328,3 +336,51 @@ def test_a_missing_canonical_column_is_named() -> None:
 def test_no_cdpf_batch_gives_an_empty_master() -> None:
     result = merge_sources(frames(police=[police()]), AS_OF)
     assert result.master.empty and list(result.master.columns) == list(MASTER_COLUMNS)
+
+
+def test_every_attribute_records_its_source_and_batch() -> None:
+    result = merge_sources(frames(cdpf=[cdpf()], police=[police()], civil=[civil()], hrss=[hrss()]), AS_OF)
+    row = one(result.master)
+    provenance = decode_sources(row["sources"])
+    assert provenance["name"] == "police" and provenance["cert_number"] == "cdpf"
+    assert provenance["dibao"] == "civil" and provenance["employment"] == "hrss"
+    assert provenance["death_date"] == "police"  # police knows the person: no death date is its fact
+    for attribute, source in provenance.items():
+        assert row[f"{source}_batch"] == f"{source}-b1", attribute
+
+
+def test_precedence_comes_from_configuration() -> None:
+    both = frames(cdpf=[cdpf(name="张叁")], police=[police(name="张三")])
+    default = one(merge_sources(both, AS_OF).master)
+    cdpf_first = one(merge_sources(both, AS_OF, precedence={"name": ["cdpf", "police"]}).master)
+    assert (default["name"], cdpf_first["name"]) == ("张三", "张叁")
+    assert decode_sources(cdpf_first["sources"])["name"] == "cdpf"
+    assert default["record_hash"] != cdpf_first["record_hash"]  # a provenance change is a change
+    conflict = merge_sources(both, AS_OF, precedence={"name": ["cdpf", "police"]}).conflicts
+    assert conflict.loc[conflict["conflict_type"] == "NAME_MISMATCH", "department"].tolist() == ["police"]
+
+
+@pytest.mark.parametrize(
+    ("configured", "message"),
+    [
+        ({"nickname": ["police"]}, "unknown attribute"),
+        ({"employment": ["police"]}, "cannot say employment"),
+        ({"name": []}, "distinct sources"),
+        ({"name": ["police", "police"]}, "distinct sources"),
+    ],
+)
+def test_bad_precedence_is_a_clear_error(configured: dict, message: str) -> None:
+    with pytest.raises(PrecedenceError, match=message):
+        resolve_precedence(configured, "config/x.yaml")
+
+
+def test_active_certificate_with_hukou_outside_the_province_is_a_conflict_for_cdpf() -> None:
+    moved = frames(cdpf=[cdpf()], police=[police(hukou_status="moved_out")])
+    away = frames(cdpf=[cdpf()], police=[police(hukou_county="110105")])
+    for case in (moved, away):
+        hit = _conflicts(merge_sources(case, AS_OF, region="330000"), "CERT_ACTIVE_MOVED_OUT")
+        assert hit["department"].tolist() == ["cdpf"] and hit["value_b"].tolist() == ["active"]
+    assert _conflicts(
+        merge_sources(frames(cdpf=[cdpf()], police=[police()]), AS_OF, region="330000"),
+        "CERT_ACTIVE_MOVED_OUT",
+    ).empty
