@@ -1,4 +1,4 @@
-"""The `hub` command line: sandbox, run, bench."""
+"""The `hub` command line: sandbox, run, batch, master, bench."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ sandbox_app = typer.Typer(help="The embedded default: a synthetic province.", no
 app.add_typer(sandbox_app, name="sandbox")
 batch_app = typer.Typer(help="Landed batches and their verdicts.", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
+master_app = typer.Typer(help="The master file (一人一档) and its history.", no_args_is_help=True)
+app.add_typer(master_app, name="master")
 console = Console()
 
 Config = Annotated[
@@ -160,6 +162,52 @@ def batch_release(
         console.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"[green]released[/green] {batch_id}: {released['note']}")
+
+
+@master_app.command("show")
+def master_show(
+    id_number: Annotated[
+        str, typer.Argument(metavar="ID", help="18-character ID number (a former number is followed)")
+    ],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="the record as it stood on YYYY-MM-DD")] = None,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="show raw ID, certificate number and name (audited)")
+    ] = False,
+    config: Config = None,
+) -> None:
+    """Print a person's master record as it stood, with each attribute's source and batch."""
+    from hub.master_store import MasterStore
+    from hub.master_view import (
+        MalformedId,
+        RecordNotFound,
+        attribute_rows,
+        audit_unmasked,
+        header_lines,
+        lookup,
+    )
+
+    settings = load_settings(config)
+    day = _date(as_of)
+    store = MasterStore(settings.expand(settings.master_url))
+    try:
+        view = lookup(store, id_number, day, date.today())
+    except MalformedId as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from exc
+    except RecordNotFound as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
+    if unmasked:
+        audit_unmasked(settings.var_dir, "hub master show --unmasked")
+    for line in header_lines(view, unmasked):
+        console.print(line, highlight=False)
+    table = Table(title=f"as of {day}" if day else "latest version")
+    for column in ("属性 attribute", "值 value", "来源 source", "批次 batch"):
+        table.add_column(column, overflow="fold")
+    for row in attribute_rows(view, unmasked):
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()

@@ -7,6 +7,7 @@ that travels through XCom. Each is idempotent: a retried task writes exactly wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,9 +44,13 @@ def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, An
     return result
 
 
-def merge_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
-    """Merge the last accepted batch of every source into the master store (一人一档)."""
-    from transforms.merge import merge_sources, resolve_precedence
+def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False) -> dict[str, Any]:
+    """Merge the last accepted batch of every source into the master store (一人一档).
+
+    Incremental unless `full`: only the persons whose source rows changed since the last merge are
+    recomputed, and the store writes only those whose merged record differs.
+    """
+    from transforms.merge import in_scope, merge_sources, resolve_precedence
 
     storage = Storage(settings)
     frames: dict[str, pd.DataFrame] = {}
@@ -69,8 +74,16 @@ def merge_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             "merge %s: %s batch %s, %d accepted rows", run_id, source, batch["batch_id"], len(frames[source])
         )
     precedence = resolve_precedence(settings.precedence, "config precedence")
+    store = _store(settings)
+    # what decides the merged record besides the data: a change of it means a full merge
+    used["_config"] = hashlib.sha256(
+        json.dumps([precedence, settings.region], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    scope = None if full else _incremental_scope(storage, store.last_merge(), used, frames, as_of)
+    if scope is not None:
+        frames = in_scope(frames, scope)
     result = merge_sources(frames, as_of, precedence, settings.region)
-    _store(settings).replace(result.master, result.conflicts, run_id, as_of)
+    written = store.apply_merge(result, run_id, as_of, scope=scope, batches=used)
     by_type = result.conflicts["conflict_type"].value_counts().sort_index()
     return _stage_record(
         storage,
@@ -83,10 +96,50 @@ def merge_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             "persons": len(result.master),
             "conflicts": len(result.conflicts),
             "conflicts_by_type": {str(k): int(v) for k, v in by_type.items()},
-            "batches": used,
+            "batches": {k: v for k, v in used.items() if k in MERGE_SOURCES},
             "missing_sources": missing,
+            "mode": "full" if scope is None else "incremental",
+            "scope": len(result.master) if scope is None else len(scope),
+            "written": written,
         },
     )
+
+
+def _incremental_scope(
+    storage: Storage,
+    last: dict[str, Any] | None,
+    used: dict[str, str | None],
+    frames: dict[str, pd.DataFrame],
+    as_of: date,
+) -> pd.Series | None:
+    """The persons whose sources changed since the last merge, or None when only a full merge is safe.
+
+    Full: no previous merge, another configuration, or a previous batch that is no longer staged.
+    Otherwise the union of the IDs whose rows differ between the previous and the current batch of each
+    source, plus civil assistance starting or ending between the two run dates.
+    """
+    from transforms.merge import changed_ids, civil_crossings
+
+    if last is None or last["batches"].get("_config") != used.get("_config"):
+        return None
+    parts = []
+    for source in MERGE_SOURCES:
+        before, now = last["batches"].get(source), used.get(source)
+        if before == now:
+            continue
+        previous = None
+        if before is not None:
+            path = storage.staged(source, before) / "accepted.parquet"
+            if not path.exists():
+                log.warning("merge: %s batch %s of the last merge is gone; full merge", source, before)
+                return None
+            previous = pd.read_parquet(path)
+        parts.append(changed_ids(source, previous, frames.get(source)))
+    if last["as_of"] != as_of and "civil" in frames:
+        parts.append(civil_crossings(frames["civil"], last["as_of"], as_of))
+    if not parts:
+        return pd.Series([], dtype="string")
+    return pd.concat(parts, ignore_index=True).drop_duplicates().reset_index(drop=True)
 
 
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:

@@ -29,7 +29,13 @@ log = logging.getLogger(__name__)
 
 FORMULA_START = r"^[=+\-@\t\r]"
 LINE_ENDINGS = {"crlf": "\r\n", "lf": "\n"}
-DATASETS = ("eligible_decisions", "conflicts")
+WORK_LISTS = (
+    "cdpf",
+    "police",
+    "civil",
+    "hrss",
+)  # one open-conflicts dataset per department: conflicts_<dept>
+DATASETS = ("eligible_decisions", "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
 
 
 class ExchangeError(ValueError):
@@ -161,7 +167,16 @@ def exchange_datasets(
         kind="stable",
         na_position="last",
     ).reset_index(drop=True)
-    return {"eligible_decisions": eligible, "conflicts": open_conflicts}
+    department = (
+        open_conflicts["department"]
+        if "department" in open_conflicts
+        else pd.Series(pd.NA, index=open_conflicts.index)
+    )
+    work_lists = {
+        f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
+        for d in WORK_LISTS
+    }
+    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists}
 
 
 # -- cells ---------------------------------------------------------------------------------------------

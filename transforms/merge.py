@@ -566,3 +566,38 @@ def find_conflicts(
         ["id_number", "conflict_type", "source_a", "source_b"], kind="stable"
     ).reset_index(drop=True)
     return conflicts[list(CONFLICT_COLUMNS)]
+
+
+# -- incremental scope -----------------------------------------------------------------------------------
+
+
+def _row_hashes(source: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """id_number and a hash of each row's canonical facts (lineage and batch columns left out)."""
+    prepared = _prepare(source, frame)
+    facts = prepared[list(STAGED_COLUMNS[source])]
+    return pd.DataFrame(
+        {"id_number": facts["id_number"], "h": pd.util.hash_pandas_object(facts, index=False).to_numpy()}
+    )
+
+
+def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | None) -> pd.Series:
+    """IDs whose rows in `source` differ between two snapshots (added, removed or changed), vectorised."""
+    both = pd.concat([_row_hashes(source, before), _row_hashes(source, after)], ignore_index=True)
+    differing = both.drop_duplicates(["id_number", "h"], keep=False)["id_number"]
+    return differing.drop_duplicates().dropna().sort_values().reset_index(drop=True).astype("string")
+
+
+def civil_crossings(civil: pd.DataFrame | None, since: date, until: date) -> pd.Series:
+    """IDs whose civil assistance starts or ends between two run dates: in force changes with no new row."""
+    rows = _prepare("civil", civil)
+    lo, hi = pd.Timestamp(min(since, until)), pd.Timestamp(max(since, until))
+    started = (rows["start_date"] > lo) & (rows["start_date"] <= hi)
+    ended = (rows["end_date"] >= lo) & (rows["end_date"] < hi)
+    hit = (started.fillna(False) | ended.fillna(False)).astype(bool)
+    return rows.loc[hit, "id_number"].drop_duplicates().reset_index(drop=True).astype("string")
+
+
+def in_scope(frames: dict[str, pd.DataFrame], scope: pd.Series) -> dict[str, pd.DataFrame]:
+    """Each source's rows of the persons in scope only (what an incremental merge recomputes)."""
+    wanted = set(scope.dropna())
+    return {s: f[f["id_number"].isin(wanted)] for s, f in frames.items()}

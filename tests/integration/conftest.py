@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# master-store backends (sqlite file, throwaway PostgreSQL database) for the store's tests
+from master_frames import backend, new_store_url, store_url  # noqa: F401
 from sshd import LocalSshd, serve, served_folder
 
 

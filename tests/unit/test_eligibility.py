@@ -47,7 +47,7 @@ def person(**kw: Any) -> dict[str, Any]:
         "police_batch": "b",
         "civil_batch": "b",
         "hrss_batch": None,
-        "name_source": "police",
+        "sources": "P" * 22,
         "record_hash": 1,
     }
     return row | kw

@@ -59,6 +59,7 @@ def tiny_conflicts() -> pd.DataFrame:
             "value_b": ["阿依·古丽", "dibao,tekun"],
             "batch_a": ["p1", "p1"],
             "batch_b": ["c1", "v1"],
+            "department": ["cdpf", "civil"],
             "status": ["open", "open"],
         }
     ).astype("string")
@@ -79,8 +80,8 @@ def storage(settings) -> Storage:
 
 
 def test_contracts_carry_purpose_onward_transfer_and_encoding() -> None:
-    contracts = {c.partner: c for c in load_exchange_contracts(CONTRACTS)}
-    assert set(contracts) == {"civil", "cdpf"}
+    contracts = {c.partner: c for c in load_exchange_contracts(CONTRACTS) if c.dataset != "conflicts_civil"}
+    assert set(contracts) == {"civil", "cdpf", "hrss", "police"}
     assert contracts["civil"].encoding == "gb18030" and contracts["cdpf"].encoding == "utf-8"
     for c in contracts.values():
         assert "第三方" in c.onward_transfer and c.purpose
@@ -146,10 +147,13 @@ def test_civil_file_gb18030_round_trip_and_content(storage: Storage) -> None:
     assert list(table["公民身份号码"]) == sorted(table["公民身份号码"])
 
 
-def test_cdpf_work_list_is_utf8_with_chinese_labels(storage: Storage) -> None:
-    cdpf = next(f for f in run(storage) if f.partner == "cdpf")
-    table = pd.read_csv(cdpf.path, dtype=str, encoding="utf-8", keep_default_na=False)
-    assert len(table) == 2
+def test_each_department_gets_its_own_work_list(storage: Storage) -> None:
+    files = {f.contract: f for f in run(storage)}
+    cdpf = pd.read_csv(files["cdpf_conflicts"].path, dtype=str, encoding="utf-8", keep_default_na=False)
+    assert cdpf["公民身份号码"].tolist() == [IDS[1]]
+    assert files["hrss_conflicts"].rows == 0 and files["police_conflicts"].rows == 0
+    table = pd.read_csv(files["civil_conflicts"].path, dtype=str, encoding="gb18030", keep_default_na=False)
+    assert len(table) == 1
     dead = table[table["公民身份号码"] == IDS[0]].iloc[0]
     assert dead["冲突类型"].startswith("公安登记死亡")
     assert (dead["来源A"], dead["来源A取值"], dead["来源B"], dead["来源B取值"]) == (
@@ -159,7 +163,7 @@ def test_cdpf_work_list_is_utf8_with_chinese_labels(storage: Storage) -> None:
         "低保,特困供养",
     )
     assert dead["状态"] == "待核实"
-    name = table[table["公民身份号码"] == IDS[1]].iloc[0]
+    name = cdpf[cdpf["公民身份号码"] == IDS[1]].iloc[0]
     assert name["来源A取值"] == "'-阿依古丽"
 
 

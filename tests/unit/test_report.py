@@ -11,11 +11,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from hub.master_store import MASTER_COLUMNS as STORED
 from hub.master_store import MasterStore, person
 from hub.report import write_report
 from hub.settings import load_settings
 from hub.storage import Storage
-from transforms.merge import MASTER_COLUMNS, merge_sources
+from transforms.merge import merge_sources
 
 AS_OF = date(2026, 3, 1)
 RAW_ID = "330106198001010014"
@@ -169,12 +170,13 @@ def test_master_store_round_trip_on_a_sqlite_file(tmp_path: Path) -> None:
     assert url.startswith("sqlite:///") and str(tmp_path) in url
     result = merge_sources(tiny_frames(), AS_OF)
     store = MasterStore(url)
-    store.replace(result.master, result.conflicts, "run-1", AS_OF)
-    assert [c.name for c in person.columns if c.name != "run_id"] == list(MASTER_COLUMNS)
+    store.apply_merge(result, "run-1", AS_OF)
+    assert [c.name for c in person.columns][: len(STORED)] == list(STORED)
     back = store.read_master()
     pd.testing.assert_frame_equal(back, result.master)
-    pd.testing.assert_frame_equal(store.read_conflicts(), result.conflicts)
-    assert set(store.read_conflicts()["conflict_type"]) == {"NAME_MISMATCH"}
+    conflicts = store.read_conflicts()
+    pd.testing.assert_frame_equal(conflicts[list(result.conflicts.columns)], result.conflicts)
+    assert set(conflicts["status"]) == {"open"} and set(conflicts["conflict_type"]) == {"NAME_MISMATCH"}
 
     decisions = pd.DataFrame(
         {
@@ -194,7 +196,7 @@ def test_master_store_round_trip_on_a_sqlite_file(tmp_path: Path) -> None:
     assert store.read_decisions("other").empty
 
     smaller = merge_sources({"cdpf": tiny_frames()["cdpf"].iloc[:1]}, AS_OF)
-    store.replace(smaller.master, smaller.conflicts, "run-2", AS_OF)
+    store.apply_merge(smaller, "run-2", AS_OF)
     counts = store.counts()
     assert counts == {"persons": 1, "conflicts": 0, "conflicts_by_type": {}, "decisions": 2, "runs": 2}
     assert store.run_record("run-1")["decisions"] == 2
@@ -235,7 +237,7 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
         decisions.loc[decisions["service"] == "nursing_subsidy", "eligible"].sum() == 1
     )  # no police: not local
     exchanged = cycle.exchange_stage(settings, AS_OF, run_id)
-    assert {f["partner"] for f in exchanged["files"]} == {"civil", "cdpf"}
+    assert {f["partner"] for f in exchanged["files"]} == {"civil", "cdpf", "hrss", "police"}
     reported = cycle.report_stage(settings, AS_OF, run_id)
     html = Path(reported["path"]).read_text(encoding="utf-8")
     data = json.loads(Path(reported["json"]).read_text(encoding="utf-8"))
@@ -245,6 +247,6 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert by_source["cdpf"]["reasons"] == {"ID_CHECKSUM": 1} and by_source["cdpf"]["verdict"] == "accepted"
     assert any("hrss" in w for w in data["warnings"])
     assert data["master"]["conflicts_by_type"] == {"NAME_MISMATCH": 1}
-    assert len(data["exchange"]) == 2
+    assert len(data["exchange"]) == 5  # subsidies + four work lists (empty ones too: "nothing to check")
     for result in (merged, decided, exchanged, reported):
         json.dumps(result)  # XCom-safe

@@ -1,0 +1,127 @@
+"""A merge killed mid-write (SIGKILL) leaves the previous master intact; running it again equals a clean run.
+
+The merge runs in a child process with the store's test-only pause hook
+(LIANBAN_STORE_TEST_PAUSE_AT, see hub/master_store.py): it stops inside the open transaction after
+writing its first chunk into the named table (or just before the commit) and touches a marker file;
+the test then kills it with SIGKILL, which no cleanup code can intercept.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from master_frames import (
+    DAY1,
+    DAY2,
+    assert_same_state,
+    first_merge,
+    second_merge,
+    state,
+)
+
+from hub.master_store import PAUSE_AT_ENV, PAUSE_MARKER_ENV, MasterStore
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PERSONS = 3000
+CHILD = """
+import sys
+from master_frames import DAY2, second_merge
+from hub.master_store import MasterStore
+
+store = MasterStore(sys.argv[1], chunk_rows=500)
+store.apply_merge(second_merge(int(sys.argv[2])), "run-2", DAY2, batches={"hrss": "hrss-b2"})
+print("committed")
+"""
+
+
+def _merge_killed_at(url: str, point: str, marker: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PAUSE_AT_ENV: point,
+        PAUSE_MARKER_ENV: str(marker),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, str(PERSONS)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if child.poll() is not None:
+            out, err = child.communicate()
+            pytest.fail(
+                f"the merge ended (code {child.returncode}) before pausing at {point}:\n{out}\n{err[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"the merge never reached {point}")
+        time.sleep(0.05)
+    assert _write_transaction_open(url), f"paused at {point} without an open write transaction"
+    os.kill(child.pid, signal.SIGKILL)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL and "committed" not in out
+
+
+def _write_transaction_open(url: str) -> bool:
+    """Evidence the child is inside a writing transaction: PostgreSQL shows its xid; SQLite refuses a second writer."""
+    engine = sa.create_engine(url, connect_args={"timeout": 0} if url.startswith("sqlite") else {})
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                return bool(
+                    conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"  # it has written rows
+                    ).scalar_one()
+                )
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except sa.exc.OperationalError as exc:
+                return "locked" in str(exc)
+            conn.exec_driver_sql("ROLLBACK")
+            return False
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("point", ["person_version", "person", "conflict", "commit"])
+def test_a_merge_killed_mid_write_leaves_the_master_intact(
+    new_store_url: Callable[[], str], point: str, tmp_path: Path
+) -> None:
+    url = new_store_url()
+    store = MasterStore(url)
+    store.apply_merge(first_merge(PERSONS), "run-1", DAY1, batches={"hrss": "hrss-b1"})
+    before = state(url)
+    store.dispose()
+
+    _merge_killed_at(url, point, tmp_path / "paused")
+
+    store = MasterStore(url)
+    assert_same_state(state(url), before)
+    assert store.run_record("run-2") is None
+    assert store.last_run_batches() == {"hrss": "hrss-b1"}
+
+    # running it again gives exactly what a clean run gives
+    counts = store.apply_merge(second_merge(PERSONS), "run-2", DAY2, batches={"hrss": "hrss-b2"})
+    assert counts["changed"] > 0 and counts["removed"] > 0 and counts["new"] > 0
+    clean_url = new_store_url()
+    clean = MasterStore(clean_url)
+    clean.apply_merge(first_merge(PERSONS), "run-1", DAY1, batches={"hrss": "hrss-b1"})
+    clean.apply_merge(second_merge(PERSONS), "run-2", DAY2, batches={"hrss": "hrss-b2"})
+    assert_same_state(state(url), state(clean_url))
+    assert store.run_record("run-2")["written"] == clean.run_record("run-2")["written"]  # type: ignore[index]
+    store.dispose()
+    clean.dispose()
