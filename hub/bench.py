@@ -80,6 +80,10 @@ class Bench:
         return next(t.seconds for t in self.timings if t.stage == name)
 
 
+def sa_backend(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0]
+
+
 def _sandbox_matches(storage: Storage, persons: int, seed: int) -> bool:
     meta = storage.sandbox / "sandbox.json"
     if not meta.exists():
@@ -156,15 +160,49 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
     return int(rows[0]) if rows else 0
 
 
-def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, Any]:
-    """Generate (or reuse) the sandbox, run every stage once in-process, and time each."""
+def _change_one_percent(settings: Settings, run_tag: str) -> tuple[str, int]:
+    """A new accepted cdpf batch in which 1% of the certificate holders moved up one disability level."""
+    import pandas as pd
+
+    storage = Storage(settings)
+    last = storage.last_accepted("cdpf")
+    if last is None:
+        raise RuntimeError("no accepted cdpf batch to change")
+    frame = pd.read_parquet(storage.staged("cdpf", last["batch_id"]) / "accepted.parquet")
+    changed = frame.index[::100]
+    frame.loc[changed, "level"] = (frame.loc[changed, "level"] % 4 + 1).astype(frame["level"].dtype)
+    frame.loc[changed, "cert_number"] = frame.loc[changed, "cert_number"].str.slice(0, 19) + frame.loc[
+        changed, "level"
+    ].astype("string")
+    batch_id = f"cdpf-bench-1pct-{run_tag}"
+    frame["_batch_id"] = batch_id
+    out = storage.staged("cdpf", batch_id)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out / "accepted.parquet", index=False)
+    storage.record_batch(batch_id, "cdpf", "bench-1pct", len(frame))
+    storage.set_verdict(batch_id, "accepted", len(frame), 0, note="hub bench: 1% of levels changed")
+    return batch_id, len(changed)
+
+
+def run_bench(
+    persons: int, seed: int, base: Path | None = None, master_url: str | None = None
+) -> dict[str, Any]:
+    """Generate (or reuse) the sandbox, run every stage once in-process, and time each.
+
+    The master store is a new SQLite file per run unless `master_url` names an (empty) database: the
+    full merge writes every person, then a cdpf batch with 1% of persons changed is merged incrementally.
+    """
     from hub import cycle
     from hub.ingest import pull_stage, validate_stage
     from hub.run import _sandbox_services
 
     bench_dir = (base or load_settings().var_dir) / "bench"
     root = bench_dir / f"p{persons}-s{seed}"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     settings = load_settings(var_dir=root)
+    settings = settings.model_copy(
+        update={"master_url": master_url or f"sqlite:///{root}/bench-master-{stamp}.sqlite"}
+    )
     storage = Storage(settings)
     bench = Bench()
     if not _sandbox_matches(storage, persons, seed):
@@ -186,8 +224,9 @@ def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, An
             with bench.stage(f"validate {source}") as out:
                 staged = validate_stage(settings, source, landed["batch_id"], as_of)
                 out["rows"] = int(staged["accepted"]) + int(staged["quarantined"])
+    with bench.stage("merge") as out:
+        out["rows"] = int(cycle.merge_stage(settings, as_of, run_id, full=True)["rows"])
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
-        ("merge", cycle.merge_stage),
         ("eligibility", cycle.eligibility_stage),
         ("exchange", cycle.exchange_stage),
         ("report", cycle.report_stage),
@@ -198,11 +237,18 @@ def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, An
             out["rows"] = int(result.get("rows", 0))
     with bench.stage("duckdb floor (merge + eligibility)") as out:
         out["rows"] = duckdb_floor(settings, as_of)
+    _, changed = _change_one_percent(settings, stamp)
+    with bench.stage("merge incremental (1% of persons changed)") as out:
+        incremental = cycle.merge_stage(settings, as_of, f"{run_id}-1pct")
+        out["rows"] = int(incremental["written"]["changed"])
+    if incremental["mode"] != "incremental" or incremental["written"]["changed"] != changed:
+        raise RuntimeError(
+            f"incremental merge did not write exactly the {changed} changed persons: {incremental}"
+        )
     ours = bench.seconds("merge") + bench.seconds("eligibility")
     floor = bench.seconds("duckdb floor (merge + eligibility)")
-    cycle_stages = [
-        t for t in bench.timings if t.stage not in {"sandbox init", "duckdb floor (merge + eligibility)"}
-    ]
+    side = {"sandbox init", "duckdb floor (merge + eligibility)", "merge incremental (1% of persons changed)"}
+    cycle_stages = [t for t in bench.timings if t.stage not in side]
     figures: dict[str, Any] = {
         "persons": persons,
         "seed": seed,
@@ -218,9 +264,12 @@ def run_bench(persons: int, seed: int, base: Path | None = None) -> dict[str, An
         "merge_plus_eligibility_seconds": ours,
         "duckdb_floor_seconds": floor,
         "ratio_to_floor": ours / floor if floor else None,
+        "master_backend": sa_backend(settings.master_url),
+        "incremental_merge_seconds": bench.seconds("merge incremental (1% of persons changed)"),
+        "incremental_share_of_full": bench.seconds("merge incremental (1% of persons changed)")
+        / bench.seconds("merge"),
         "peak_rss_mib": max(t.peak_rss_mib for t in bench.timings),
     }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     write_json_atomic(bench_dir / f"bench-{persons}-{stamp}.json", figures)
     figures["json"] = str(bench_dir / f"bench-{persons}-{stamp}.json")
     return figures

@@ -214,6 +214,9 @@ def master_show(
 def bench(
     persons: Annotated[int, typer.Option(min=100, help="sandbox size")] = 100_000,
     seed: Annotated[int, typer.Option(help="sandbox seed")] = 20261101,
+    master_url: Annotated[
+        str | None, typer.Option(help="an empty database for the master store (default: a new SQLite file)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Time each stage in-process on a sandbox of N persons and compare with a DuckDB floor."""
@@ -221,7 +224,7 @@ def bench(
 
     _logging(verbose)
     with console.status(f"benchmarking {persons:,} persons"):
-        figures = run_bench(persons, seed)
+        figures = run_bench(persons, seed, master_url=master_url)
     table = Table(title=f"hub bench: {persons:,} persons (seed {seed}, as of {figures['as_of']})")
     for column in ("stage", "rows", "seconds", "peak RSS MiB"):
         table.add_column(column, justify="left" if column == "stage" else "right")
@@ -232,6 +235,10 @@ def bench(
         f"cycle stages (pull to report): {figures['cycle_seconds']:.2f} s; merge + eligibility "
         f"{figures['merge_plus_eligibility_seconds']:.2f} s vs DuckDB floor {figures['duckdb_floor_seconds']:.2f} s "
         f"= ratio {figures['ratio_to_floor']:.2f}; peak RSS {figures['peak_rss_mib']:.0f} MiB"
+    )
+    console.print(
+        f"master store {figures['master_backend']}: incremental merge after 1% changes "
+        f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
     )
     console.print(f"figures: {figures['json']}")
 

@@ -29,6 +29,9 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
     stages = {s["stage"] for s in figures["stages"]}
     assert {"merge", "eligibility", "exchange", "report", "duckdb floor (merge + eligibility)"} <= stages
     assert all(s["seconds"] > 0 and s["peak_rss_mib"] > 0 for s in figures["stages"])
+    incremental = next(s for s in figures["stages"] if s["stage"].startswith("merge incremental"))
+    merged = next(s for s in figures["stages"] if s["stage"] == "merge")
+    assert 0 < incremental["rows"] <= merged["rows"] // 50  # about 1% of persons rewritten, not all
     run = tmp_path / "var" / "bench" / "p1500-s3"
     ours = pd.read_parquet(next((run / "runs").glob("*/decisions.parquet")))
     floor = pd.read_parquet(run / "bench-floor-decisions.parquet")
