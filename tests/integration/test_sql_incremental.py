@@ -80,7 +80,7 @@ def test_boundary_rows_are_neither_skipped_nor_duplicated(settings, front_url: s
 
 
 PULL_AND_MEASURE = """
-import json, resource, sys
+import json, sys
 from datetime import date
 from connectors.sql import pull_sql
 from hub.settings import SqlSource, load_settings
@@ -89,7 +89,10 @@ settings = load_settings(var_dir=sys.argv[2])
 config = SqlSource(transport="sql", contract="x", url=sys.argv[1], table="big", mode="incremental",
                    watermark_column="gxsj", key_columns=["id"], chunk_rows=50000)
 landed = pull_sql(Storage(settings), "cdpf", config, date(2026, 11, 1), [])
-print(json.dumps({"rows": landed.rows, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this program's own peak; ru_maxrss would also count the pytest process it was spawned from,
+# since Linux carries the parent's high-water mark into the child across fork and exec.
+hwm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rows": landed.rows, "max_rss_mib": hwm_kib / 1024}))
 """
 
 MEMORY_CEILING_MIB = (
