@@ -71,8 +71,12 @@ class BatchWriter:
         path = self.path_for(name)
         self.files.append(LandedFile(name, sha256_file(path), path.stat().st_size, rows))
 
-    def publish(self, watermark: str | None) -> Landed:
-        """Rename the batch into place (or drop it if this exact content already landed), then bookmark."""
+    def publish(self, watermark: str | None, delta: bool = False) -> Landed:
+        """Rename the batch into place (or drop it if this exact content already landed), then bookmark.
+
+        `delta`: the batch holds only rows changed since the previous one (SQL incremental, a REST change
+        feed after a cursor); the merge applies it on top of the source's last full batch.
+        """
         content = hashlib.sha256("".join(f.name + f.sha256 for f in self.files).encode()).hexdigest()
         batch_id = f"{self.source}-{self.window}-{content[:12]}"
         rows = sum(f.rows for f in self.files)
@@ -86,6 +90,7 @@ class BatchWriter:
             "rows": rows,
             "received_at": utcnow(),
             "watermark": watermark,
+            "delta": delta,
         }
         new = not final.exists()
         if new:

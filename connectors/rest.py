@@ -133,6 +133,7 @@ def _pull_changes(
 ) -> Landed:
     """Follow the change feed from the bookmarked cursor; the new cursor is committed after landing."""
     cursor = storage.watermark(source)
+    delta = bool(cursor)  # from the start of the feed the batch is the whole register
     page = 1
     while True:
         params: dict[str, Any] = {"limit": config.page_size}
@@ -148,7 +149,7 @@ def _pull_changes(
         if not following or not items:
             break
         cursor = following
-    return batch.publish(cursor)
+    return batch.publish(cursor, delta=delta)
 
 
 def _fetch(client: RestClient, path: str, params: dict[str, Any], source: str, where: str) -> bytes:

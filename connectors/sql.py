@@ -140,7 +140,7 @@ def pull_sql(storage: Storage, source: str, config: SqlSource, as_of: date, orde
             watermark = _keep_recent(batch, resume, landed_keys, last, overlap)
         else:
             watermark = last[0] if last else None
-        return batch.publish(watermark)
+        return batch.publish(watermark, delta=since is not None)
 
 
 def _recent(keys: pd.DataFrame, last: tuple[str, str], overlap: timedelta) -> pd.DataFrame:

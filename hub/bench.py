@@ -160,28 +160,57 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
     return int(rows[0]) if rows else 0
 
 
-def _change_one_percent(settings: Settings, run_tag: str) -> tuple[str, int]:
-    """A new accepted cdpf batch in which 1% of the certificate holders moved up one disability level."""
+def _change_one_percent(settings: Settings, run_tag: str) -> int:
+    """A new accepted batch of every source in which the rows of 1% of the certificate holders changed.
+
+    cdpf moves their disability level up one step, police their 户籍 county within the province, hrss
+    their employment status and civil their 低保 standard; every one of them is a change of the merged
+    record (the cdpf change alone makes sure of it). Returns the number of persons changed.
+    """
+    import numpy as np
     import pandas as pd
 
     storage = Storage(settings)
-    last = storage.last_accepted("cdpf")
-    if last is None:
-        raise RuntimeError("no accepted cdpf batch to change")
-    frame = pd.read_parquet(storage.staged("cdpf", last["batch_id"]) / "accepted.parquet")
-    changed = frame.index[::100]
-    frame.loc[changed, "level"] = (frame.loc[changed, "level"] % 4 + 1).astype(frame["level"].dtype)
-    frame.loc[changed, "cert_number"] = frame.loc[changed, "cert_number"].str.slice(0, 19) + frame.loc[
-        changed, "level"
-    ].astype("string")
-    batch_id = f"cdpf-bench-1pct-{run_tag}"
-    frame["_batch_id"] = batch_id
-    out = storage.staged("cdpf", batch_id)
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out / "accepted.parquet", index=False)
-    storage.record_batch(batch_id, "cdpf", "bench-1pct", len(frame))
-    storage.set_verdict(batch_id, "accepted", len(frame), 0, note="hub bench: 1% of levels changed")
-    return batch_id, len(changed)
+    frames: dict[str, tuple[str, pd.DataFrame]] = {}
+    for source in ("cdpf", "police", "hrss", "civil"):
+        last = storage.last_accepted(source)
+        if last is None:
+            raise RuntimeError(f"no accepted {source} batch to change")
+        frames[source] = (
+            last["batch_id"],
+            pd.read_parquet(storage.staged(source, last["batch_id"]) / "accepted.parquet"),
+        )
+    holders = frames["cdpf"][1]["id_number"].drop_duplicates().sort_values()
+    chosen = pd.Index(holders.iloc[::100])
+    for source, (_, frame) in frames.items():
+        hit = frame["id_number"].isin(chosen).to_numpy()
+        if source == "cdpf":
+            frame.loc[hit, "level"] = (frame.loc[hit, "level"] % 4 + 1).astype(frame["level"].dtype)
+            frame.loc[hit, "cert_number"] = frame.loc[hit, "cert_number"].str.slice(0, 19) + frame.loc[
+                hit, "level"
+            ].astype("string")
+        elif source == "police":  # a move between two Hangzhou districts
+            here = (frame.loc[hit, "hukou_county"] == "330106").fillna(False).to_numpy(dtype=bool)
+            frame.loc[hit, "hukou_county"] = pd.array(np.where(here, "330102", "330106"), dtype="string")
+        elif source == "hrss":
+            cycle = {"employed": "unemployed", "unemployed": "not_employed", "not_employed": "employed"}
+            frame.loc[hit, "employment"] = frame.loc[hit, "employment"].map(cycle).astype("string")
+        else:
+            frame.loc[hit, "dibao_standard"] = frame.loc[hit, "dibao_standard"] + 10
+        batch_id = f"{source}-bench-1pct-{run_tag}"
+        frame["_batch_id"] = batch_id
+        out = storage.staged(source, batch_id)
+        out.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out / "accepted.parquet", index=False)
+        storage.record_batch(batch_id, source, "bench-1pct", len(frame))
+        storage.set_verdict(
+            batch_id,
+            "accepted",
+            len(frame),
+            0,
+            note=f"hub bench: rows of 1% of persons changed ({int(hit.sum())})",
+        )
+    return len(chosen)
 
 
 def run_bench(
@@ -190,7 +219,8 @@ def run_bench(
     """Generate (or reuse) the sandbox, run every stage once in-process, and time each.
 
     The master store is a new SQLite file per run unless `master_url` names an (empty) database: the
-    full merge writes every person, then a cdpf batch with 1% of persons changed is merged incrementally.
+    full merge writes every person, then a batch of every source with 1% of persons changed is merged
+    incrementally.
     """
     from hub import cycle
     from hub.ingest import pull_stage, validate_stage
@@ -225,7 +255,8 @@ def run_bench(
                 staged = validate_stage(settings, source, landed["batch_id"], as_of)
                 out["rows"] = int(staged["accepted"]) + int(staged["quarantined"])
     with bench.stage("merge") as out:
-        out["rows"] = int(cycle.merge_stage(settings, as_of, run_id, full=True)["rows"])
+        merged = cycle.merge_stage(settings, as_of, run_id, full=True)
+        out["rows"] = int(merged["rows"])
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("eligibility", cycle.eligibility_stage),
         ("exchange", cycle.exchange_stage),
@@ -237,7 +268,7 @@ def run_bench(
             out["rows"] = int(result.get("rows", 0))
     with bench.stage("duckdb floor (merge + eligibility)") as out:
         out["rows"] = duckdb_floor(settings, as_of)
-    _, changed = _change_one_percent(settings, stamp)
+    changed = _change_one_percent(settings, stamp)
     with bench.stage("merge incremental (1% of persons changed)") as out:
         incremental = cycle.merge_stage(settings, as_of, f"{run_id}-1pct")
         out["rows"] = int(incremental["written"]["changed"])
@@ -269,6 +300,12 @@ def run_bench(
         "incremental_share_of_full": bench.seconds("merge incremental (1% of persons changed)")
         / bench.seconds("merge"),
         "peak_rss_mib": max(t.peak_rss_mib for t in bench.timings),
+        # where the merge's time goes: reading the staged batches (and, incremental, finding the scope),
+        # the merge itself, the store write (one transaction)
+        "merge_seconds_by_step": merged.get("seconds", {}),
+        "incremental_seconds_by_step": incremental.get("seconds", {}),
+        "incremental_scope": incremental["scope"],
+        "incremental_written": incremental["written"],
     }
     write_json_atomic(bench_dir / f"bench-{persons}-{stamp}.json", figures)
     figures["json"] = str(bench_dir / f"bench-{persons}-{stamp}.json")

@@ -211,6 +211,32 @@ def master_show(
 
 
 @app.command()
+def merge(
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="the run's date YYYY-MM-DD (default: the sandbox's)")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="recompute every person from the staged batches (a rebuild)")
+    ] = False,
+    config: Config = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Merge the accepted batches into the master file now, outside a cycle (e.g. a rebuild after a fix)."""
+    from hub.cycle import merge_stage
+
+    _logging(verbose)
+    settings = load_settings(config)
+    as_of = _date(run_date) or _sandbox_as_of(settings.var_dir)
+    if as_of is None:
+        raise typer.BadParameter("no --date given and no sandbox found", param_hint="--date")
+    done = merge_stage(settings, as_of, f"merge-{as_of}-{'full' if full else 'incremental'}", full=full)
+    console.print(
+        f"{done['mode']} merge {done['run_id']}: {done['persons']:,} persons, scope {done['scope']:,}, "
+        f"written {done['written']}, {done['conflicts']:,} conflicts, {done['id_changes']:,} ID changes"
+    )
+
+
+@app.command()
 def bench(
     persons: Annotated[int, typer.Option(min=100, help="sandbox size")] = 100_000,
     seed: Annotated[int, typer.Option(help="sandbox seed")] = 20261101,
@@ -240,6 +266,12 @@ def bench(
         f"master store {figures['master_backend']}: incremental merge after 1% changes "
         f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
     )
+    for label, key in (
+        ("full merge", "merge_seconds_by_step"),
+        ("incremental", "incremental_seconds_by_step"),
+    ):
+        steps = ", ".join(f"{k} {v:.2f} s" for k, v in figures.get(key, {}).items())
+        console.print(f"  {label}: {steps}")
     console.print(f"figures: {figures['json']}")
 
 
@@ -249,7 +281,7 @@ def bench_validate(
     rounds: Annotated[int, typer.Option(min=1, help="timed rounds; the median is reported")] = 3,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Throughput of the cdpf validation suite (and the in-memory stage) over N certificate rows."""
+    """Throughput of the cdpf validation suite and of the whole validate stage over N certificate rows."""
     from hub.bench_validate import run_bench_validate
 
     _logging(verbose)
@@ -257,8 +289,11 @@ def bench_validate(
         f = run_bench_validate(rows, rounds)
     console.print(
         f"cdpf suite ({f['expectations']} expectations) over {f['rows']:,} rows: median {f['suite_seconds']:.2f} s "
-        f"= {f['suite_rows_per_s']:,} rows/s (rounds {f['suite_seconds_all']}); standardise + suite "
-        f"{f['stage_seconds']:.2f} s = {f['stage_rows_per_s']:,} rows/s; peak RSS {f['peak_rss_mib']} MiB"
+        f"= {f['suite_rows_per_s']:,} rows/s (rounds {f['suite_seconds_all']}; peak RSS "
+        f"{f['suite_peak_rss_mib']} MiB)\nwhole stage_batch (read landing, standardise, suite, split, write): "
+        f"median {f['stage_seconds']:.2f} s = {f['stage_rows_per_s']:,} rows/s (rounds {f['stage_seconds_all']}; "
+        f"peak RSS {f['stage_peak_rss_mib']} MiB; {f['stage_accepted']:,} accepted, "
+        f"{f['stage_quarantined']:,} quarantined)"
     )
 
 

@@ -11,7 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import time
+from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,45 +48,65 @@ def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, An
 
 
 def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False) -> dict[str, Any]:
-    """Merge the last accepted batch of every source into the master store (一人一档).
+    """Merge the current accepted state of every source into the master store (一人一档).
 
-    Incremental unless `full`: only the persons whose source rows changed since the last merge are
-    recomputed, and the store writes only those whose merged record differs.
+    A source's state is its last accepted batch, or, when it sends deltas (SQL incremental, REST change
+    feed), its last full batch with the later accepted deltas applied in ledger order. Incremental
+    unless `full`: only the persons whose source rows changed since the last merge are recomputed, and
+    the store writes only those whose merged record differs.
     """
-    from transforms.merge import in_scope, merge_sources, resolve_precedence
+    from transforms.merge import id_changes_of, in_scope, merge_sources, resolve_precedence, widen_scope
 
+    started = time.perf_counter()
     storage = Storage(settings)
-    frames: dict[str, pd.DataFrame] = {}
+    states: dict[str, _SourceState] = {}
     used: dict[str, str | None] = {}
     missing: list[str] = []
     for source in MERGE_SOURCES:
-        batch = storage.last_accepted(source) if source in settings.sources else None
-        if batch is None:
+        chain = _chain(storage, source) if source in settings.sources else []
+        if not chain:
             log.warning("merge %s: %s has no accepted batch; its facts are unknown this run", run_id, source)
             used[source] = None
             missing.append(source)
             continue
-        path = storage.staged(source, batch["batch_id"]) / "accepted.parquet"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"ledger says batch {batch['batch_id']} of {source} was accepted, but {path} is missing"
-            )
-        frames[source] = pd.read_parquet(path)
-        used[source] = str(batch["batch_id"])
+        states[source] = _SourceState(source, chain, [_read_accepted(storage, source, b) for b in chain])
+        used[source] = chain[-1]
+        if len(chain) > 1:
+            used[f"_{source}_chain"] = ",".join(chain)
         log.info(
-            "merge %s: %s batch %s, %d accepted rows", run_id, source, batch["batch_id"], len(frames[source])
+            "merge %s: %s batch %s (%d delta batch(es) on top), %d rows",
+            run_id,
+            source,
+            chain[0],
+            len(chain) - 1,
+            len(states[source].frame),
         )
+    frames = {source: state.frame for source, state in states.items()}
     precedence = resolve_precedence(settings.precedence, "config precedence")
     store = _store(settings)
     # what decides the merged record besides the data: a change of it means a full merge
     used["_config"] = hashlib.sha256(
         json.dumps([precedence, settings.region], sort_keys=True).encode()
     ).hexdigest()[:16]
-    scope = None if full else _incremental_scope(storage, store.last_merge(), used, frames, as_of)
-    if scope is not None:
-        frames = in_scope(frames, scope)
+    scope = None
+    if not full:
+        found = _incremental_scope(storage, store.last_merge(), used, states, as_of)
+        if found is not None:
+            scope, previous_police = found
+            changes = [id_changes_of(frames.get("police"), as_of)]
+            if previous_police is not None:
+                changes.append(id_changes_of(previous_police, as_of))
+            scope = widen_scope(scope, pd.concat(changes, ignore_index=True))
+            frames = in_scope(frames, scope)
+    read_done = time.perf_counter()
     result = merge_sources(frames, as_of, precedence, settings.region)
+    merged = time.perf_counter()
     written = store.apply_merge(result, run_id, as_of, scope=scope, batches=used)
+    seconds = {
+        "read_and_scope": round(read_done - started, 3),
+        "merge": round(merged - read_done, 3),
+        "store": round(time.perf_counter() - merged, 3),
+    }
     by_type = result.conflicts["conflict_type"].value_counts().sort_index()
     return _stage_record(
         storage,
@@ -96,50 +119,122 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
             "persons": len(result.master),
             "conflicts": len(result.conflicts),
             "conflicts_by_type": {str(k): int(v) for k, v in by_type.items()},
+            "id_changes": len(result.id_changes),
             "batches": {k: v for k, v in used.items() if k in MERGE_SOURCES},
+            "delta_chains": {s: st.chain for s, st in states.items() if len(st.chain) > 1},
             "missing_sources": missing,
             "mode": "full" if scope is None else "incremental",
             "scope": len(result.master) if scope is None else len(scope),
             "written": written,
+            "seconds": seconds,
         },
     )
+
+
+@dataclass
+class _SourceState:
+    """A source's accepted batches (last full one first, then deltas) and the rows they add up to."""
+
+    source: str
+    chain: list[str]
+    parts: list[pd.DataFrame]
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        from transforms.merge import apply_deltas
+
+        return apply_deltas(self.source, self.parts)
+
+
+def _is_delta(storage: Storage, source: str, batch_id: str) -> bool:
+    """Whether a landed batch holds only changed rows (its manifest says so); a batch without one is full."""
+    manifest = _read_json(storage.landing(source, batch_id) / "manifest.json")
+    return bool(manifest.get("delta", False))
+
+
+def _chain(storage: Storage, source: str) -> list[str]:
+    """The accepted batches a source's current state rests on, oldest first.
+
+    Full snapshots only: the last accepted batch. With deltas: the newest full batch in ledger (landing)
+    order and every accepted delta landed after it, so the state follows from the ledger and the staged
+    files alone, and a full rebuild gives what the incremental merges gave.
+    """
+    last = storage.last_accepted(source)
+    if last is None:
+        return []
+    with storage.engine().connect() as conn:
+        accepted = [
+            str(b)
+            for b in conn.execute(
+                sa.select(batches.c.batch_id)
+                .where(batches.c.source == source, batches.c.status == "accepted")
+                .order_by(batches.c.landed_at, batches.c.batch_id)
+            ).scalars()
+        ]
+    delta = [_is_delta(storage, source, b) for b in accepted]
+    if not any(delta):
+        return [str(last["batch_id"])]
+    fulls = [i for i, d in enumerate(delta) if not d]
+    if not fulls:
+        log.warning("merge: %s has only delta batches accepted; their union is its state", source)
+    return accepted[fulls[-1] if fulls else 0 :]
+
+
+def _read_accepted(storage: Storage, source: str, batch_id: str) -> pd.DataFrame:
+    path = storage.staged(source, batch_id) / "accepted.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"ledger says batch {batch_id} of {source} was accepted, but {path} is missing"
+        )
+    return pd.read_parquet(path)
 
 
 def _incremental_scope(
     storage: Storage,
     last: dict[str, Any] | None,
     used: dict[str, str | None],
-    frames: dict[str, pd.DataFrame],
+    states: dict[str, _SourceState],
     as_of: date,
-) -> pd.Series | None:
-    """The persons whose sources changed since the last merge, or None when only a full merge is safe.
+) -> tuple[pd.Series, pd.DataFrame | None] | None:
+    """The persons whose sources changed since the last merge (and police's previous rows, whose ID changes
+    matter too), or None when only a full merge is safe.
 
     Full: no previous merge, another configuration, or a previous batch that is no longer staged.
-    Otherwise the union of the IDs whose rows differ between the previous and the current batch of each
-    source, plus civil assistance starting or ending between the two run dates.
+    Otherwise, per source whose batches changed: the persons named by the delta batches appended since,
+    or, for a new full batch, the IDs whose rows differ between the previous and the current state; plus
+    civil assistance starting or ending between the two run dates.
     """
-    from transforms.merge import changed_ids, civil_crossings
+    from transforms.merge import apply_deltas, changed_ids, civil_crossings
 
     if last is None or last["batches"].get("_config") != used.get("_config"):
         return None
-    parts = []
+    parts: list[pd.Series] = []
+    previous_police: pd.DataFrame | None = None
     for source in MERGE_SOURCES:
-        before, now = last["batches"].get(source), used.get(source)
+        recorded = last["batches"].get(f"_{source}_chain") or last["batches"].get(source)
+        before = str(recorded).split(",") if recorded else []
+        state = states.get(source)
+        now = state.chain if state else []
         if before == now:
             continue
-        previous = None
-        if before is not None:
-            path = storage.staged(source, before) / "accepted.parquet"
-            if not path.exists():
-                log.warning("merge: %s batch %s of the last merge is gone; full merge", source, before)
+        if state is not None and before and now[: len(before)] == before:
+            previous = apply_deltas(source, state.parts[: len(before)]) if source == "police" else None
+            parts.extend(p["id_number"].astype("string") for p in state.parts[len(before) :])
+        else:
+            try:
+                previous = apply_deltas(source, [_read_accepted(storage, source, b) for b in before])
+            except FileNotFoundError as exc:
+                log.warning("merge: a batch of the last merge is gone (%s); full merge", exc)
                 return None
-            previous = pd.read_parquet(path)
-        parts.append(changed_ids(source, previous, frames.get(source)))
-    if last["as_of"] != as_of and "civil" in frames:
-        parts.append(civil_crossings(frames["civil"], last["as_of"], as_of))
+            parts.append(changed_ids(source, previous if before else None, state.frame if state else None))
+        if source == "police":
+            previous_police = previous
+    if last["as_of"] != as_of and "civil" in states:
+        parts.append(civil_crossings(states["civil"].frame, last["as_of"], as_of))
     if not parts:
-        return pd.Series([], dtype="string")
-    return pd.concat(parts, ignore_index=True).drop_duplicates().reset_index(drop=True)
+        return pd.Series([], dtype="string"), previous_police
+    scope = pd.concat(parts, ignore_index=True).dropna().drop_duplicates().reset_index(drop=True)
+    return scope, previous_police
 
 
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
@@ -272,6 +367,23 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -> str:
+    """Say plainly which batch is held, by which gate with which numbers, what the master uses instead
+    and how to release it (the ledger note names each tripped gate with its value and limit)."""
+    batch_id = latest["batch_id"]
+    why = latest.get("note") or "no reason recorded"
+    kept = (
+        f"主档沿用上一批合格数据 the master keeps {source} batch {used_batch}"
+        if used_batch
+        else f"主档没有{source}的合格数据 the master has no accepted {source} batch to fall back on"
+    )
+    return (
+        f"{source}: 批次 {batch_id} 暂扣 {latest['status']}: {why}. {kept}; "
+        f"其他来源照常处理 the other sources ran as usual. "
+        f"放行 release: hub batch release {batch_id} --by NAME"
+    )
+
+
 def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
     from hub.report import write_report
@@ -305,12 +417,12 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
                 else validation.get("quarantined"),
                 "reasons": _reason_counts(validation),
                 "note": latest.get("note") or "",
+                # under var/; the report links it relatively when the file is there
                 "validation_report": f"staged/{source}/{latest['batch_id']}/validation.html",
             }
         )
         if latest["status"] != "accepted":
-            kept = f"master keeps batch {used_batch}" if used_batch else "no accepted batch to fall back on"
-            warnings.append(f"{source}: 批次 {latest['batch_id']} 未通过 ({latest['status']}); {kept}")
+            warnings.append(_held_warning(source, latest, used_batch))
         elif used_batch is None:
             warnings.append(f"{source}: 主档未使用任何批次 the master used no batch of this source")
         sources.append(entry)

@@ -39,10 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from transforms.merge import (  # SOURCE_CODES: one character per attribute in `sources`
-    ATTRIBUTE_COLUMNS,
-    SOURCE_CODES,
-)
+# SOURCE_CODES: the merge's one character per attribute in `sources` (P police, C cdpf, M civil, H hrss)
+from transforms.merge import ATTRIBUTE_COLUMNS, SOURCE_CODES
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The auditor's report of one cycle run: reports/<run_id>/report.html and report.json.
 
-The HTML is self-contained (inline CSS, no script, no link or URL of any kind) so it can be mailed or
-archived as one file, with Chinese and English headings. Every ID number in it is masked (first 6 +
+The HTML is self-contained (inline CSS, no script, no URL of any kind) so it can be mailed or
+archived as one file, with Chinese and English headings. Its only links are relative ones to the
+batches' validation.html files beside it under var/ (they open offline too). Every ID number in it is masked (first 6 +
 last 4, DOMAIN.md section 6): the summary is scrubbed before it is rendered or written, whatever the
 stages put into it.
 """
@@ -75,7 +76,8 @@ _TEMPLATE = """<!DOCTYPE html>
 <td class="num">{{ s.quarantined if s.quarantined is not none else "" }}</td>
 <td>{% for code, n in (s.reasons or {}).items() %}<span class="mono">{{ code }}</span>: {{ n }}<br>{% endfor %}</td>
 <td class="mono">{{ s.used_batch_id or "—" }}</td>
-<td class="mono">{{ s.validation_report or "—" }}</td></tr>
+<td class="mono">{% if s.validation_href %}<a href="{{ s.validation_href }}">{{ s.validation_report }}</a>\
+{% else %}{{ s.validation_report or "—" }}{% endif %}</td></tr>
 {% endfor %}
 </table>
 
@@ -186,6 +188,20 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_SAFE_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.html")
+
+
+def _relative_link(storage: Storage, out_dir: Path, under_var: Any) -> str | None:
+    """A relative href from the report to a validation.html under var/, only for a file that exists there
+    and a plain path (no scheme, no '//', no '..' of its own): the report links nothing outside var/."""
+    if not isinstance(under_var, str) or not _SAFE_PATH.fullmatch(under_var) or ".." in under_var:
+        return None
+    target = storage.var / under_var
+    if not target.is_file():
+        return None
+    return Path(os.path.relpath(target, out_dir)).as_posix()
+
+
 def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, Any]) -> Path:
     """Write report.json and the self-contained report.html for a run; returns the HTML path."""
     data = scrub(_normalise(summary))
@@ -195,6 +211,8 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
     write_json_atomic(out_dir / "report.json", data)
 
     shown = defang(data)
+    for s in shown["sources"]:
+        s["validation_href"] = _relative_link(storage, out_dir, s.get("validation_report"))
     for f in shown["exchange"]:
         digest = str(f.get("sha256") or "")
         # a fingerprint in groups of 8, as it is usually read aloud and compared

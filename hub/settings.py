@@ -103,6 +103,14 @@ class Gates(BaseModel):
     event_rise_floor: int = Field(
         20, ge=0, description="absolute rise always tolerated, so a handful of events cannot trip the gate"
     )
+    max_type_mismatch: float = Field(
+        0.5,
+        description="share of a column's non-empty values that fail its contracted type above which the "
+        "column changed type (schema drift) and the batch is held",
+    )
+    type_mismatch_min_values: int = Field(
+        20, ge=1, description="a column is judged for a type change only with at least this many values"
+    )
 
 
 class Settings(BaseModel):
@@ -137,4 +145,18 @@ def load_settings(
     except FileNotFoundError as exc:
         raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
     var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
-    return Settings(**raw, var_dir=var)
+    settings = Settings(**raw, var_dir=var)
+    _check_precedence(settings, config_path)
+    return settings
+
+
+def _check_precedence(settings: Settings, config_path: Path) -> None:
+    """A bad 一数一源 list fails here, naming the config file and line, not later inside the merge."""
+    from transforms.precedence import resolve_precedence
+
+    lines: dict[str, int] = {}
+    root = yaml.compose(config_path.read_text(encoding="utf-8"))
+    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
+        if key.value == "precedence" and isinstance(value, yaml.MappingNode):
+            lines = {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    resolve_precedence(settings.precedence, str(config_path), lines)

@@ -1,6 +1,7 @@
 """Batch gates: decide whether a validated batch may feed the master file.
 
-A gate compares the batch with its own rows (invalid ratio) or with the source's last accepted batch
+A gate compares the batch with its own rows (invalid ratio; a column whose values mostly no longer
+parse as its contracted type, i.e. schema drift by content) or with the source's last accepted batch
 (volume, deaths and cancellations). Any gate that trips holds the batch: the master keeps that
 source's last good data until an operator releases the batch with `hub batch release`. Pure
 functions over counts, so each threshold is tested on its own.
@@ -8,6 +9,7 @@ functions over counts, so each threshold is tested on its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +26,29 @@ class Previous:
     batch_id: str
     accepted_rows: int
     events: dict[str, int] | None = None  # None: that batch was staged before events were counted
+
+
+@dataclass(frozen=True)
+class ColumnParse:
+    """How many of a column's non-empty values failed to parse as its contracted type."""
+
+    column: str  # canonical name
+    native: str  # the department's column name
+    type: str  # contract type
+    unparsed: int
+    present: int  # non-empty values
+
+
+# The parse code that says "this value is not of the column's type", per contract type.
+TYPE_CODES = {
+    "id_number": "ID_FORMAT",
+    "code": "CODE_UNKNOWN",
+    "bool": "CODE_UNKNOWN",
+    "date": "DATE_INVALID",
+    "timestamp": "DATE_INVALID",
+    "int": "FIELD_INVALID",
+    "float": "FIELD_INVALID",
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +80,61 @@ def count_events(accepted: pd.DataFrame, contract: SourceContract) -> dict[str, 
     }
 
 
+def column_parses(
+    frame: pd.DataFrame, field_counts: list[dict[str, Any]], contract: SourceContract
+) -> list[ColumnParse]:
+    """Per typed column: values that did not parse (from the parse reason counts) and non-empty values.
+
+    A failed parse leaves the canonical cell null, so non-empty = non-null + unparsed; an ID column keeps
+    no value for any bad ID, so there non-empty = rows - ID_MISSING. Column-wise `notna` only: cheap.
+    """
+    flagged = {(c["field"], c["code"]): int(c["rows"]) for c in field_counts}
+    out = []
+    for column in contract.columns:
+        code = TYPE_CODES.get(column.type)
+        if code is None:
+            continue
+        unparsed = flagged.get((column.name, code), 0)
+        if column.type == "id_number":
+            present = len(frame) - flagged.get((column.name, "ID_MISSING"), 0)
+        else:
+            present = int(frame[column.name].notna().sum()) + unparsed
+        out.append(ColumnParse(column.name, column.native, column.type, unparsed, present))
+    return out
+
+
+def _column_types(columns: Sequence[ColumnParse], gates: Gates) -> GateResult:
+    """Schema drift by content: a column whose values mostly fail its type (dates now text, codes recoded,
+    two columns swapped) changed type, even though its header is the contracted one."""
+    judged = [c for c in columns if c.present >= gates.type_mismatch_min_values]
+    shares = {c.column: c.unparsed / c.present for c in judged}
+    changed = [c for c in judged if shares[c.column] > gates.max_type_mismatch]
+    worst = max(shares.values(), default=0.0)
+    if changed:
+        detail = "字段类型变化 schema drift (changed type): " + ", ".join(
+            f"{c.native} ({c.column}, {c.type}) {c.unparsed} of {c.present} values do not parse "
+            f"({c.unparsed / c.present:.0%})"
+            for c in changed
+        )
+    else:
+        detail = f"every typed column parses (worst {worst:.1%})"
+    return GateResult(
+        "column_types",
+        not changed,
+        round(worst, 6),
+        gates.max_type_mismatch,
+        f"{detail}, limit {gates.max_type_mismatch:.0%} of a column's values "
+        f"(columns with at least {gates.type_mismatch_min_values} values)",
+    )
+
+
 def evaluate(
-    rows: int, quarantined: int, events: dict[str, int], previous: Previous | None, gates: Gates
+    rows: int,
+    quarantined: int,
+    events: dict[str, int],
+    previous: Previous | None,
+    gates: Gates,
+    columns: Sequence[ColumnParse] = (),
 ) -> Verdict:
     """Every gate over one batch; the batch is held when any of them trips (each trip is in the note)."""
     results: list[GateResult] = []
@@ -71,6 +149,8 @@ def evaluate(
             f"limit {gates.max_invalid_ratio:.0%}",
         )
     )
+    if columns:
+        results.append(_column_types(columns, gates))
     accepted = rows - quarantined
     if previous is not None and previous.accepted_rows:
         change = accepted / previous.accepted_rows - 1
@@ -95,7 +175,7 @@ def evaluate(
                     now,
                     allowed,
                     f"{_EVENT_ZH.get(kind, kind)} {kind} rose from {before} in {previous.batch_id} to {now}, "
-                    f"limit {before} x {1 + gates.max_event_rise:g} + {gates.event_rise_floor}",
+                    f"limit {before} x {1 + gates.max_event_rise:g} + {gates.event_rise_floor} = {allowed:g}",
                 )
             )
     tripped = [r.detail for r in results if not r.passed]

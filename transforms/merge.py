@@ -16,12 +16,18 @@ Everything is vectorised over the whole input: no Python loop over people.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+
+from transforms.precedence import CARRIERS as CAN_SAY
+from transforms.precedence import DEFAULT_PRECEDENCE as DEFAULT_PRECEDENCE
+from transforms.precedence import PrecedenceError as PrecedenceError
+from transforms.precedence import resolve_precedence
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,19 @@ STAGED_COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
+# Columns a contract may leave out; absent ones are read as null. 原公民身份号码 (police `ygmsfhm`): the
+# number the person held before a reissue (DOMAIN.md section 2: duplicate numbers were reissued).
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {"police": {"former_id_number": "string"}}
+
+# What identifies a row across a source's batches when a delta batch (SQL incremental, REST change feed)
+# replaces earlier rows: one row per person, except civil's several assistance periods per person.
+DELTA_KEYS: dict[str, tuple[str, ...]] = {
+    "cdpf": ("id_number",),
+    "police": ("id_number",),
+    "hrss": ("id_number",),
+    "civil": ("id_number", "assistance_type", "start_date"),
+}
+
 # The master file: column -> kind. `record_hash` covers the attribute columns (not provenance).
 ATTRIBUTE_COLUMNS: dict[str, str] = {
     "id_number": "string",
@@ -118,37 +137,11 @@ NO_SOURCE = "-"
 _CODE_OF = {source: code for code, source in SOURCE_CODES.items()}
 PROVENANCED = [c for c in ATTRIBUTE_COLUMNS if c != "id_number"]
 
-# Which source can say what (column of the joined frame), and the default precedence (一数一源):
-# police for identity and 户籍, cdpf for the certificate, civil for assistance, hrss for employment.
+# The column of the joined frame that holds a source's value of an attribute (civil's flags are unprefixed).
+_PREFIX = {"police": "p_", "cdpf": "c_", "hrss": "h_", "civil": ""}
 CARRIERS: dict[str, dict[str, str]] = {
-    "name": {"police": "p_name", "cdpf": "c_name", "hrss": "h_name"},
-    "gender": {"police": "p_gender", "cdpf": "c_gender"},
-    "birth_date": {"police": "p_birth_date", "cdpf": "c_birth_date"},
-    "hukou_county": {"police": "p_hukou_county", "cdpf": "c_hukou_county"},
-    "hukou_status": {"police": "p_hukou_status"},
-    "death_date": {"police": "p_death_date"},
-    **{
-        c: {"cdpf": f"c_{c}"}
-        for c in (
-            "cert_number",
-            "category",
-            "level",
-            "cert_status",
-            "cert_issued",
-            "cert_valid_until",
-            "needs_long_term_care",
-            "institutional_care",
-        )
-    },
-    **{c: {"civil": c} for c in ("dibao", "dibao_edge", "tekun", "orphan_support", "dibao_standard")},
-    **{c: {"hrss": f"h_{c}"} for c in ("employment", "pension_type", "work_injury_care")},
-}
-DEFAULT_PRECEDENCE: dict[str, list[str]] = {
-    "name": ["police", "cdpf"],
-    "gender": ["police", "cdpf"],
-    "birth_date": ["police", "cdpf"],
-    "hukou_county": ["police", "cdpf"],
-    **{a: list(carriers) for a, carriers in CARRIERS.items() if len(carriers) == 1},
+    attribute: {source: _PREFIX[source] + attribute for source in sources}
+    for attribute, sources in CAN_SAY.items()
 }
 # A column that is set exactly when the source knows the person (updated_at is required in every contract).
 _KNOWS = {"police": "p_updated_at", "cdpf": "c_updated_at", "civil": "civil_batch", "hrss": "h_updated_at"}
@@ -171,7 +164,9 @@ CONFLICT_TYPES = (
     "GENDER_MISMATCH",
     "DEAD_BUT_ACTIVE",
     "CERT_ACTIVE_MOVED_OUT",
+    "ID_SUPERSEDED",
 )
+ID_CHANGE_COLUMNS = ("old_id", "new_id", "source", "batch_id")
 
 _CIVIL_FLAGS = {
     "dibao": ("dibao",),
@@ -185,43 +180,22 @@ class MergeInputError(ValueError):
     """A staged frame does not have the canonical shape the merge relies on."""
 
 
-class PrecedenceError(ValueError):
-    """The configured precedence names an unknown attribute or a source that cannot say it."""
-
-
-def resolve_precedence(
-    configured: dict[str, list[str]] | None, where: str = "config"
-) -> dict[str, list[str]]:
-    """The precedence per attribute: the defaults, overridden attribute by attribute by the config."""
-    configured = configured or {}
-    problems = []
-    for attribute, order in configured.items():
-        carriers = CARRIERS.get(attribute)
-        if carriers is None:
-            problems.append(f"precedence.{attribute}: unknown attribute; expected one of {sorted(CARRIERS)}")
-            continue
-        wrong = [s for s in order if s not in carriers]
-        if wrong or not order or len(set(order)) != len(order):
-            problems.append(
-                f"precedence.{attribute}: {order} must list distinct sources among {sorted(carriers)}"
-                + (f" ({wrong} cannot say {attribute})" if wrong else "")
-            )
-    if problems:
-        raise PrecedenceError(f"{where}: " + "; ".join(problems))
-    return {**DEFAULT_PRECEDENCE, **{a: list(o) for a, o in configured.items()}}
-
-
 def decode_sources(code: str) -> dict[str, str | None]:
     """attribute -> source that set it, from a master row's `sources` code."""
     return {a: SOURCE_CODES.get(ch) for a, ch in zip(PROVENANCED, code, strict=True)}
 
 
+def _no_id_changes() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="string") for c in ID_CHANGE_COLUMNS})
+
+
 @dataclass
 class MergeResult:
-    """The master file (one row per person) and the conflicts queue (多元校核) of one merge."""
+    """The master file (one row per person), the conflicts queue (多元校核) and the ID changes of one merge."""
 
     master: pd.DataFrame
     conflicts: pd.DataFrame
+    id_changes: pd.DataFrame = field(default_factory=_no_id_changes)
 
 
 # -- dtypes -------------------------------------------------------------------------------------------
@@ -254,28 +228,236 @@ def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: coerce(pd.Series([], dtype=object), kind) for name, kind in columns.items()})
 
 
+def canonical_columns(source: str) -> dict[str, str]:
+    """The columns the merge reads from a source's staged rows: the required ones, then the optional ones."""
+    return {**STAGED_COLUMNS[source], **OPTIONAL_COLUMNS.get(source, {})}
+
+
 def _prepare(source: str, frame: pd.DataFrame | None) -> pd.DataFrame:
     """Check a staged frame has the canonical columns and coerce them; keep only what the merge reads."""
-    columns = STAGED_COLUMNS[source]
+    columns = canonical_columns(source)
     if frame is None or (frame.empty and len(frame.columns) == 0):
         out = empty_frame(columns)
         out["_batch_id"] = pd.Series([], dtype="string")
         return out
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in STAGED_COLUMNS[source] if c not in frame.columns]
     if missing:
         raise MergeInputError(
-            f"staged {source} rows lack canonical column(s) {missing}; expected {list(columns)} + _batch_id"
+            f"staged {source} rows lack canonical column(s) {missing}; "
+            f"expected {list(STAGED_COLUMNS[source])} + _batch_id"
         )
-    out = pd.DataFrame({name: coerce(frame[name], kind) for name, kind in columns.items()})
+    absent = pd.Series(pd.NA, index=frame.index, dtype="object")
+    out = pd.DataFrame({name: coerce(frame.get(name, absent), kind) for name, kind in columns.items()})
     batch = frame["_batch_id"] if "_batch_id" in frame.columns else pd.Series(pd.NA, index=frame.index)
     out["_batch_id"] = batch.astype("string")
     return out.reset_index(drop=True)
 
 
 def _latest(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per id_number: the latest updated_at wins (ties: the later row in batch order)."""
-    ordered = frame.sort_values("updated_at", kind="stable", na_position="first")
-    return ordered.drop_duplicates("id_number", keep="last")
+    """One row per person: the latest updated_at wins (ties: the later row in batch order).
+
+    Only the persons with several rows are sorted (a few per thousand): sorting every row would move
+    each string column of the whole frame. Persons are told apart by `_key` (see id_keys).
+    """
+    several = frame["_key"].duplicated(keep=False).to_numpy(dtype=bool)
+    if not several.any():
+        return frame
+    ordered = frame[several].sort_values("updated_at", kind="stable", na_position="first")
+    return pd.concat([frame[~several], ordered.drop_duplicates("_key", keep="last")])
+
+
+_POWERS17 = 10 ** np.arange(16, -1, -1, dtype=np.int64)
+
+
+class _NotEncodable(ValueError):
+    pass
+
+
+def _encode(ids: pd.Series) -> np.ndarray:
+    from transforms.ids import as_arrow, char_matrix
+
+    arr = as_arrow(ids)
+    if arr.null_count or (len(arr) and pc.min_max(pc.binary_length(arr)).as_py() != {"min": 18, "max": 18}):
+        raise _NotEncodable
+    chars = char_matrix(arr, 18).astype(np.int64)
+    digits = chars[:, :17] - ord("0")
+    check = np.where(chars[:, 17] == ord("X"), 10, chars[:, 17] - ord("0"))
+    if len(chars) and (digits.min() < 0 or digits.max() > 9 or check.min() < 0 or check.max() > 10):
+        raise _NotEncodable
+    return np.asarray(digits @ _POWERS17 * 11 + check, dtype=np.int64)
+
+
+def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:
+    """One int64 per ID number, equal for equal numbers across the columns; and whether it keeps their order.
+
+    A normalised number is 17 digits and a check character: digits * 11 + check fits in int64 and sorts
+    like the text, so joins, sorts and groupings run on integers instead of Arrow strings (hashing a
+    million strings per join is most of a merge's time). Anything else (hand-made frames) gets codes
+    of one factorisation of all the columns, which do not keep the order.
+    """
+    try:
+        return [_encode(c) for c in columns], True
+    except _NotEncodable:
+        codes, _ = pd.factorize(pd.concat([c.astype("string") for c in columns], ignore_index=True))
+        bounds = np.cumsum([len(c) for c in columns])[:-1]
+        return [np.asarray(part, dtype=np.int64) for part in np.split(codes, bounds)], False
+
+
+def _aligned(keys: np.ndarray, right: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """A left join on `_key`: right's columns (one row per key) for each of `keys`, null where it has none."""
+    body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
+    body.index = pd.Index(right["_key"].to_numpy())
+    out = body.reindex(keys)
+    out.index = pd.RangeIndex(len(keys))
+    return out.add_prefix(prefix)
+
+
+def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
+    """values.isin(wanted) as a bool array, through Arrow's hash set.
+
+    pandas' isin on Arrow-backed strings walks `wanted` in Python (seconds for a million IDs).
+    """
+    from transforms.ids import as_arrow
+
+    if len(values) == 0 or len(wanted) == 0:
+        return np.zeros(len(values), dtype=bool)
+    found = pc.is_in(as_arrow(pd.Series(values)), value_set=as_arrow(pd.Series(wanted)))
+    return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+# -- ID changes (GB 11643: reissued numbers) -------------------------------------------------------------
+
+
+def id_changes_of(police: pd.DataFrame | None, as_of: date) -> pd.DataFrame:
+    """old_id -> new_id as police reports them (原公民身份号码 on the person's row), chains followed to the end.
+
+    The former number is normalised like any ID (a legacy 15-digit number is upgraded); one that is not a
+    valid number is left out and counted in the log. When police said different things over time the
+    latest row wins. Columns: ID_CHANGE_COLUMNS + updated_at.
+    """
+    if police is None or "former_id_number" not in police or not police["former_id_number"].notna().any():
+        return _id_changes(_prepare("police", None), as_of)  # nothing to prepare: most days
+    return _id_changes(_prepare("police", police), as_of)
+
+
+def _id_changes(prepared: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    from transforms.ids import normalise_ids
+
+    rows = prepared[prepared["former_id_number"].notna()]
+    if rows.empty:
+        return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[ns]"))
+    former = normalise_ids(rows["former_id_number"].reset_index(drop=True), as_of)
+    valid = (former["id_reason"].isna() & former["id_number"].notna()).to_numpy(dtype=bool)
+    if not valid.all():
+        log.warning("%d police rows carry a former ID number that is not valid; ignored", int((~valid).sum()))
+    changes = pd.DataFrame(
+        {
+            "old_id": former["id_number"].astype("string").to_numpy(),
+            "new_id": rows["id_number"].astype("string").to_numpy(),
+            "source": pd.array(["police"] * len(rows), dtype="string"),
+            "batch_id": rows["_batch_id"].astype("string").to_numpy(),
+            "updated_at": rows["updated_at"].to_numpy(),
+        }
+    )[valid]
+    changes = changes[(changes["old_id"] != changes["new_id"]).fillna(False).astype(bool)]
+    changes = changes.sort_values(["updated_at", "new_id"], kind="stable", na_position="first")
+    changes = changes.drop_duplicates("old_id", keep="last")
+    # A -> B then B -> C: A's rows belong to C. A cycle is a data error: following stops where it closes.
+    target = pd.Series(changes["new_id"].to_numpy(), index=changes["old_id"].to_numpy())
+    new = changes["new_id"]
+    for _ in range(16):
+        step = new.map(target)
+        go = (step.notna() & (step != changes["old_id"]) & (step != new)).fillna(False).astype(bool)
+        if not go.any():
+            break
+        new = new.where(~go, step)
+    changes["new_id"] = new.astype("string")
+    return changes.sort_values("old_id", kind="stable").reset_index(drop=True)
+
+
+def rekey(frame: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows keyed by a replaced number moved to the new one, and the moved rows (new_id, old_id, batch)."""
+    new = frame["id_number"].map(target) if len(target) else pd.Series(pd.NA, index=frame.index)
+    hit = new.notna().to_numpy(dtype=bool)
+    moved = pd.DataFrame(
+        {
+            "id_number": new[hit].astype("string"),
+            "old_id": frame.loc[hit, "id_number"].astype("string"),
+            "batch": frame.loc[hit, "_batch_id"].astype("string"),
+        }
+    )
+    if hit.any():
+        frame = frame.copy()
+        frame.loc[hit, "id_number"] = new[hit].astype("string")
+    return frame, moved
+
+
+def superseded_conflicts(moved: dict[str, pd.DataFrame], changes: pd.DataFrame) -> pd.DataFrame:
+    """ID_SUPERSEDED: a source still keys a person by a number police has replaced; that source fixes it."""
+    police_batch = pd.Series(changes["batch_id"].to_numpy(), index=changes["old_id"].to_numpy())
+    parts = []
+    for source, rows in moved.items():
+        if rows.empty:
+            continue
+        rows = rows.sort_values(["id_number", "old_id"], kind="stable").drop_duplicates("id_number")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "id_number": rows["id_number"],
+                    "conflict_type": "ID_SUPERSEDED",
+                    "source_a": "police",
+                    "value_a": rows["id_number"],
+                    "source_b": source,
+                    "value_b": rows["old_id"],
+                    "batch_a": rows["old_id"].map(police_batch),
+                    "batch_b": rows["batch"],
+                    "department": source,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype="string") for c in CONFLICT_COLUMNS})
+    return pd.concat(parts, ignore_index=True).astype("string")[list(CONFLICT_COLUMNS)]
+
+
+def widen_scope(scope: pd.Series, changes: pd.DataFrame) -> pd.Series:
+    """Both numbers of every ID change that touches the scope: old and new records are recomputed together."""
+    scope = scope.dropna().astype("string").drop_duplicates()
+    if changes.empty or scope.empty:
+        return scope.reset_index(drop=True)
+    for _ in range(16):
+        hit = among(changes["old_id"], scope) | among(changes["new_id"], scope)
+        grown = pd.concat([scope, changes["old_id"][hit], changes["new_id"][hit]]).astype("string")
+        grown = grown.drop_duplicates()
+        if len(grown) == len(scope):
+            break
+        scope = grown
+    return scope.sort_values().reset_index(drop=True)
+
+
+# -- delta batches -------------------------------------------------------------------------------------
+
+
+def apply_deltas(source: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """A source's current rows from its last full batch and the delta batches after it, in ledger order.
+
+    Each delta row replaces every earlier row with the same key (DELTA_KEYS); rows of one batch keep
+    their order, so the newest-updated_at rule still decides between versions inside a batch. A delta
+    cannot delete: a row the department removed stays until the next full batch (departments end
+    records with a status or an end date, which a delta does carry).
+    """
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return pd.DataFrame()
+    if len(parts) == 1:
+        return parts[0]
+    frame = pd.concat(parts, ignore_index=True)
+    seq = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    kinds = canonical_columns(source)
+    keys = pd.DataFrame({k: coerce(frame[k], kinds[k]) for k in DELTA_KEYS[source]})
+    key = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    newest = pd.Series(seq).groupby(key, sort=False).transform("max").to_numpy()
+    return frame[seq == newest].reset_index(drop=True)
 
 
 # -- civil ---------------------------------------------------------------------------------------------
@@ -290,16 +472,17 @@ def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
         & (civil["end_date"].isna() | (civil["end_date"] >= day).fillna(False)).astype(bool)
     )
     kind = civil["assistance_type"]
-    parts = pd.DataFrame({"id_number": civil["id_number"]})
+    by = "_key" if "_key" in civil.columns else "id_number"  # the merge groups on integer keys
+    parts = pd.DataFrame({by: civil[by]})
     for flag, types in _CIVIL_FLAGS.items():
         parts[flag] = in_force & kind.isin(types).fillna(False).astype(bool)
     low_income = in_force & kind.isin(["dibao", "dibao_edge"]).fillna(False).astype(bool)
     parts["dibao_standard"] = civil["dibao_standard"].where(low_income)
-    grouped = parts.groupby("id_number", sort=True, observed=True)
+    grouped = parts.groupby(by, sort=True, observed=True)
     flags = grouped[list(_CIVIL_FLAGS)].any()
     flags["dibao_standard"] = grouped["dibao_standard"].max()
     # The civil batch the person's assistance facts rest on (any row, in force or not).
-    flags["civil_batch"] = civil.groupby("id_number", sort=True, observed=True)["_batch_id"].max()
+    flags["civil_batch"] = civil.groupby(by, sort=True, observed=True)["_batch_id"].max()
     return flags.reset_index()
 
 
@@ -321,21 +504,31 @@ def merge_sources(
     unknown = sorted(set(frames) - set(SOURCES))
     if unknown:
         raise MergeInputError(f"unknown source(s) {unknown}; the merge knows {list(SOURCES)}")
-    cdpf = _latest(_prepare("cdpf", frames.get("cdpf")))
-    police = _latest(_prepare("police", frames.get("police")))
-    hrss = _latest(_prepare("hrss", frames.get("hrss")))
-    civil_rows = _prepare("civil", frames.get("civil"))
-    civil = civil_flags(civil_rows, as_of)
+    police_rows = _prepare("police", frames.get("police"))
+    changes = _id_changes(police_rows, as_of)
+    target = pd.Series(changes["new_id"].to_numpy(), index=changes["old_id"].to_numpy(), dtype="string")
+    # police's own rows under a number it has replaced are stale; the other sources' rows follow the person
+    police_rows = police_rows[~among(police_rows["id_number"], target.index)]
+    moved: dict[str, pd.DataFrame] = {}
+    rows: dict[str, pd.DataFrame] = {}
+    for source in ("cdpf", "civil", "hrss"):
+        rows[source], moved[source] = rekey(_prepare(source, frames.get(source)), target)
+    rows["police"] = police_rows
+    named = ("cdpf", "police", "civil", "hrss")
+    keys, ordered = id_keys(*(rows[s]["id_number"] for s in named))
+    for source, key in zip(named, keys, strict=True):
+        rows[source] = rows[source].assign(_key=key)
+    cdpf = _latest(rows["cdpf"]).sort_values("_key" if ordered else "id_number", kind="stable")
+    police = _latest(rows["police"])
+    hrss = _latest(rows["hrss"])
+    civil = civil_flags(rows["civil"], as_of)
 
-    m = cdpf.rename(columns=lambda c: f"c_{c}" if c != "id_number" else c)
-    m = m.merge(
-        police.rename(columns=lambda c: f"p_{c}" if c != "id_number" else c), on="id_number", how="left"
+    # left joins on the integer key; the master's row order is cdpf's, by id_number
+    m = cdpf.rename(columns=lambda c: c if c in ("id_number", "_key") else f"c_{c}").reset_index(drop=True)
+    key = m["_key"].to_numpy()
+    m = pd.concat(
+        [m, _aligned(key, police, "p_"), _aligned(key, civil, ""), _aligned(key, hrss, "h_")], axis=1
     )
-    m = m.merge(civil, on="id_number", how="left")
-    m = m.merge(
-        hrss.rename(columns=lambda c: f"h_{c}" if c != "id_number" else c), on="id_number", how="left"
-    )
-    m = m.sort_values("id_number", kind="stable").reset_index(drop=True)
 
     values, codes = {}, np.full((len(m), len(PROVENANCED)), ord(NO_SOURCE), dtype=np.uint8)
     for i, attribute in enumerate(PROVENANCED):
@@ -355,15 +548,26 @@ def merge_sources(
     has_police = m["p_updated_at"].notna()
 
     conflicts = find_conflicts(m, order, region)
+    in_master = master["id_number"]
+    superseded = superseded_conflicts(moved, changes)
+    superseded = superseded[among(superseded["id_number"], in_master)]
+    if not superseded.empty:
+        conflicts = pd.concat([conflicts, superseded], ignore_index=True)
+        conflicts = conflicts.sort_values(
+            ["id_number", "conflict_type", "source_a", "source_b"], kind="stable"
+        ).reset_index(drop=True)
+    changes = changes.loc[among(changes["new_id"], in_master), list(ID_CHANGE_COLUMNS)].reset_index(drop=True)
     log.info(
-        "merged %d persons (police known for %d, civil in force for %d, hrss for %d); %d conflicts",
+        "merged %d persons (police known for %d, civil in force for %d, hrss for %d); %d conflicts, "
+        "%d ID changes",
         len(master),
         int(has_police.sum()),
         int(master[list(_CIVIL_FLAGS)].any(axis=1).sum()),
         int(m["h__batch_id"].notna().sum()),
         len(conflicts),
+        len(changes),
     )
-    return MergeResult(master=master, conflicts=conflicts)
+    return MergeResult(master=master, conflicts=conflicts, id_changes=changes)
 
 
 def _pick(m: pd.DataFrame, attribute: str, order: list[str]) -> tuple[pd.Series, np.ndarray]:
@@ -422,20 +626,21 @@ def _records(
     batch_b: pd.Series | None,
     department: str,
 ) -> pd.DataFrame:
-    hit = hit.fillna(False).astype(bool)
-    none = pd.Series(pd.NA, index=m.index, dtype="string")
+    """The conflict rows of the persons hit; values (full-length or indexed by a subset) taken for them only."""
+    at = m.index[hit.fillna(False).to_numpy(dtype=bool)]
+    none = pd.Series(pd.NA, index=at, dtype="string")
     part: dict[str, Any] = {
-        "id_number": m["id_number"],
+        "id_number": m["id_number"].reindex(at),
         "conflict_type": conflict_type,
         "source_a": source_a,
-        "value_a": _text(value_a),
+        "value_a": _text(value_a.reindex(at)),
         "source_b": source_b,
-        "value_b": _text(value_b),
-        "batch_a": none if batch_a is None else batch_a.astype("string"),
-        "batch_b": none if batch_b is None else batch_b.astype("string"),
+        "value_b": _text(value_b.reindex(at)),
+        "batch_a": none if batch_a is None else batch_a.reindex(at).astype("string"),
+        "batch_b": none if batch_b is None else batch_b.reindex(at).astype("string"),
         "department": department,
     }
-    return pd.DataFrame(part, index=m.index)[hit]
+    return pd.DataFrame(part, index=at)
 
 
 def find_conflicts(
@@ -447,13 +652,11 @@ def find_conflicts(
     whose field disagrees), dead per police but active elsewhere (hrss or civil), an active certificate
     whose holder's 户籍 has left the province (cdpf).
     """
+    from transforms.ids import birth_date_of, gender_of
+
     order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
-    id_birth = pd.to_datetime(ids.str.slice(6, 14), format="%Y%m%d", errors="coerce")
-    parity = pd.to_numeric(ids.str.slice(16, 17), errors="coerce") % 2
-    id_gender = pd.Series(np.where(parity == 1, "male", "female"), index=m.index, dtype="string").where(
-        parity.notna()
-    )
+    id_birth, id_gender = birth_date_of(ids), gender_of(ids)
     name_rank = {s: i for i, s in enumerate(order.get("name", []))}
     name_fixer = max(("police", "cdpf"), key=lambda s: name_rank.get(s, len(name_rank)))
     parts = [
@@ -503,8 +706,10 @@ def find_conflicts(
                 source,
             )
         )
+    # texts are built for the few persons concerned only (strftime over every row costs seconds)
     dead = (m["p_hukou_status"] == "dead").fillna(False).astype(bool)
-    death = m["p_death_date"].dt.strftime("%Y-%m-%d").astype("string")
+    the_dead = m.loc[dead]
+    death = the_dead["p_death_date"].dt.strftime("%Y-%m-%d").astype("string")
     dead_text = ("dead" + ("," + death).fillna("")).astype("string")
     parts.append(
         _records(
@@ -520,16 +725,16 @@ def find_conflicts(
             "hrss",
         )
     )
-    in_force = pd.Series("", index=m.index, dtype="string")
+    in_force = pd.Series("", index=the_dead.index, dtype="string")
     for flag in _CIVIL_FLAGS:
         in_force = in_force + pd.Series(
-            np.where(m[flag].fillna(False).astype(bool), flag + ",", ""), index=m.index
+            np.where(the_dead[flag].fillna(False).astype(bool), flag + ",", ""), index=the_dead.index
         )
     in_force = in_force.str.rstrip(",")
     parts.append(
         _records(
             m,
-            dead & (in_force != ""),
+            dead & (in_force != "").reindex(m.index, fill_value=False),
             "DEAD_BUT_ACTIVE",
             "police",
             dead_text,
@@ -546,13 +751,14 @@ def find_conflicts(
         county.notna() & ~county.str.startswith(region[:2]) if region else pd.Series(False, index=m.index)
     )
     moved = (status == "moved_out").fillna(False).astype(bool) | outside.fillna(False).astype(bool)
+    moved &= (m["c_cert_status"] == "active").fillna(False).astype(bool)
     parts.append(
         _records(
             m,
-            moved & (m["c_cert_status"] == "active").fillna(False).astype(bool),
+            moved,
             "CERT_ACTIVE_MOVED_OUT",
             "police",
-            (status.astype("string") + "," + county.fillna("")).astype("string"),
+            (status[moved].astype("string") + "," + county[moved].fillna("")).astype("string"),
             m["p__batch_id"],
             "cdpf",
             m["c_cert_status"],
@@ -571,20 +777,32 @@ def find_conflicts(
 # -- incremental scope -----------------------------------------------------------------------------------
 
 
-def _row_hashes(source: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """id_number and a hash of each row's canonical facts (lineage and batch columns left out)."""
-    prepared = _prepare(source, frame)
-    facts = prepared[list(STAGED_COLUMNS[source])]
-    return pd.DataFrame(
-        {"id_number": facts["id_number"], "h": pd.util.hash_pandas_object(facts, index=False).to_numpy()}
-    )
-
-
 def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | None) -> pd.Series:
-    """IDs whose rows in `source` differ between two snapshots (added, removed or changed), vectorised."""
-    both = pd.concat([_row_hashes(source, before), _row_hashes(source, after)], ignore_index=True)
-    differing = both.drop_duplicates(["id_number", "h"], keep=False)["id_number"]
-    return differing.drop_duplicates().dropna().sort_values().reset_index(drop=True).astype("string")
+    """IDs whose rows in `source` differ between two snapshots (added, removed or changed), vectorised.
+
+    Canonical facts only (lineage and batch columns left out, an absent optional column is null). Two
+    snapshots with the same persons in the same row order (a 前置库 read in key order, a day without
+    new or removed rows) are compared column by column; otherwise each row's facts are hashed and the
+    rows whose hash the other snapshot lacks name the changed persons (for civil's several rows per
+    person too: an added, removed or altered period).
+    """
+    old, new = _prepare(source, before), _prepare(source, after)
+    columns = list(canonical_columns(source))
+    (old_keys, new_keys), _ = id_keys(old["id_number"], new["id_number"])
+    if len(old) == len(new) and np.array_equal(old_keys, new_keys):
+        differs = np.zeros(len(new), dtype=bool)
+        for column in columns:
+            a, b = old[column].reset_index(drop=True), new[column].reset_index(drop=True)
+            same = (a == b).fillna(False).to_numpy(dtype=bool) | (a.isna() & b.isna()).to_numpy(dtype=bool)
+            differs |= ~same
+        found = new["id_number"][differs]
+    else:
+        old_hash = pd.util.hash_pandas_object(old[columns], index=False).to_numpy()
+        new_hash = pd.util.hash_pandas_object(new[columns], index=False).to_numpy()
+        found = pd.concat(
+            [old["id_number"][~np.isin(old_hash, new_hash)], new["id_number"][~np.isin(new_hash, old_hash)]]
+        )
+    return found.dropna().drop_duplicates().sort_values().reset_index(drop=True).astype("string")
 
 
 def civil_crossings(civil: pd.DataFrame | None, since: date, until: date) -> pd.Series:
@@ -599,5 +817,5 @@ def civil_crossings(civil: pd.DataFrame | None, since: date, until: date) -> pd.
 
 def in_scope(frames: dict[str, pd.DataFrame], scope: pd.Series) -> dict[str, pd.DataFrame]:
     """Each source's rows of the persons in scope only (what an incremental merge recomputes)."""
-    wanted = set(scope.dropna())
-    return {s: f[f["id_number"].isin(wanted)] for s, f in frames.items()}
+    wanted = scope.dropna()
+    return {s: f[among(f["id_number"], wanted)] for s, f in frames.items()}

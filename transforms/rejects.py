@@ -9,6 +9,7 @@ The file carries the department's own ID numbers: it goes only to the department
 from __future__ import annotations
 
 import io
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date
@@ -60,7 +61,8 @@ def write_reject_file(
 ) -> RejectFile | None:
     """Write rejects_<batch>.csv and its manifest for one staged batch; None when nothing was quarantined.
 
-    Once per batch: a batch already answered keeps its file and manifest (the run that sent it).
+    Once per batch: a batch an earlier run already answered keeps its file and manifest (the department
+    has it); a retry of the same run rewrites the same bytes, so a retried task returns what a clean one does.
     """
     source = contract.source
     staged = storage.staged(source, batch_id) / "quarantine.parquet"
@@ -68,7 +70,8 @@ def write_reject_file(
         return None
     name = f"rejects_{batch_id}.csv"
     target = storage.var / "outbox" / source / "rejects" / name
-    if target.with_name(name + ".manifest.json").exists():
+    sent = target.with_name(name + ".manifest.json")
+    if sent.exists() and json.loads(sent.read_text(encoding="utf-8")).get("run_id") != run_id:
         return None
     quarantine = pd.read_parquet(staged)
     if quarantine.empty:

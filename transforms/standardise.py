@@ -160,6 +160,9 @@ def _read_page(path: Path, contract: SourceContract) -> pd.DataFrame:
         raise LandingCorrupt(f"{contract.source}: {path.name}: 'items' must be a list of objects")
     frame = pd.DataFrame.from_records(items)
     if items:
+        for column in contract.columns:  # JSON leaves an empty optional field out: read it as null
+            if not column.required and column.native not in frame.columns:
+                frame[column.native] = None
         _check_columns(contract, path.name, [str(c) for c in frame.columns])
     else:
         frame = pd.DataFrame({c: pd.Series(dtype=STRING) for c in contract.natives})

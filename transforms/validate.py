@@ -7,7 +7,8 @@ exact duplicate rows (DUPLICATE_ROW), parse problems found by `standardise`, and
 expectation reports as unexpected (its `meta.reason_code`). A null that a parse code already
 explains is not reported again by the suite's not-null expectations.
 
-The batch verdict goes to the ledger: 'held' when the invalid ratio passes the threshold or the
+The batch verdict goes to the ledger: 'held' when a gate of transforms/gates.py trips (invalid ratio,
+a column that changed type, volume or deaths/cancellations against the last accepted batch) or the
 batch cannot be read as its contract says (schema drift, bad encoding, checksum), else 'accepted'.
 Great Expectations is imported lazily (it takes seconds), with analytics off.
 """
@@ -31,7 +32,7 @@ from hub.settings import Settings
 from hub.storage import Storage, utcnow, write_json_atomic
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
-from transforms.gates import Previous, count_events, evaluate
+from transforms.gates import Previous, column_parses, count_events, evaluate
 from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
 VALID_ID = "expect_column_values_to_be_valid_id_number"
 SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
+# GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them
+SEVERITIES = ("critical", "warning", "info")
 _ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})([0-9Xx]{5,})([0-9Xx]{4})(?![0-9A-Za-z])")
 
 
@@ -104,6 +107,10 @@ def load_suite(path: Path, columns: set[str]) -> dict[str, Any]:
             raise SuiteError(
                 f"{where}: column(s) {unknown or named} not among the canonical columns {sorted(columns)}"
             )
+        if meta.get("field", named[0]) not in named:
+            raise SuiteError(f"{where}: meta.field {meta['field']!r} is not one of the expectation's columns")
+        if exp.get("severity", "critical") not in SEVERITIES:
+            raise SuiteError(f"{where}: severity {exp['severity']!r} is not one of {list(SEVERITIES)}")
     return doc
 
 
@@ -157,7 +164,7 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
     """
     context = gx_context()
     suite = context.suites.add(_build_suite(doc, path))
-    from transforms.gx_custom import ColumnScopedPandasEngine
+    from transforms.gx_custom import ColumnScopedPandasEngine, release
 
     datasource = context.data_sources.add_pandas("lianban")
     # GX's documented per-datasource engine hook (a ClassVar): set on this instance only.
@@ -165,15 +172,18 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
     batch_definition = datasource.add_dataframe_asset(
         f"staged_{doc['name']}"
     ).add_batch_definition_whole_dataframe("whole_batch")
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(
-        suite,
-        result_format={
-            "result_format": "COMPLETE",
-            "return_unexpected_index_query": False,
-            "exclude_unexpected_values": True,
-        },
-    )
+    try:
+        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite,
+            result_format={  # COMPLETE: every unexpected row's index, which quarantine needs
+                "result_format": "COMPLETE",
+                "return_unexpected_index_query": False,
+                "exclude_unexpected_values": True,
+            },
+        )
+    finally:  # GX keeps its last context (and so this batch) alive in a module global: let go of it
+        release(datasource.get_execution_engine())
+        context.delete_datasource(datasource.name)
     outcomes = []
     for item in result.results:
         config = item.expectation_config
@@ -404,7 +414,9 @@ def stage_batch(
     counts = reasons.counts()
     accepted = frame.loc[~bad, contract.names].copy()
     events = count_events(accepted, contract)
-    verdict = evaluate(n, quarantined, events, _previous(storage, source, batch_id), gates)
+    field_counts = reasons.field_counts()
+    columns = column_parses(frame, field_counts, contract)
+    verdict = evaluate(n, quarantined, events, _previous(storage, source, batch_id), gates, columns)
     status, note = verdict.status, verdict.note
 
     out = storage.staged(source, batch_id)
@@ -449,7 +461,7 @@ def stage_batch(
         "gates": verdict.as_json(),
         "reason_counts": counts,
         "reasons_zh": {code: REASONS[code] for code in counts},
-        "field_reason_counts": reasons.field_counts(),
+        "field_reason_counts": field_counts,
         "id_fixes": _id_fix_counts(frame["_id_fix"]),
         "schema_drift": None,
         "gx": {

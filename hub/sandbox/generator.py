@@ -843,11 +843,16 @@ def _employed_seen(p: _People, tables: dict[str, _Table]) -> set[str]:
 
 def _write_decisions(
     path: Path, people: Iterator[PersonFacts], as_of: date, settings: Settings, employed: set[str]
-) -> tuple[int, dict[str, int], list[str]]:
-    """Stream the oracle's decisions to decisions.csv; also find DEAD_BUT_ACTIVE as the hub can see it."""
+) -> tuple[int, dict[str, int], list[tuple[str, str]]]:
+    """Stream the oracle's decisions to decisions.csv; also find the conflicts the hub must see in them.
+
+    DEAD_BUT_ACTIVE: dead per police, employed per hrss or assisted per civil. CERT_ACTIVE_MOVED_OUT: an
+    active certificate whose holder police registers as moved out, or in a county outside the province.
+    """
     params = load_parameters(settings.path(settings.policy), as_of)
+    province = settings.region[:2]
     eligible = {"living_subsidy": 0, "nursing_subsidy": 0}
-    dead_but_active: list[str] = []
+    found: list[tuple[str, str]] = []
     master = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
@@ -860,8 +865,11 @@ def _write_decisions(
             if person.hukou_status == "dead" and (
                 person.id_number in employed or any(a.in_force(as_of) for a in person.assistance)
             ):
-                dead_but_active.append(person.id_number)
-    return master, eligible, dead_but_active
+                found.append((person.id_number, "DEAD_BUT_ACTIVE"))
+            away = person.hukou_county is not None and not person.hukou_county.startswith(province)
+            if person.cert_status == "active" and (person.hukou_status == "moved_out" or away):
+                found.append((person.id_number, "CERT_ACTIVE_MOVED_OUT"))
+    return master, eligible, found
 
 
 # -- entry point --------------------------------------------------------------------------------------
@@ -959,10 +967,10 @@ def init_sandbox(
         assert table.order is not None
         row_counts[source] = write(chunker(p, table, idx) for idx in _chunks(table.order))
 
-    master, eligible, dead_but_active = _write_decisions(
+    master, eligible, seen_conflicts = _write_decisions(
         truth_dir / "decisions.csv", _visible_facts(p, tables), as_of, settings, _employed_seen(p, tables)
     )
-    conflicts = truth.conflicts + [(i, "DEAD_BUT_ACTIVE") for i in dead_but_active]
+    conflicts = truth.conflicts + seen_conflicts
 
     _write_csv(truth_dir / "quarantine.csv", ("source", "id_raw", "reason_code"), truth.quarantine)
     _write_csv(truth_dir / "conflicts.csv", ("id_number", "conflict_type"), conflicts)

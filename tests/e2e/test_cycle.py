@@ -51,6 +51,56 @@ def test_quarantine_matches_ground_truth(cycle: Path) -> None:
     assert found == expected
 
 
+def _staged(var: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    """One staged file of every batch, with its source."""
+    frames = [
+        pd.read_parquet(path, columns=columns).assign(source=path.parent.parent.name)
+        for path in sorted((var / "staged").glob(f"*/*/{name}"))
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_every_defect_class_lands_where_it_should(cycle: Path) -> None:
+    """Per injected defect class (truth/defects.csv): each damaged row the hub must refuse is in quarantine
+    with that class's reason code; each row it must repair or keep is accepted and in no quarantine; and
+    every quarantined row is one the generator damaged (no clean row is refused)."""
+    from hub.sandbox.generator import DEFECT_KINDS
+
+    defects = pd.read_csv(cycle / "sandbox" / "truth" / "defects.csv", dtype=str, keep_default_na=False)
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "quarantine.csv", dtype=str, keep_default_na=False)
+    quarantine = _staged(cycle, "quarantine.parquet", ["id_raw", "reason_codes"])
+    quarantine["id_raw"] = quarantine["id_raw"].fillna("")
+    coded = quarantine.assign(code=quarantine["reason_codes"].str.split(";")).explode("code")
+    refused = set(zip(coded["source"], coded["id_raw"], coded["code"], strict=True))
+    refused_rows = set(zip(quarantine["source"], quarantine["id_raw"], strict=True))
+    accepted = _staged(cycle, "accepted.parquet", ["id_number"])
+    kept = set(zip(accepted["source"], accepted["id_number"], strict=True))
+
+    for kind in DEFECT_KINDS:
+        rows = defects[defects["defect"] == kind.name]
+        assert len(rows) > 0, f"the sandbox injected no {kind.name}; this check would be empty"
+        if kind.reason is not None:
+            missed = [
+                (s, r)
+                for s, r in zip(rows["source"], rows["id_raw"], strict=True)
+                if (s, r, kind.reason) not in refused
+            ]
+            assert not missed, (
+                f"{kind.name}: {len(missed)} rows not quarantined as {kind.reason}, e.g. {missed[:3]}"
+            )
+            continue
+        for source, person, raw in zip(rows["source"], rows["id_number"], rows["id_raw"], strict=True):
+            sources = ["cdpf", "police", "civil", "hrss"] if source == "all" else [source]
+            for s in sources:
+                assert (s, raw) not in refused_rows, f"{kind.name}: {s} row {raw!r} was quarantined"
+            if source != "all":
+                assert (source, person) in kept, f"{kind.name}: {source} row of {person[:6]}... not accepted"
+
+    expected_rows = set(zip(truth["source"], truth["id_raw"], strict=True))
+    clean_refused = refused_rows - expected_rows
+    assert not clean_refused, f"{len(clean_refused)} clean rows quarantined, e.g. {sorted(clean_refused)[:3]}"
+
+
 def test_every_decision_matches_ground_truth(cycle: Path) -> None:
     truth = pd.read_csv(cycle / "sandbox" / "truth" / "decisions.csv", dtype={"id_number": str})
     got = pd.read_parquet(cycle / "runs" / f"cycle-{_as_of(cycle)}" / "decisions.parquet")
@@ -78,6 +128,11 @@ def test_injected_name_conflicts_are_recorded(cycle: Path) -> None:
     conflicts = pd.read_sql("select id_number, conflict_type from conflict", engine)
     names = set(conflicts.loc[conflicts["conflict_type"] == "NAME_MISMATCH", "id_number"])
     assert set(truth.loc[truth["conflict_type"] == "NAME_MISMATCH", "id_number"]) == names
+    # every conflict type, person by person (DEAD_BUT_ACTIVE may come from hrss and from civil: one pair)
+    found = set(zip(conflicts["id_number"], conflicts["conflict_type"], strict=True))
+    expected = set(zip(truth["id_number"], truth["conflict_type"], strict=True))
+    assert found == expected, (sorted(found - expected)[:5], sorted(expected - found)[:5])
+    assert {t for _, t in expected} >= {"NAME_MISMATCH", "DEAD_BUT_ACTIVE", "CERT_ACTIVE_MOVED_OUT"}
 
 
 def test_exchange_files_match_manifests_and_neutralise_formulas(cycle: Path) -> None:

@@ -73,6 +73,8 @@ def test_boundary_rows_are_neither_skipped_nor_duplicated(settings, front_url: s
     _insert(engine, table, range(200, 205), T1 + timedelta(minutes=5))
     second = pull_sql(storage, "cdpf", config, date(2026, 11, 1), [])
     assert sorted(_landed_ids(storage, second.batch_id)) == [50, 51, 60, 130, 131, 200, 201, 202, 203, 204]
+    # the first pull is the whole table; later ones only changed rows, which the merge applies on top
+    assert (first.manifest["delta"], second.manifest["delta"]) == (False, True)
 
     third = pull_sql(storage, "cdpf", config, date(2026, 11, 2), [])
     assert _landed_ids(storage, third.batch_id) == []

@@ -9,9 +9,17 @@ import pytest
 
 from hub.settings import ROOT, Gates
 from transforms.contracts import ContractError, load_contract
-from transforms.gates import Previous, count_events, evaluate
+from transforms.gates import ColumnParse, Previous, column_parses, count_events, evaluate
+from transforms.standardise import standardise_rows
 
-GATES = Gates(max_invalid_ratio=0.2, max_volume_change=0.3, max_event_rise=0.5, event_rise_floor=20)
+GATES = Gates(
+    max_invalid_ratio=0.2,
+    max_volume_change=0.3,
+    max_event_rise=0.5,
+    event_rise_floor=20,
+    max_type_mismatch=0.5,
+    type_mismatch_min_values=20,
+)
 
 
 def tripped(verdict_results: list) -> list[str]:
@@ -77,3 +85,56 @@ def test_an_event_on_an_unknown_column_is_a_contract_error(tmp_path: Path) -> No
     )
     with pytest.raises(ContractError, match="hukou_state"):
         load_contract(bad)
+
+
+def _dates(unparsed: int, present: int) -> list[ColumnParse]:
+    return [ColumnParse("death_date", "swrq", "date", unparsed, present)]
+
+
+def test_column_type_gate_trips_just_above_its_share() -> None:
+    assert evaluate(1000, 0, {}, None, GATES, _dates(20, 40)).status == "accepted"  # 50 %: at the limit
+    held = evaluate(1000, 0, {}, None, GATES, _dates(21, 40))
+    assert held.status == "held" and tripped(held.results) == ["column_types"]
+    assert "swrq (death_date, date) 21 of 40 values do not parse" in held.note
+
+
+def test_column_type_gate_needs_enough_values_to_judge() -> None:
+    assert evaluate(1000, 0, {}, None, GATES, _dates(19, 19)).status == "accepted"  # too few to tell
+    assert evaluate(1000, 0, {}, None, GATES, _dates(20, 20)).status == "held"
+    gate = evaluate(1000, 0, {}, None, GATES, _dates(19, 19)).results[1]
+    assert (gate.gate, gate.passed, gate.value) == ("column_types", True, 0.0)
+
+
+def test_column_parses_count_unparsed_and_present_values() -> None:
+    """Non-empty values per typed column, and how many failed their type, straight from standardise."""
+    from datetime import date
+
+    contract = load_contract(ROOT / "schemas/sources/police.yaml")
+    ok = "11010519491231002X"
+    native = (
+        pd.DataFrame(
+            {
+                "gmsfhm": [ok, "3.30106E+17", "", ok],
+                "xm": ["甲", "乙", "丙", "丁"],
+                "xbdm": ["1", "男", "2", None],
+                "csrq": ["19491231", "19491231", "19491231", "19491231"],
+                "hjdz_xzqhdm": ["110105"] * 4,
+                "hkztdm": ["0", "1", "0", "0"],
+                "swrq": [None, "2025年1月1日", "", "20250101"],
+                "gxsj": ["2025-06-01 08:00:00"] * 4,
+            },
+            dtype="string",
+        )
+        .reindex(columns=contract.natives)
+        .astype("string")
+    )  # optional columns not set here: null
+    frame, reasons = standardise_rows(native, contract, date(2025, 6, 30))
+    got = {c.column: (c.unparsed, c.present) for c in column_parses(frame, reasons.field_counts(), contract)}
+    assert got == {
+        "id_number": (1, 3),
+        "gender": (1, 3),
+        "birth_date": (0, 4),
+        "hukou_status": (0, 4),
+        "death_date": (1, 2),
+        "updated_at": (0, 4),
+    }

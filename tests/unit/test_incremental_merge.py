@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -105,3 +106,115 @@ def test_a_configuration_change_forces_a_full_merge(settings: Settings) -> None:
     merge_stage(settings, AS_OF, "run-1")
     cdpf_first = settings.model_copy(update={"precedence": {"name": ["cdpf", "police"]}})
     assert merge_stage(cdpf_first, AS_OF, "run-2")["mode"] == "full"
+
+
+def _master(settings: Settings) -> pd.DataFrame:
+    return MasterStore(settings.expand(settings.master_url)).read_master()
+
+
+def _elsewhere(settings: Settings, name: str) -> Settings:
+    return settings.model_copy(update={"master_url": f"sqlite:///{settings.var_dir}/{name}.sqlite"})
+
+
+def test_incremental_and_full_merges_over_the_same_batches_give_the_identical_master(
+    settings: Settings,
+) -> None:
+    """Compared exactly, batch, version and run columns included: the scope never loses a change."""
+    other = _elsewhere(settings, "full-each-time")
+    stage(settings, snapshot(1), 1)
+    merge_stage(settings, AS_OF, "run-1")
+    merge_stage(other, AS_OF, "run-1", full=True)
+    stage(settings, snapshot(2), 2)
+    assert merge_stage(settings, AS_OF, "run-2")["mode"] == "incremental"
+    assert merge_stage(other, AS_OF, "run-2", full=True)["mode"] == "full"
+    pd.testing.assert_frame_equal(_master(settings), _master(other))
+    store, full_store = (MasterStore(s.expand(s.master_url)) for s in (settings, other))
+    pd.testing.assert_frame_equal(store.read_conflicts(), full_store.read_conflicts())
+
+
+def stage_delta(settings: Settings, source: str, frame: pd.DataFrame, batch_id: str) -> None:
+    """An accepted delta batch: staged rows plus a landing manifest that says `delta`."""
+    storage = Storage(settings)
+    out = storage.staged(source, batch_id)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.assign(_batch_id=batch_id).to_parquet(out / "accepted.parquet", index=False)
+    landing = storage.landing(source, batch_id)
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "manifest.json").write_text(
+        json.dumps({"batch_id": batch_id, "delta": True}), encoding="utf-8"
+    )
+    storage.record_batch(batch_id, source, "delta", len(frame))
+    storage.set_verdict(batch_id, "accepted", len(frame), 0)
+
+
+def _changed_rows(source: str, version: int) -> pd.DataFrame:
+    before, after = snapshot(version - 1)[source], snapshot(version)[source]
+    merged = after.merge(before, how="left", indicator=True)
+    return merged[merged["_merge"] == "left_only"].drop(columns="_merge")
+
+
+def test_delta_batches_on_the_last_full_batch_equal_the_full_snapshot(settings: Settings) -> None:
+    stage(settings, snapshot(1), 1)
+    merge_stage(settings, AS_OF, "run-1")
+    for source in ("cdpf", "police"):  # level of person 7, police name of person 11
+        stage_delta(settings, source, _changed_rows(source, 2), f"{source}-d2")
+    done = merge_stage(settings, AS_OF, "run-2")
+    assert done["mode"] == "incremental" and done["scope"] == 2 and done["written"]["changed"] == 2
+    assert done["delta_chains"] == {"cdpf": ["cdpf-v1", "cdpf-d2"], "police": ["police-v1", "police-d2"]}
+
+    snap = _elsewhere(settings, "snapshot")  # the same day as full snapshots (civil: person 21 kept)
+    v2 = snapshot(2)
+    v2["civil"] = snapshot(1)["civil"]
+    snap_settings = snap.model_copy(update={"var_dir": settings.var_dir / "snap"})
+    stage(snap_settings, v2, 2)
+    merge_stage(snap_settings, AS_OF, "snap", full=True)
+    facts = [*ATTRIBUTE_COLUMNS, "sources", "record_hash"]
+    pd.testing.assert_frame_equal(_master(settings)[facts], _master(snap_settings)[facts])
+
+    rebuilt = _elsewhere(settings, "rebuilt")  # from the ledger and staged files alone
+    merge_stage(rebuilt, AS_OF, "rebuild", full=True)
+    pd.testing.assert_frame_equal(_master(settings)[facts], _master(rebuilt)[facts])
+    assert (_master(rebuilt)["cdpf_batch"] == "cdpf-d2").sum() == 1
+
+    again = merge_stage(settings, AS_OF, "run-3")  # nothing new
+    assert again["scope"] == 0 and again["written"]["changed"] == 0
+
+
+def test_an_id_change_moves_the_person_and_equals_a_full_rebuild(settings: Settings) -> None:
+    stage(settings, snapshot(1), 1)
+    merge_stage(settings, AS_OF, "run-1")
+    old = PEOPLE[6]  # in all four sources
+    new = make_id(birth=old[6:14], seq=f"{(int(old[14:17]) + 500) % 1000:03d}")
+    police_v2 = snapshot(1)["police"]
+    police_v2.loc[police_v2["id_number"] == old, ["id_number", "former_id_number"]] = [new, old]
+    stage_delta(settings, "police", police_v2[police_v2["id_number"] == new], "police-idchange")
+    done = merge_stage(settings, AS_OF, "run-2")
+    assert done["mode"] == "incremental" and done["scope"] == 2 and done["id_changes"] == 1
+    assert done["written"]["new"] == 1 and done["written"]["removed"] == 1
+    master = _master(settings)
+    assert new in set(master["id_number"]) and old not in set(master["id_number"])
+    assert (master.loc[master["id_number"] == new, "cdpf_batch"] == "cdpf-v1").all()
+
+    rebuilt = _elsewhere(settings, "rebuilt")
+    merge_stage(rebuilt, AS_OF, "rebuild", full=True)
+    facts = [*ATTRIBUTE_COLUMNS, "sources", "record_hash"]
+    pd.testing.assert_frame_equal(master[facts], _master(rebuilt)[facts])
+    store = MasterStore(settings.expand(settings.master_url))
+    conflicts = store.read_conflicts("open")
+    superseded = conflicts[conflicts["conflict_type"] == "ID_SUPERSEDED"]
+    assert sorted(superseded["department"]) == ["cdpf", "civil", "hrss"]
+    assert (superseded["id_number"] == new).all() and (superseded["value_b"] == old).all()
+    assert store.current_id(old) == new
+    history = store.history(new)  # the old number's version, its tombstone, then the new number's
+    assert set(history["id_number"]) == {old, new} and history["removed"].astype(bool).sum() == 1
+
+
+def test_changed_ids_on_snapshots_in_the_same_order_compare_column_by_column() -> None:
+    before = pd.DataFrame([police(id_number=p) for p in PEOPLE[:5]])
+    after = before.copy()
+    after.loc[3, "name"] = "李四"
+    after.loc[1, "death_date"] = "2026-01-01"
+    after["_batch_id"] = "police-b2"  # nulls equal nulls; a new batch saying the same is no change
+    assert changed_ids("police", before, after).tolist() == sorted([PEOPLE[1], PEOPLE[3]])
+    assert changed_ids("police", before, before.iloc[::-1]).tolist() == []  # same rows, other order
+    assert changed_ids("police", None, before).tolist() == sorted(PEOPLE[:5])

@@ -13,9 +13,11 @@ from transforms.merge import (
     MASTER_COLUMNS,
     MergeInputError,
     PrecedenceError,
+    apply_deltas,
     decode_sources,
     merge_sources,
     resolve_precedence,
+    widen_scope,
 )
 
 AS_OF = date(2026, 3, 1)
@@ -384,3 +386,195 @@ def test_active_certificate_with_hukou_outside_the_province_is_a_conflict_for_cd
         merge_sources(frames(cdpf=[cdpf()], police=[police()]), AS_OF, region="330000"),
         "CERT_ACTIVE_MOVED_OUT",
     ).empty
+
+
+# -- ID changes (原公民身份号码) --------------------------------------------------------------------------
+
+NEW = make_id(seq="501")  # MAN's number reissued: same county, birth and sex, another sequence
+
+
+def test_a_reissued_number_moves_the_other_departments_rows_to_the_new_number() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(level=2)],  # still keyed by MAN, the old number
+            police=[police(id_number=NEW, former_id_number=MAN, name="张三")],
+            civil=[civil()],
+            hrss=[hrss(employment="employed")],
+        ),
+        AS_OF,
+    )
+    row = one(result.master, NEW)
+    assert MAN not in set(result.master["id_number"])
+    assert (row["level"], bool(row["dibao"]), row["employment"]) == (2, True, "employed")
+    assert row["police_batch"] == "police-b1" and row["hukou_status"] == "normal"
+    assert result.id_changes.to_dict("records") == [
+        {"old_id": MAN, "new_id": NEW, "source": "police", "batch_id": "police-b1"}
+    ]
+    superseded = _conflicts(result, "ID_SUPERSEDED").set_index("source_b")
+    assert sorted(superseded.index) == ["cdpf", "civil", "hrss"]
+    assert (superseded["department"] == superseded.index).all()
+    assert (superseded["value_b"] == MAN).all() and (superseded["value_a"] == NEW).all()
+    assert (superseded["id_number"] == NEW).all() and (superseded["batch_a"] == "police-b1").all()
+    assert superseded.loc["civil", "batch_b"] == "civil-b1"
+
+
+def test_rows_already_under_the_new_number_raise_no_id_conflict_and_police_stale_rows_go() -> None:
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(id_number=NEW, cert_number=NEW + "41")],
+            police=[
+                police(id_number=NEW, former_id_number=MAN),
+                police(name="旧名", updated_at="2026-02-20 00:00:00"),  # police's own row under MAN
+            ],
+        ),
+        AS_OF,
+    )
+    assert list(result.master["id_number"]) == [NEW]
+    assert one(result.master, NEW)["name"] == "张三"
+    assert _conflicts(result, "ID_SUPERSEDED").empty and len(result.id_changes) == 1
+
+
+def test_id_change_chains_are_followed_and_bad_former_numbers_ignored() -> None:
+    third = make_id(seq="901")
+    legacy_man = MAN[:6] + MAN[8:17]  # MAN as a 15-digit number (GB 11643-1989)
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf()],
+            police=[
+                police(id_number=NEW, former_id_number=legacy_man, updated_at="2025-01-01 00:00:00"),
+                police(id_number=third, former_id_number=NEW),
+                police(id_number=WOMAN, former_id_number="123", gender="female", birth_date="1990-05-15"),
+            ],
+        ),
+        AS_OF,
+    )
+    assert list(result.master["id_number"]) == [third]
+    changes = result.id_changes.set_index("old_id")["new_id"].to_dict()
+    assert changes == {MAN: third, NEW: third}
+
+
+def test_without_former_numbers_the_merge_has_no_id_changes() -> None:
+    result = merge_sources(frames(cdpf=[cdpf()], police=[police()]), AS_OF)
+    assert result.id_changes.empty and list(result.id_changes.columns) == [
+        "old_id",
+        "new_id",
+        "source",
+        "batch_id",
+    ]
+
+
+def test_widen_scope_takes_both_numbers_of_a_change() -> None:
+    changes = pd.DataFrame({"old_id": [MAN], "new_id": [NEW], "source": ["police"], "batch_id": ["p"]})
+    assert widen_scope(pd.Series([NEW], dtype="string"), changes).tolist() == sorted([MAN, NEW])
+    assert widen_scope(pd.Series([MAN], dtype="string"), changes).tolist() == sorted([MAN, NEW])
+    assert widen_scope(pd.Series([WOMAN], dtype="string"), changes).tolist() == [WOMAN]
+
+
+# -- delta batches -----------------------------------------------------------------------------------------
+
+
+def test_delta_batches_applied_to_the_full_batch_equal_the_full_snapshot() -> None:
+    people = [make_id(birth=f"1970{m:02d}01", seq=f"{100 + m}") for m in range(1, 11)]
+
+    def sources(version: int) -> dict[str, list[dict[str, Any]]]:
+        rows: dict[str, list[dict[str, Any]]] = {"cdpf": [], "police": [], "civil": [], "hrss": []}
+        for i, who in enumerate(people):
+            sex = "male" if int(who[16]) % 2 else "female"
+            born = f"{who[6:10]}-{who[10:12]}-{who[12:14]}"
+            changed = version == 2 and i in (2, 5)
+            rows["cdpf"].append(
+                cdpf(id_number=who, gender=sex, birth_date=born, level=3 if changed else 1, _batch_id="c")
+            )
+            rows["police"].append(
+                police(id_number=who, gender=sex, birth_date=born, name="李四" if changed else "张三")
+            )
+            rows["civil"].append(civil(id_number=who, dibao_standard=1200.0 if changed else 1150.0))
+            rows["hrss"].append(hrss(id_number=who, employment="employed" if changed else "not_employed"))
+            if i % 2:  # a second assistance period, ended in version 2 for one person
+                rows["civil"].append(
+                    civil(id_number=who, assistance_type="tekun", active=not (version == 2 and i == 5))
+                )
+        if version == 2:  # a newcomer in every source
+            who = make_id(birth="19991231", seq="201")
+            rows["cdpf"].append(cdpf(id_number=who, birth_date="1999-12-31"))
+            rows["police"].append(police(id_number=who, birth_date="1999-12-31"))
+            rows["civil"].append(civil(id_number=who, assistance_type="dibao_edge"))
+            rows["hrss"].append(hrss(id_number=who))
+        return rows
+
+    full1, full2 = sources(1), sources(2)
+    stitched: dict[str, pd.DataFrame] = {}
+    for source in full1:
+        before, after = pd.DataFrame(full1[source]), pd.DataFrame(full2[source])
+        # the delta: rows of the new snapshot not in the old one, as the 前置库 would send them
+        delta = after.merge(before, how="left", indicator=True).query("_merge == 'left_only'")
+        delta = delta.drop(columns="_merge").assign(_batch_id=f"{source}-delta")
+        assert 0 < len(delta) < len(after)
+        stitched[source] = apply_deltas(source, [before, delta])
+        assert len(stitched[source]) == len(after)
+    expected = merge_sources(frames(**full2), AS_OF)
+    got = merge_sources(stitched, AS_OF)
+    facts = [c for c in MASTER_COLUMNS if not c.endswith("_batch")]
+    pd.testing.assert_frame_equal(got.master[facts], expected.master[facts])
+    changed = got.master["cdpf_batch"] == "cdpf-delta"
+    assert changed.sum() == 3  # the two changed persons and the newcomer credit the delta batch
+    pd.testing.assert_frame_equal(
+        got.conflicts.drop(columns=["batch_a", "batch_b"]),
+        expected.conflicts.drop(columns=["batch_a", "batch_b"]),
+    )
+
+
+# -- precedence in the config file ---------------------------------------------------------------------
+
+
+def test_a_bad_precedence_in_the_config_file_names_the_file_and_line(tmp_path: Any) -> None:
+    from hub.settings import ROOT, load_settings
+
+    text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("  employment: [hrss]", "  employment: [civil, police]"), encoding="utf-8")
+    line = next(
+        i for i, t in enumerate(bad.read_text(encoding="utf-8").splitlines(), 1) if "employment: [" in t
+    )
+    with pytest.raises(PrecedenceError, match=rf"{bad}:{line}: precedence.employment: .*cannot say"):
+        load_settings(bad, tmp_path / "var")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(text.replace("  dibao: [civil]", "  dibao: [medical]"), encoding="utf-8")
+    with pytest.raises(PrecedenceError, match=r"unknown\.yaml:\d+: precedence.dibao: .*unknown source"):
+        load_settings(unknown, tmp_path / "var")
+
+
+def test_every_work_list_labels_the_conflict_types_its_department_receives() -> None:
+    import yaml
+
+    from hub.settings import ROOT
+    from transforms.merge import CONFLICT_TYPES
+
+    receives = {
+        "cdpf": set(CONFLICT_TYPES),  # name (as the lower-precedence side), ID fields, moved out, old number
+        "police": {"BIRTH_MISMATCH", "GENDER_MISMATCH"},
+        "civil": {"DEAD_BUT_ACTIVE", "ID_SUPERSEDED"},
+        "hrss": {"DEAD_BUT_ACTIVE", "ID_SUPERSEDED"},
+    }
+    for department, types in receives.items():
+        path = ROOT / "schemas" / "exchange" / f"{department}_conflicts.yaml"
+        labels = yaml.safe_load(path.read_text(encoding="utf-8"))["codes"]["conflict_type"]
+        assert types <= set(labels), (path, types - set(labels))
+
+
+def test_numbers_that_are_not_normalised_still_merge_by_their_text() -> None:
+    """The integer keys need normalised 18-character numbers; anything else falls back to the text."""
+    odd = "33010619800101001"  # 17 characters: staging would refuse it; the merge must not mix it up
+    result = merge_sources(
+        frames(
+            cdpf=[cdpf(), cdpf(id_number=odd, name="王五")],
+            police=[police(), police(id_number=odd, name="王伍")],
+            hrss=[hrss(id_number=odd, employment="employed")],
+        ),
+        AS_OF,
+    )
+    assert list(result.master["id_number"]) == sorted([MAN, odd])
+    row = one(result.master, odd)
+    assert (row["name"], row["employment"]) == ("王伍", "employed")
+    assert _conflicts(result, "NAME_MISMATCH")["id_number"].tolist() == [odd]
+    assert pd.isna(one(result.master)["employment"])

@@ -250,3 +250,25 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert len(data["exchange"]) == 5  # subsidies + four work lists (empty ones too: "nothing to check")
     for result in (merged, decided, exchanged, reported):
         json.dumps(result)  # XCom-safe
+
+
+def test_report_links_only_validation_reports_that_exist_under_var(settings) -> None:
+    """A relative link to each batch's validation.html beside the report; nothing else becomes a link."""
+    storage = Storage(settings)
+    page = storage.staged("cdpf", "cdpf-1") / "validation.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html></html>", encoding="utf-8")
+    shown = {
+        "cdpf": "staged/cdpf/cdpf-1/validation.html",  # exists: linked
+        "civil": "staged/civil/civil-1/validation.html",  # not there: text only
+        "hrss": "https://cdn.example/validation.html",
+        "police": "staged/../../../etc/validation.html",
+    }
+    summary = {"sources": [{"source": s, "validation_report": v} for s, v in shown.items()]}
+    html = write_report(storage, "run-links", AS_OF, summary).read_text(encoding="utf-8")
+    links = re.findall(r'href="([^"]*)"', html)
+    assert links == ["../../staged/cdpf/cdpf-1/validation.html"]
+    assert (storage.report_dir("run-links") / links[0]).resolve() == page.resolve()
+    assert "staged/civil/civil-1/validation.html" in html  # still named, for the auditor to find
+    data = json.loads((storage.report_dir("run-links") / "report.json").read_text(encoding="utf-8"))
+    assert "validation_href" not in data["sources"][0]

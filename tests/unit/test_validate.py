@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -21,7 +22,7 @@ from hub.settings import Settings, load_settings
 from hub.storage import Storage
 from transforms.contracts import REASONS, load_contract
 from transforms.rejects import write_reject_file
-from transforms.validate import load_suite, stage_batch
+from transforms.validate import SuiteError, load_suite, run_suite, stage_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)
@@ -291,10 +292,12 @@ def test_suites_load_and_match_their_contracts() -> None:
         assert all(
             e["meta"]["reason_code"] in REASONS and e["meta"]["reason_zh"] for e in doc["expectations"]
         )
-        valid_ids = [e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_valid_id_number"]
+        valid_ids = [
+            e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_valid_id_number"
+        ]
         assert [e["kwargs"]["column"] for e in valid_ids] == ["id_number"]
     cdpf = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
-    assert any(e["kwargs"].get("regex") == r"^\d{17}[\dX][1-7][1-4]$" for e in cdpf["expectations"])
+    assert any(e["kwargs"].get("regex") == "^[0-9]{17}[0-9X][1-7][1-4]$" for e in cdpf["expectations"])
 
 
 def test_importing_validate_does_not_import_great_expectations() -> None:
@@ -497,3 +500,91 @@ def test_no_reject_file_without_quarantined_rows(settings: Settings, tmp_path: P
     stage_batch(settings, "cdpf", "cdpf-clean", AS_OF)
     contract = load_contract(ROOT / "schemas/sources/cdpf.yaml")
     assert write_reject_file(Storage(settings), contract, "cdpf-clean", "run-1", AS_OF) is None
+
+
+# -- the suite's custom expectations through the stage ------------------------------------------------
+
+
+def test_birth_and_gender_disagreeing_with_the_id_warn_but_keep_the_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The merge turns such a disagreement into a BIRTH_MISMATCH / GENDER_MISMATCH conflict for the
+    department's work list, so validation must keep the row: a GX "warning", counted, not quarantined."""
+    rows = [cdpf_row(A), cdpf_row(C, CSRQ="1980-01-02"), cdpf_row(D, XB="1")]  # C, D: even sex digit
+    land_sql(settings, "cdpf", "cdpf-warn", rows, tmp_path)
+    result = stage_batch(settings, "cdpf", "cdpf-warn", AS_OF)
+    accepted, quarantine, validation = staged(settings, "cdpf", "cdpf-warn")
+    assert (result.status, result.accepted, result.quarantined) == ("accepted", 3, 0)
+    assert accepted["id_number"].tolist() == [A, C, D] and quarantine.empty
+    entries = {r["type"]: r for r in validation["gx"]["results"]}
+    agree = entries["expect_id_to_agree_with_birth_and_gender"]
+    assert agree == {
+        "type": "expect_id_to_agree_with_birth_and_gender",
+        "column": "id_number, birth_date, gender",
+        "severity": "warning",
+        "reason_code": "ID_FIELDS_DISAGREE",
+        "reason_zh": REASONS["ID_FIELDS_DISAGREE"],
+        "success": False,
+        "unexpected_count": 2,
+        "unexpected_percent": round(200 / 3, 4),
+        "rows_flagged": 0,
+        "sample": [mask_id(C), mask_id(D)],
+    }
+    holder = entries["expect_certificate_to_match_holder"]
+    assert (holder["severity"], holder["success"], holder["rows_flagged"]) == ("error", True, 0)
+    assert validation["reason_counts"] == {}
+
+
+def test_valid_id_expectation_judges_against_the_batch_date(settings: Settings, tmp_path: Path) -> None:
+    """A birth date after the batch's as-of date is invalid for that batch, whatever today is; the
+    stage's standardise step says ID_BIRTH_FUTURE and the suite agrees (ID_INVALID is not added)."""
+    born = check("33010620250701001")  # born the day after AS_OF
+    land_sql(settings, "cdpf", "cdpf-future", [cdpf_row(A), cdpf_row(born)], tmp_path)
+    result = stage_batch(settings, "cdpf", "cdpf-future", AS_OF, max_invalid_ratio=0.9)
+    _, quarantine, validation = staged(settings, "cdpf", "cdpf-future")
+    assert (result.accepted, result.quarantined) == (1, 1)
+    assert quarantine["reason_codes"].tolist() == ["ID_BIRTH_FUTURE"]
+    land_sql(settings, "cdpf", "cdpf-later", [cdpf_row(A), cdpf_row(born)], tmp_path)
+    later = stage_batch(settings, "cdpf", "cdpf-later", date(2025, 7, 1))
+    assert (later.accepted, later.quarantined) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"meta": {"reason_code": "NOPE", "reason_zh": "x"}}, "meta.reason_code 'NOPE' is not one of"),
+        ({"meta": {"reason_code": "FIELD_MISSING"}}, "meta.reason_zh"),
+        ({"kwargs": {"column": "nope"}}, "column(s) ['nope'] not among the canonical columns"),
+        ({"severity": "fatal"}, "severity 'fatal' is not one of"),
+        ({"meta": {"reason_code": "FIELD_MISSING", "reason_zh": "x", "field": "name"}}, "meta.field 'name'"),
+    ],
+)
+def test_a_malformed_suite_is_refused_with_file_and_position(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    contract = load_contract(ROOT / "schemas/sources/cdpf.yaml")
+    doc = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    doc["expectations"][1] |= change
+    path = tmp_path / "cdpf.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(SuiteError) as err:
+        load_suite(path, set(contract.names))
+    assert str(err.value).startswith(f"{path}: expectations[1] (")
+    assert message in str(err.value)
+
+
+def test_an_unknown_expectation_type_fails_loudly(tmp_path: Path) -> None:
+    """GX drops an expectation it cannot build; the stage must not run a suite with a rule missing."""
+    doc = {
+        "name": "t",
+        "expectations": [
+            {
+                "type": "expect_column_values_to_be_valid_id_numbr",
+                "kwargs": {"column": "id_number"},
+                "meta": {},
+            }
+        ],
+    }
+    frame = pd.DataFrame({"id_number": pd.Series(["1"], dtype="string")})
+    with pytest.raises(SuiteError, match=r"expectations\[0\] \(expect_column_values_to_be_valid_id_numbr\)"):
+        run_suite(frame, doc, tmp_path / "t.json")
