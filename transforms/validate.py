@@ -416,7 +416,9 @@ def stage_batch(
     events = count_events(accepted, contract)
     field_counts = reasons.field_counts()
     columns = column_parses(frame, field_counts, contract)
-    verdict = evaluate(n, quarantined, events, _previous(storage, source, batch_id), gates, columns)
+    # a delta batch holds only the changed rows: comparing its volume or events with a full batch is meaningless
+    previous = None if manifest.get("delta") else _previous(storage, source, batch_id)
+    verdict = evaluate(n, quarantined, events, previous, gates, columns)
     status, note = verdict.status, verdict.note
 
     out = storage.staged(source, batch_id)

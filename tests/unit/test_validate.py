@@ -588,3 +588,17 @@ def test_an_unknown_expectation_type_fails_loudly(tmp_path: Path) -> None:
     frame = pd.DataFrame({"id_number": pd.Series(["1"], dtype="string")})
     with pytest.raises(SuiteError, match=r"expectations\[0\] \(expect_column_values_to_be_valid_id_numbr\)"):
         run_suite(frame, doc, tmp_path / "t.json")
+
+
+def test_a_delta_batch_is_not_held_for_being_small(settings: Settings, tmp_path: Path) -> None:
+    """SQL incremental / REST change-feed batches carry only changed rows; the volume gate must not hold them."""
+    holders = [check(f"33010619800{1 + i // 28:01d}{1 + i % 28:02d}001") for i in range(40)]
+    land_sql(settings, "cdpf", "cdpf-full", [cdpf_row(h) for h in holders], tmp_path)
+    assert stage_batch(settings, "cdpf", "cdpf-full", AS_OF).status == "accepted"
+    for batch_id, delta in (("cdpf-small-full", False), ("cdpf-delta", True)):
+        land_sql(settings, "cdpf", batch_id, [cdpf_row(h) for h in holders[:2]], tmp_path)
+        manifest_path = Storage(settings).landing("cdpf", batch_id) / "manifest.json"
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        manifest_path.write_text(json.dumps({**manifest, "delta": delta}), "utf-8")
+        expected = "accepted" if delta else "held"  # 2 rows against 40: -95%
+        assert stage_batch(settings, "cdpf", batch_id, AS_OF).status == expected, batch_id
