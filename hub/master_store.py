@@ -40,7 +40,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 # SOURCE_CODES: the merge's one character per attribute in `sources` (P police, C cdpf, M civil, H hrss)
-from transforms.merge import ATTRIBUTE_COLUMNS, SOURCE_CODES
+from transforms.merge import ATTRIBUTE_COLUMNS, CONFLICT_COLUMNS, SOURCE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,7 @@ BATCH_COLUMNS = tuple(f"{s}_batch" for s in SOURCE_ORDER)
 ATTRIBUTES = tuple(ATTRIBUTE_COLUMNS)
 MASTER_COLUMNS = (*ATTRIBUTES, "sources", *BATCH_COLUMNS, "record_hash")
 CONFLICT_KEY = ("id_number", "conflict_type", "source_a", "source_b")
-CONFLICT_FIELDS = (
-    "id_number",
-    "conflict_type",
-    "source_a",
-    "value_a",
-    "source_b",
-    "value_b",
-    "batch_a",
-    "batch_b",
-    "department",
-)
+CONFLICT_FIELDS = CONFLICT_COLUMNS  # the merge's conflict record, stored as it comes
 CONFLICT_STATE = ("status", "first_run", "last_run", "resolved_run")
 ID_CHANGE_FIELDS = ("old_id", "new_id", "source", "batch_id")
 
