@@ -120,6 +120,10 @@ class Settings(BaseModel):
         default_factory=dict,
         description="一数一源: attribute -> sources in order (first non-null wins); defaults in transforms.merge",
     )
+    county_codes_added: list[Annotated[str, Field(pattern=r"^[0-9]{6}$")]] = Field(
+        default_factory=list,
+        description="county codes newer than python-stdnum's table; an ID with none of the known codes is a warning",
+    )
     policy: str
     master_url: str
     sources: dict[str, SourceConfig]

@@ -33,6 +33,7 @@ REASONS: dict[str, str] = {
     "CERT_MISMATCH": "残疾人证号与公民身份号码、残疾类别或等级不符",
     "ID_INVALID": "公民身份号码无效(校验码错误、出生日期不存在或晚于运行日期)",
     "ID_FIELDS_DISAGREE": "出生日期或性别与公民身份号码不符",  # a warning: the row is kept, the merge records a conflict
+    "ID_COUNTY_UNKNOWN": "公民身份号码前6位不是已知的县级行政区划代码",  # a warning: new codes are valid
 }
 
 

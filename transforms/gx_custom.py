@@ -1,8 +1,10 @@
 """Great Expectations custom expectations for rules the built-ins cannot state (DOMAIN.md sections 2, 3).
 
 - expect_column_values_to_be_valid_id_number: GB 11643 check character and a real, non-future birth
-  date (not after `as_of`, default today). The county code is deliberately not checked: codes created
-  after 2014 (330112 临安区 ...) are valid, and python-stdnum-style region lists would reject them.
+  date (not after `as_of`, default today). The county code is not part of it: codes newer than any
+  reference list (330113 临平区 ...) are valid.
+- expect_column_values_to_have_known_county_code: the address code is a county-level code, current or
+  abolished (transforms/regions.py); the suites run it as a warning, never a rejection.
 - expect_certificate_to_match_holder: a 残疾人证 number is the holder's ID + category digit + level
   digit (残联发〔2017〕34号).
 - expect_id_to_agree_with_birth_and_gender: the birth date (digits 7-14) and sex (digit 17, odd = male)
@@ -18,6 +20,7 @@ on the whole frame and once per metric, i.e. several whole-frame copies per expe
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar, Literal
@@ -40,6 +43,7 @@ from great_expectations.expectations.metrics.map_metric_provider.multicolumn_con
 )
 
 from transforms.ids import CHECK_CHARS, EARLIEST_BIRTH_YEAR, WEIGHTS, as_arrow, char_matrix  # noqa: E402
+from transforms.regions import known_county_table  # noqa: E402
 
 _DOMAIN_KEYS = ("column", "column_A", "column_B")
 
@@ -123,6 +127,7 @@ class IdFacts:
     birth: np.ndarray  # datetime64[D] per shaped row (NaT where no such date)
     real_birth: np.ndarray
     male: np.ndarray
+    county: np.ndarray  # int32 address code (digits 1-6) per shaped row
 
 
 def _calendar_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +183,12 @@ def id_facts(ids: pd.Series) -> IdFacts:
     real = known & (day >= 1) & (day <= _MONTH_DAYS[ym])
     birth = np.where(real, _MONTH_START[ym] + day, _NAT).view("datetime64[D]")
     male = (digits[16] % 2) == 1
+    county = np.zeros(chars.shape[1], dtype=np.int32)
+    for position in range(6):
+        county = county * np.int32(10) + digits[position]
     shaped[shaped] = numeric
     keep = numeric if not numeric.all() else slice(None)
-    return IdFacts(shaped, check_ok[keep], birth[keep], real[keep], male[keep])
+    return IdFacts(shaped, check_ok[keep], birth[keep], real[keep], male[keep], county[keep])
 
 
 def id_is_valid(ids: pd.Series, as_of: date | str | None) -> pd.Series:
@@ -210,6 +218,37 @@ class ExpectColumnValuesToBeValidIdNumber(ColumnMapExpectation):
     as_of: str | None = None
     map_metric: ClassVar[str] = "column_values.valid_id_number"
     success_keys: ClassVar[tuple[str, ...]] = ("mostly", "as_of")
+
+
+def county_is_known(ids: pd.Series, added: Sequence[str] = ()) -> pd.Series:
+    """False only where a readable ID carries an address code that is no known county; an empty or
+    unreadable ID is another rule's finding."""
+    facts = id_facts(ids)
+    known = np.ones(len(ids), dtype=bool)
+    known[facts.shaped] = known_county_table(added)[facts.county]
+    return pd.Series(known, index=ids.index)
+
+
+class ColumnValuesKnownCountyCode(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.known_county_code"
+    condition_value_keys = ("added_codes",)
+    filter_column_isnull = False  # as for valid_id_number: no per-metric copy of the column
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, added_codes: Sequence[str] = (), **kwargs: Any) -> pd.Series:
+        return county_is_known(column, added_codes or ())
+
+
+class ExpectColumnValuesToHaveKnownCountyCode(ColumnMapExpectation):
+    """Expect each ID's address code (digits 1-6) to be a county-level code, current or abolished.
+
+    Meant as a warning (`severity: warning`): codes newer than the reference table are valid.
+    added_codes: codes created after python-stdnum's table (the config's `county_codes_added`).
+    """
+
+    added_codes: list[str] = []
+    map_metric: ClassVar[str] = "column_values.known_county_code"
+    success_keys: ClassVar[tuple[str, ...]] = ("mostly", "added_codes")
 
 
 def _digit_codes(values: pd.Series) -> np.ndarray:

@@ -41,6 +41,7 @@ ID_COLUMNS = ("id_number", "cert_number")  # values that carry an ID number: alw
 SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
 VALID_ID = "expect_column_values_to_be_valid_id_number"
+KNOWN_COUNTY = "expect_column_values_to_have_known_county_code"
 SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
 # GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them
 SEVERITIES = ("critical", "warning", "info")
@@ -329,6 +330,8 @@ def _apply_suite(
     for exp in doc["expectations"]:  # "not after the run date" means the batch's as-of date
         if exp["type"] == VALID_ID:
             exp["kwargs"].setdefault("as_of", as_of.isoformat())
+        elif exp["type"] == KNOWN_COUNTY:
+            exp["kwargs"].setdefault("added_codes", list(settings.county_codes_added))
     checked = _for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
     results = []

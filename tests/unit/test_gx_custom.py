@@ -55,6 +55,17 @@ def test_valid_id_number_checks_check_char_and_birth_date_not_county() -> None:
     assert got["expect_column_values_to_be_valid_id_number"] == [1, 2, 3, 5]
 
 
+def test_known_county_code_accepts_abolished_and_added_codes_only() -> None:
+    """330185 临安市 was abolished in 2017 and numbers keep it; 330113 (2021) is known only when added;
+    empty and unreadable IDs are the other rules' findings."""
+    ids = [valid("33018519800101001"), GOOD, valid("33019919800101003"), valid("99000019800101001")]
+    frame = pd.DataFrame({"id_number": pd.Series([*ids, None, "3301851980"], dtype="string")})
+    kind = "expect_column_values_to_have_known_county_code"
+    assert run(frame, {"type": kind, "kwargs": {"column": "id_number"}})[kind] == [1, 2, 3]
+    added = {"type": kind, "kwargs": {"column": "id_number", "added_codes": ["330113"]}}
+    assert run(frame, added)[kind] == [2, 3]
+
+
 def test_future_means_after_the_given_as_of() -> None:
     frame = pd.DataFrame({"id_number": pd.Series([FUTURE], dtype="string")})
     exp = {

@@ -535,6 +535,36 @@ def test_birth_and_gender_disagreeing_with_the_id_warn_but_keep_the_row(
     assert validation["reason_counts"] == {}
 
 
+def test_an_unknown_county_code_is_a_warning_never_a_rejection(settings: Settings, tmp_path: Path) -> None:
+    """python-stdnum's table plus the config's county_codes_added say which codes are known; an ID
+    with any other code is counted under ID_COUNTY_UNKNOWN and its row is kept."""
+    unknown = check("33019919800101003")  # 330199: no such county
+    rows = [cdpf_row(A), cdpf_row(B), cdpf_row(unknown)]  # A: 330112 (2017), B: 330113 (2021, config)
+    assert "330113" in settings.county_codes_added
+    for batch_id, config, flagged in (
+        ("cdpf-county", settings, [unknown]),
+        ("cdpf-county-bare", settings.model_copy(update={"county_codes_added": []}), [B, unknown]),
+    ):
+        land_sql(config, "cdpf", batch_id, rows, tmp_path)
+        result = stage_batch(config, "cdpf", batch_id, AS_OF)
+        accepted, quarantine, validation = staged(config, "cdpf", batch_id)
+        assert (result.status, result.accepted, result.quarantined) == ("accepted", 3, 0)
+        assert accepted["id_number"].tolist() == [A, B, unknown] and quarantine.empty
+        entry = next(
+            r
+            for r in validation["gx"]["results"]
+            if r["type"] == "expect_column_values_to_have_known_county_code"
+        )
+        assert (entry["severity"], entry["reason_code"], entry["success"]) == (
+            "warning",
+            "ID_COUNTY_UNKNOWN",
+            False,
+        )
+        assert (entry["unexpected_count"], entry["rows_flagged"]) == (len(flagged), 0)
+        assert entry["sample"] == [mask_id(i) for i in flagged]
+        assert validation["reason_counts"] == {}
+
+
 def test_valid_id_expectation_judges_against_the_batch_date(settings: Settings, tmp_path: Path) -> None:
     """A birth date after the batch's as-of date is invalid for that batch, whatever today is; the
     stage's standardise step says ID_BIRTH_FUTURE and the suite agrees (ID_INVALID is not added)."""
