@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from hub.master_store import MasterStore
+from hub.master_store import MASTER_COLUMNS, MasterStore
 from hub.settings import Settings
 from hub.storage import Storage, batches, write_json_atomic
 
@@ -239,12 +239,12 @@ def _incremental_scope(
 
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Evaluate the policy in force on as_of over the whole master; decisions go to the store and a parquet file."""
-    from transforms.eligibility import evaluate, load_policy
+    from transforms.eligibility import columns_read, evaluate, load_policy
 
     storage = Storage(settings)
     store = _store(settings)
     policy = load_policy(settings.path(settings.policy), as_of)
-    master = store.read_master()
+    master = store.read_master(columns_read(policy, MASTER_COLUMNS))
     decisions = evaluate(master, policy, as_of)
     store.write_decisions(decisions, run_id)
     path = storage.run_dir(run_id) / "decisions.parquet"

@@ -12,6 +12,8 @@ and a null amount for an otherwise eligible person turns the decision into AMOUN
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -34,6 +36,7 @@ DECISION_COLUMNS = (
     "policy_version",
 )
 AMOUNT_UNKNOWN = "AMOUNT_UNKNOWN"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class PolicyError(ValueError):
@@ -245,6 +248,19 @@ def _truth(values: pd.Series, unknown: bool, policy: Policy, where: str) -> pd.S
     return flags.fillna(unknown).astype(bool)
 
 
+def columns_read(policy: Policy, available: Iterable[str]) -> list[str]:
+    """The master columns the policy's expressions can name, with id_number, in `available`'s order.
+
+    The eligibility stage reads only these from the store (half the master's columns, and none of
+    the long provenance strings); a word that merely looks like a column costs a column, never a
+    decision."""
+    expressions = [*policy.facts.values()]
+    for svc in policy.services.values():
+        expressions += [*svc.criteria.values(), *svc.exclusions.values(), svc.amount]
+    named = set(_NAME.findall(" ".join(expressions)))
+    return [c for c in available if c == "id_number" or c in named]
+
+
 def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     """One decision per person x service: eligible, amount (yuan, 2 decimals), failed reason codes."""
     period = f"{as_of:%Y-%m}"
@@ -264,17 +280,18 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     out: list[pd.DataFrame] = []
     for svc in policy.services.values():
         eligible = pd.Series(True, index=frame.index)
-        reasons = pd.Series("", index=frame.index, dtype=object)
         checks = [(code, expr, "criteria") for code, expr in svc.criteria.items()]
         checks += [(code, expr, "exclusions") for code, expr in svc.exclusions.items()]
-        for code, expr, kind in checks:
+        codes = [code for code, _, _ in checks] + [AMOUNT_UNKNOWN]
+        failures = np.zeros(len(frame), dtype=np.int64)  # bit i: codes[i] failed
+        for bit, (code, expr, kind) in enumerate(checks):
             where = f"services.{svc.name}.{kind}.{code}"
             if kind == "criteria":
                 failed = ~_truth(_eval(frame, expr, local, policy, where), False, policy, where)
             else:
                 failed = _truth(_eval(frame, expr, local, policy, where), True, policy, where)
             eligible &= ~failed
-            reasons = reasons + np.where(failed, code + ";", "")
+            failures |= failed.to_numpy(dtype=np.int64) << bit
         where = f"services.{svc.name}.amount"
         try:
             raw = pd.to_numeric(_eval(numeric, svc.amount, local, policy, where), errors="raise").astype(
@@ -284,7 +301,7 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
             raise PolicyError(f"{policy.path}: key '{where}': expected a number ({exc})") from exc
         unknown = eligible & raw.isna().to_numpy()
         eligible &= ~unknown
-        reasons = reasons + np.where(unknown, AMOUNT_UNKNOWN + ";", "")
+        failures |= unknown.to_numpy(dtype=np.int64) << len(checks)
         amount = raw.where(eligible, 0.0).fillna(0.0).astype("float64").round(2)
         out.append(
             pd.DataFrame(
@@ -294,7 +311,7 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
                     "period": period,
                     "eligible": eligible.astype(bool),
                     "amount": amount,
-                    "reasons": reasons.str.rstrip(";"),
+                    "reasons": _reason_text(failures, codes),
                     "policy": policy.name,
                     "policy_version": policy.version,
                 }
@@ -317,8 +334,20 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
             float(amount.sum()),
         )
     decisions = pd.concat(out, ignore_index=True)
-    decisions = decisions.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
+    if frame["id_number"].is_monotonic_increasing and list(policy.services) == sorted(policy.services):
+        # the store hands the master over in id order: interleaving the services is that order already
+        order = np.arange(len(decisions)).reshape(len(out), len(frame)).T.ravel()
+        decisions = decisions.take(order).reset_index(drop=True)
+    else:
+        decisions = decisions.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
     return _typed(decisions[list(DECISION_COLUMNS)])
+
+
+def _reason_text(failures: np.ndarray, codes: list[str]) -> np.ndarray:
+    """'CODE;CODE' per person from a bit mask of failed codes: joined once per distinct mask."""
+    masks, inverse = np.unique(failures, return_inverse=True)
+    texts = [";".join(c for i, c in enumerate(codes) if int(m) >> i & 1) for m in masks]
+    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
 
 
 def _typed(decisions: pd.DataFrame) -> pd.DataFrame:

@@ -50,4 +50,6 @@ def test_bench_validate_times_the_whole_cdpf_suite() -> None:
     suite = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     assert figures["expectations"] == len(suite["expectations"])
     assert 0 < figures["suite_seconds"] <= figures["stage_seconds"]
-    assert abs(figures["suite_rows_per_s"] * figures["suite_seconds"] - 20_000) < 20  # seconds are rounded
+    # rows/s is rows over the unrounded seconds; the seconds shown are rounded to the millisecond
+    rate = figures["suite_rows_per_s"]
+    assert abs(rate * figures["suite_seconds"] - 20_000) <= rate * 0.0005 + 1

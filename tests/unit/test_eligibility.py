@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from transforms.eligibility import DECISION_COLUMNS, PolicyError, evaluate, load_policy
+from transforms.eligibility import DECISION_COLUMNS, PolicyError, columns_read, evaluate, load_policy
 from transforms.merge import MASTER_COLUMNS, coerce
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,3 +297,19 @@ def test_an_expression_that_cannot_be_evaluated_names_its_key(tmp_path: Path) ->
         PolicyError, match=r"bad_expr\.yaml: key 'services\.living_subsidy\.criteria\.NOT_LOW_INCOME'"
     ):
         decide(person(), policy_path=path)
+
+
+def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
+    """Evaluating over columns_read's projection gives the decisions of the whole master."""
+    policy = load_policy(ZHEJIANG, AS_OF)
+    wanted = columns_read(policy, MASTER_COLUMNS)
+    assert wanted[0] == "id_number" and "dibao_standard" in wanted and "cert_valid_until" in wanted
+    assert not {"name", "sources", "record_hash", "cdpf_batch", "birth_date"} & set(wanted)
+    people = master(
+        person(),
+        person(id_number="33010619800101003X", level=3, category=5, institutional_care=True),
+        person(id_number="330106198001010030", hukou_county="110105", tekun=True),
+    )
+    pd.testing.assert_frame_equal(evaluate(people[wanted], policy, AS_OF), evaluate(people, policy, AS_OF))
+    with pytest.raises(PolicyError, match="level"):  # a column the projection dropped is missed loudly
+        evaluate(people[[c for c in wanted if c != "level"]], policy, AS_OF)
