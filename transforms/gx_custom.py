@@ -42,7 +42,7 @@ from great_expectations.expectations.metrics.map_metric_provider.multicolumn_con
     multicolumn_condition_partial,
 )
 
-from transforms.ids import CHECK_CHARS, EARLIEST_BIRTH_YEAR, WEIGHTS, as_arrow, char_matrix  # noqa: E402
+from transforms.ids import CHECK_CHARS, EARLIEST_BIRTH_YEAR, WEIGHTS, as_arrow, char_columns, char_matrix  # noqa: E402
 from transforms.regions import known_county_table  # noqa: E402
 
 _DOMAIN_KEYS = ("column", "column_A", "column_B")
@@ -147,27 +147,14 @@ _MONTH_DAYS, _MONTH_START = _calendar_tables()
 _TABLE_YEARS = len(_MONTH_DAYS) // 13
 # check character expected for every reachable weighted sum (non-digits wrap to <= 255 per position)
 _CHECK_OF_SUM = CHECK_CHARS[np.arange(255 * int(WEIGHTS.sum()) + 1) % 11]
-_BLOCK = 1 << 14  # rows per transposed block: stays in cache
 _NAT = np.iinfo(np.int64).min
-
-
-def _columns(chars: np.ndarray) -> np.ndarray:
-    """(width, n) copy of an (n, width) character matrix, so each position is a contiguous array.
-
-    Reading a position straight from the row-major matrix strides over the whole buffer once per
-    position; transposing cache-sized blocks reads it once.
-    """
-    out = np.empty(chars.shape[::-1], dtype=np.uint8)
-    for lo in range(0, len(chars), _BLOCK):
-        out[:, lo : lo + _BLOCK] = chars[lo : lo + _BLOCK].T
-    return out
 
 
 def id_facts(ids: pd.Series) -> IdFacts:
     """Shape, check character, birth date and sex of each ID: uint8 arithmetic over the Arrow buffer."""
     arr = as_arrow(ids)
     shaped = pc.fill_null(pc.equal(pc.binary_length(arr), 18), False).to_numpy(zero_copy_only=False)
-    chars = _columns(char_matrix(arr if shaped.all() else arr.filter(pa.array(shaped)), 18))
+    chars = char_columns(char_matrix(arr if shaped.all() else arr.filter(pa.array(shaped)), 18))
     digits = chars - np.uint8(ord("0"))  # wraps for non-digits, caught by the <= 9 test
     numeric = (digits[:17].max(axis=0, initial=0) <= 9) & ((digits[17] <= 9) | (chars[17] == ord("X")))
     sums = np.zeros(chars.shape[1], dtype=np.int32)

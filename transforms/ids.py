@@ -72,6 +72,21 @@ def char_matrix(arr: pa.Array, width: int) -> np.ndarray:
     return data.reshape(n, width)
 
 
+_BLOCK = 1 << 14  # rows per transposed block: stays in cache
+
+
+def char_columns(chars: np.ndarray) -> np.ndarray:
+    """(width, n) copy of an (n, width) character matrix, so each position is a contiguous array.
+
+    Reading a position straight from the row-major matrix strides over the whole buffer once per
+    position; transposing cache-sized blocks reads it once.
+    """
+    out = np.empty(chars.shape[::-1], dtype=np.uint8)
+    for lo in range(0, len(chars), _BLOCK):
+        out[:, lo : lo + _BLOCK] = chars[lo : lo + _BLOCK].T
+    return out
+
+
 def strings_from_chars(chars: np.ndarray, valid: np.ndarray) -> pa.Array:
     """Arrow strings built from a uint8 matrix of ASCII characters, one row per string, null where not valid."""
     n, width = chars.shape

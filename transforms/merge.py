@@ -266,25 +266,27 @@ def _latest(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame[~several], ordered.drop_duplicates("_key", keep="last")])
 
 
-_POWERS17 = 10 ** np.arange(16, -1, -1, dtype=np.int64)
-
-
 class _NotEncodable(ValueError):
     pass
 
 
 def _encode(ids: pd.Series) -> np.ndarray:
-    from transforms.ids import as_arrow, char_matrix
+    """digits * 11 + check per ID, by Horner's rule over contiguous character positions."""
+    from transforms.ids import as_arrow, char_columns, char_matrix
 
     arr = as_arrow(ids)
     if arr.null_count or (len(arr) and pc.min_max(pc.binary_length(arr)).as_py() != {"min": 18, "max": 18}):
         raise _NotEncodable
-    chars = char_matrix(arr, 18).astype(np.int64)
-    digits = chars[:, :17] - ord("0")
-    check = np.where(chars[:, 17] == ord("X"), 10, chars[:, 17] - ord("0"))
-    if len(chars) and (digits.min() < 0 or digits.max() > 9 or check.min() < 0 or check.max() > 10):
+    digits = char_columns(char_matrix(arr, 18)) - np.uint8(ord("0"))  # non-digits wrap above 9
+    last = digits[17]
+    check = np.where(last == np.uint8(ord("X") - ord("0")), np.uint8(10), last)
+    if len(arr) and (digits[:17].max() > 9 or check.max() > 10):
         raise _NotEncodable
-    return np.asarray(digits @ _POWERS17 * 11 + check, dtype=np.int64)
+    value = np.zeros(len(arr), dtype=np.int64)
+    for position in range(17):
+        value *= 10
+        value += digits[position]
+    return value * 11 + check
 
 
 def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:
@@ -786,10 +788,11 @@ def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | 
     rows whose hash the other snapshot lacks name the changed persons (for civil's several rows per
     person too: an added, removed or altered period).
     """
+    from transforms.ids import as_arrow
+
     old, new = _prepare(source, before), _prepare(source, after)
     columns = list(canonical_columns(source))
-    (old_keys, new_keys), _ = id_keys(old["id_number"], new["id_number"])
-    if len(old) == len(new) and np.array_equal(old_keys, new_keys):
+    if as_arrow(old["id_number"]).equals(as_arrow(new["id_number"])):
         differs = np.zeros(len(new), dtype=bool)
         for column in columns:
             a, b = old[column].reset_index(drop=True), new[column].reset_index(drop=True)
