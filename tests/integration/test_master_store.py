@@ -377,3 +377,28 @@ def test_two_stores_built_the_same_way_agree(new_store_url: Callable[[], str]) -
         pd.testing.assert_frame_equal(getattr(a, read)(), getattr(b, read)())
     a.dispose()
     b.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.integration
+def test_a_bulk_merge_leaves_postgresql_fresh_statistics(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a bulk load, autovacuum analyzes later; the next 1% merge's key joins would be planned from
+    a near-empty table (full scans of person_version). A large merge analyzes what it wrote."""
+    from hub import master_store
+
+    def planned_rows(store: MasterStore) -> dict[str, float]:
+        with store.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT relname, reltuples FROM pg_class WHERE relname IN ('person', 'person_version')"
+            )
+            return {str(name): float(n) for name, n in rows}
+
+    monkeypatch.setattr(master_store, "ANALYZE_AFTER_ROWS", 500)
+    store = _store(pg_url)
+    store.apply_merge(first_merge(300), "run-1", DAY1)  # below the threshold: left to autovacuum
+    assert planned_rows(store) == {"person": -1.0, "person_version": -1.0}  # never analyzed
+    store.apply_merge(first_merge(1_000), "run-2", DAY2)  # 700 new persons
+    assert planned_rows(store) == {"person": 1_000.0, "person_version": 1_000.0}
+    store.dispose()
