@@ -53,9 +53,8 @@ CONFLICT_FIELDS = CONFLICT_COLUMNS  # the merge's conflict record, stored as it 
 CONFLICT_STATE = ("status", "first_run", "last_run", "resolved_run")
 ID_CHANGE_FIELDS = ("old_id", "new_id", "source", "batch_id")
 
-ANALYZE_AFTER_ROWS = (
-    50_000  # PostgreSQL: persons written beyond which a merge refreshes the planner's statistics
-)
+# PostgreSQL: persons written beyond which a merge refreshes the planner's statistics
+ANALYZE_AFTER_ROWS = 50_000
 PAUSE_AT_ENV = "LIANBAN_STORE_TEST_PAUSE_AT"
 PAUSE_MARKER_ENV = "LIANBAN_STORE_TEST_PAUSE_MARKER"
 PAUSE_SECONDS_ENV = "LIANBAN_STORE_TEST_PAUSE_SECONDS"
