@@ -106,15 +106,24 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
             raise RuntimeError(f"no accepted batch of {source} to benchmark")
         staged[source] = str(storage.staged(source, batch["batch_id"]) / "accepted.parquet")
     p = load_policy(settings.path(settings.policy), as_of).parameters
+    # the other departments' rows under a number police has replaced (原公民身份号码) follow the person
+    rekeyed = {
+        source: f"""(SELECT s.* REPLACE (coalesce(ch.new_id, s.id_number) AS id_number)
+            FROM read_parquet('{staged[source]}') s LEFT JOIN changes ch ON s.id_number = ch.old_id)"""
+        for source in ("cdpf", "hrss", "civil")
+    }
     query = f"""
-    WITH cdpf AS (
-        SELECT * FROM read_parquet('{staged["cdpf"]}')
+    WITH changes AS (
+        SELECT former_id_number AS old_id, arg_max(id_number, updated_at) AS new_id
+        FROM read_parquet('{staged["police"]}') WHERE former_id_number IS NOT NULL GROUP BY former_id_number),
+    cdpf AS (
+        SELECT * FROM {rekeyed["cdpf"]}
         QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
     police AS (
         SELECT * FROM read_parquet('{staged["police"]}')
         QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
     hrss AS (
-        SELECT * FROM read_parquet('{staged["hrss"]}')
+        SELECT * FROM {rekeyed["hrss"]}
         QUALIFY row_number() OVER (PARTITION BY id_number ORDER BY updated_at DESC) = 1),
     civil AS (
         SELECT id_number,
@@ -123,7 +132,7 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
                bool_or(assistance_type = 'tekun') AS tekun,
                bool_or(assistance_type IN ('orphan', 'de_facto_orphan')) AS orphan_support,
                max(dibao_standard) FILTER (WHERE assistance_type IN ('dibao', 'dibao_edge')) AS dibao_standard
-        FROM read_parquet('{staged["civil"]}')
+        FROM {rekeyed["civil"]}
         WHERE active AND start_date <= DATE '{as_of}' AND (end_date IS NULL OR end_date >= DATE '{as_of}')
         GROUP BY id_number),
     m AS (

@@ -108,6 +108,13 @@ DEFECT_KINDS: tuple[DefectKind, ...] = (
     DefectKind(
         "older_version", 0.004, {"police": 1.0, "hrss": 1.0}, None, "an older row with an earlier time"
     ),
+    DefectKind(
+        "id_reissued",
+        0.002,
+        {"police": 1.0},
+        None,
+        "police reissued the number (原公民身份号码 on its row); cdpf, civil and hrss still use the old one",
+    ),
 )
 DEFAULT_RATES: dict[str, float] = {k.name: k.rate for k in DEFECT_KINDS}
 UNKNOWN_JZLX = "09"
@@ -126,6 +133,7 @@ CDPF_COLUMNS = (
 CIVIL_COLUMNS = ("SFZH", "XM", "JZLX", "XZQH", "DBBZ", "KSRQ", "JSRQ", "ZT", "GXSJ")
 HRSS_COLUMNS = ("公民身份号码", "姓名", "就业状态", "养老保险类型", "工伤保险生活护理费", "更新时间")
 POLICE_KEYS = ("gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "swrq", "gxsj")
+FORMER_ID_KEY = "ygmsfhm"  # 原公民身份号码: on a reissued person's record only
 
 
 @dataclass
@@ -439,6 +447,9 @@ class _Table:
     bad: set[int] = field(default_factory=set)  # base rows the hub must quarantine
     duplicates: list[int] = field(default_factory=list)
     older: list[int] = field(default_factory=list)  # base rows that get an older version
+    # base row -> the person's former number: police reports it (原公民身份号码), a cdpf certificate still
+    # carries it (the certificate number is the number it was issued to)
+    former: dict[int, str] = field(default_factory=dict)
     order: np.ndarray | None = None
 
     @property
@@ -504,6 +515,19 @@ ID_DEFECTS = {
 }
 
 
+def _former_number(id18: str, taken: set[str], rng: np.random.Generator) -> str:
+    """The number a person held before police reissued theirs: same county, birth date and sex, another
+    sequence (GB 11643 numbers were issued twice and one holder got a new number)."""
+    sequence = int(id18[14:17])
+    while True:
+        other = int(rng.integers(0, 500)) * 2 + sequence % 2
+        first17 = f"{id18[:14]}{other:03d}"
+        candidate = first17 + check_char(first17)
+        if other != sequence and candidate not in taken:
+            taken.add(candidate)
+            return candidate
+
+
 def _inject(
     rng: np.random.Generator,
     p: _People,
@@ -538,6 +562,7 @@ def _inject(
         "legacy_15": (born >= 1900) & (born <= 1999),
         "lowercase_x": last == "X",
         "excel_scientific": last != "X",
+        "id_reissued": p.holder & has["police"],
     }
     used = np.zeros(size, dtype=bool)
     truth = _Truth()
@@ -559,6 +584,22 @@ def _inject(
         if count <= 0:
             continue
         eligible = constraint.get(kind.name, everyone)
+        if kind.name == "id_reissued":
+            chosen = draw(eligible, count)
+            taken = set(ids.tolist())
+            for person in chosen.tolist():
+                old = _former_number(ids[person], taken, rng)
+                tables["police"].former[row_of("police", person)] = old
+                tables["cdpf"].former[row_of("cdpf", person)] = old
+                for source in ("cdpf", "hrss"):
+                    if has[source][person]:
+                        tables[source].ids[row_of(source, person)] = old
+                first = civil_first[person]
+                for row in civil_order[first : first + civil_count[person]].tolist():
+                    tables["civil"].ids[int(row)] = old
+                truth.conflicts.append((ids[person], "ID_SUPERSEDED"))
+                truth.defects.append(("police", ids[person], kind.name, ids[person]))
+            continue
         if kind.name == "formula_name":  # half among people the civil exchange file will carry
             first = draw(eligible & likely_eligible, (count + 1) // 2)
             chosen = np.sort(np.concatenate([first, draw(eligible, count - len(first))]))
@@ -639,7 +680,7 @@ def _chunks(order: np.ndarray) -> Iterator[np.ndarray]:
 
 def _cdpf_chunk(p: _People, t: _Table, idx: np.ndarray) -> list[list[Any]]:
     who = t.person[idx]
-    id18 = p.id_number[who].astype(str)
+    id18 = _overrides(p.id_number[who].astype(str), idx, t.former)
     cert = np.char.add(np.char.add(id18, p.category[who].astype(str)), p.level[who].astype(str))
     return [
         cert.tolist(),
@@ -703,6 +744,7 @@ def _police_chunk(p: _People, t: _Table, idx: np.ndarray) -> list[list[Any]]:
         f["status"][idx].astype(str).tolist(),
         death.tolist(),
         _stamp(f["gx"][idx]).tolist(),
+        _overrides(np.full(len(idx), None, dtype=object), idx, t.former).tolist(),
     ]
 
 
@@ -744,12 +786,20 @@ def _write_hrss(path: Path, rows: Iterator[list[list[Any]]]) -> int:
     return count
 
 
+def _police_record(values: tuple[Any, ...]) -> dict[str, Any]:
+    """One API record; 原公民身份号码 only where there is one, as the real API leaves empty fields out."""
+    record = dict(zip(POLICE_KEYS, values[:-1], strict=True))
+    if values[-1] is not None:
+        record[FORMER_ID_KEY] = values[-1]
+    return record
+
+
 def _write_police(path: Path, rows: Iterator[list[list[Any]]]) -> int:
     count = 0
     with path.open("w", encoding="utf-8", newline="\n") as out:
         for chunk in rows:
             out.writelines(
-                json.dumps(dict(zip(POLICE_KEYS, values, strict=True)), ensure_ascii=False) + "\n"
+                json.dumps(_police_record(values), ensure_ascii=False) + "\n"
                 for values in zip(*chunk, strict=True)
             )
             count += len(chunk[0])

@@ -132,7 +132,32 @@ def test_injected_name_conflicts_are_recorded(cycle: Path) -> None:
     found = set(zip(conflicts["id_number"], conflicts["conflict_type"], strict=True))
     expected = set(zip(truth["id_number"], truth["conflict_type"], strict=True))
     assert found == expected, (sorted(found - expected)[:5], sorted(expected - found)[:5])
-    assert {t for _, t in expected} >= {"NAME_MISMATCH", "DEAD_BUT_ACTIVE", "CERT_ACTIVE_MOVED_OUT"}
+    assert {t for _, t in expected} >= {
+        "NAME_MISMATCH",
+        "DEAD_BUT_ACTIVE",
+        "CERT_ACTIVE_MOVED_OUT",
+        "ID_SUPERSEDED",
+    }
+
+
+def test_reissued_numbers_are_kept_and_followed(cycle: Path) -> None:
+    """Police's 原公民身份号码 pairs land in id_change; the master keys those people by the new number only."""
+    import sqlalchemy as sa
+
+    reissued = pd.read_csv(cycle / "sandbox" / "truth" / "defects.csv", dtype=str).query(
+        "defect == 'id_reissued'"
+    )
+    police = pd.read_json(next((cycle / "sandbox" / "police").glob("*.jsonl")), lines=True, dtype=str)
+    police = police.dropna(subset=["ygmsfhm"])
+    engine = sa.create_engine(f"sqlite:///{cycle / 'master.sqlite'}")
+    changes = pd.read_sql("select old_id, new_id, source from id_change", engine)
+    persons = set(pd.read_sql("select id_number from person", engine)["id_number"])
+    assert len(reissued) > 0 and set(changes["source"]) == {"police"}
+    assert set(zip(changes["old_id"], changes["new_id"], strict=True)) == set(
+        zip(police["ygmsfhm"], police["gmsfhm"], strict=True)
+    )
+    assert set(changes["new_id"]) == set(reissued["id_number"]) <= persons
+    assert not set(changes["old_id"]) & persons
 
 
 def test_exchange_files_match_manifests_and_neutralise_formulas(cycle: Path) -> None:

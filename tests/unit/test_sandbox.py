@@ -201,10 +201,9 @@ def test_native_shapes_follow_the_contracts(sandbox: tuple[Settings, SandboxInfo
     native = read_native(info)
     assert list(native["hrss"].columns) == contract_columns("hrss")
     assert list(native["police"].columns) == [
-        "gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "swrq", "gxsj",
+        "gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "swrq", "gxsj", "ygmsfhm",
     ]  # fmt: skip
-    # 原公民身份号码 (ygmsfhm) is optional and the sandbox API leaves it out, as the real one does when empty
-    assert set(contract_columns("police")) - {"ygmsfhm"} == set(native["police"].columns)
+    assert set(contract_columns("police")) == set(native["police"].columns)
     cdpf, civil, hrss, police = (native[s] for s in ("cdpf", "civil", "hrss", "police"))
     assert set(cdpf["ZZZT"]) == {"1", "2", "3"} and set(cdpf["CQHL"]) == {"0", "1"}
     assert cdpf["FZRQ"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
@@ -349,6 +348,32 @@ def test_injected_id_defects_have_the_stated_form(sandbox: tuple[Settings, Sandb
     assert (by["missing_id"]["id_raw"] == "").all()
 
 
+def test_reissued_numbers_are_police_former_ids_and_the_old_keys_elsewhere(
+    sandbox: tuple[Settings, SandboxInfo],
+) -> None:
+    """Police keys a reissued person by the new number and names the old one (原公民身份号码); cdpf
+    (certificate included), civil and hrss still key them by the old number; the hub owes each such
+    person an ID_SUPERSEDED conflict."""
+    _, info = sandbox
+    native = read_native(info)
+    reissued = truth(info, "defects").query("defect == 'id_reissued'")
+    assert len(reissued) > 0 and (reissued["source"] == "police").all()
+    police = native["police"]
+    former = dict(zip(police["gmsfhm"], police["ygmsfhm"], strict=True))
+    assert police["ygmsfhm"].notna().sum() == len(reissued)
+    for new in reissued["id_number"]:
+        old = former[new]
+        assert old != new and old[:14] == new[:14] and int(old[16]) % 2 == int(new[16]) % 2
+        assert reference_check(old[:17]) == old[17]
+        cdpf = native["cdpf"][native["cdpf"]["SFZH"] == old]
+        assert len(cdpf) == 1 and cdpf["CJRZH"].str.startswith(old).all()
+        for source in ("cdpf", "civil", "hrss"):
+            assert not (native[source][ID_COLUMN[source]] == new).any(), source
+    conflicts = truth(info, "conflicts")
+    superseded = set(conflicts.loc[conflicts["conflict_type"] == "ID_SUPERSEDED", "id_number"])
+    assert superseded == set(reissued["id_number"])
+
+
 def test_name_conflicts_and_formula_names_in_the_native_data(sandbox: tuple[Settings, SandboxInfo]) -> None:
     _, info = sandbox
     native = read_native(info)
@@ -377,7 +402,10 @@ def test_decisions_cover_exactly_the_accepted_cdpf_people(sandbox: tuple[Setting
             "id_number",
         ]
     )
-    people = set(read_native(info)["cdpf"]["CJRZH"].str[:18])
+    native = read_native(info)
+    police = native["police"].dropna(subset=["ygmsfhm"])
+    current = dict(zip(police["ygmsfhm"], police["gmsfhm"], strict=True))  # a reissued holder's new number
+    people = {current.get(i, i) for i in native["cdpf"]["CJRZH"].str[:18]}
     assert set(decisions["id_number"]) == people - cdpf_out
     services = decisions.groupby("id_number")["service"].agg(lambda s: tuple(sorted(s)))
     assert all(v == ("living_subsidy", "nursing_subsidy") for v in services)
@@ -393,10 +421,15 @@ def test_living_amounts_follow_the_civil_roll(sandbox: tuple[Settings, SandboxIn
     params = load_parameters(settings.path(settings.policy), AS_OF)
     decisions = truth(info, "decisions")
     living = decisions[(decisions["service"] == "living_subsidy") & (decisions["eligible"] == "1")]
-    civil = read_native(info)["civil"]
+    native = read_native(info)
+    civil = native["civil"]
     defects = truth(info, "defects")
     fixed = defects[(defects["source"] == "civil") & defects["defect"].isin(FIXABLE)]
-    civil["SFZH"] = civil["SFZH"].replace(dict(zip(fixed["id_raw"], fixed["id_number"], strict=True)))
+    police = native["police"].dropna(subset=["ygmsfhm"])  # a reissued holder's old number -> new
+    renamed = dict(zip(fixed["id_raw"], fixed["id_number"], strict=True))
+    civil["SFZH"] = civil["SFZH"].replace(
+        renamed | dict(zip(police["ygmsfhm"], police["gmsfhm"], strict=True))
+    )
     day = f"{AS_OF:%Y%m%d}"
     in_force = civil[
         (civil["ZT"] == "1")
