@@ -88,8 +88,11 @@ def _sandbox_matches(storage: Storage, persons: int, seed: int) -> bool:
     meta = storage.sandbox / "sandbox.json"
     if not meta.exists():
         return False
+    from hub.sandbox.generator import generator_fingerprint
+
     info = json.loads(meta.read_text(encoding="utf-8"))
-    return bool(info.get("persons") == persons and info.get("seed") == seed)
+    made_here = info.get("generator") == generator_fingerprint()
+    return bool(info.get("persons") == persons and info.get("seed") == seed and made_here)
 
 
 def duckdb_floor(settings: Settings, as_of: date) -> int:

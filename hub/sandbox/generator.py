@@ -17,6 +17,7 @@ come from hub.sandbox.oracle, never from transforms/.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -925,6 +926,11 @@ def _write_decisions(
 # -- entry point --------------------------------------------------------------------------------------
 
 
+def generator_fingerprint() -> str:
+    """SHA-256 of this module's source: a sandbox made by other code is not the one a benchmark wants."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def init_sandbox(
     settings: Settings,
     persons: int = 20_000,
@@ -1058,6 +1064,7 @@ def init_sandbox(
             "counts": counts,
             "defect_rates": rates,
             "defect_reasons": {k.name: k.reason for k in DEFECT_KINDS},
+            "generator": generator_fingerprint(),
             "files": {s: str(paths[s].relative_to(root)) for s in SOURCES},
         },
     )

@@ -31,6 +31,7 @@ from hub.sandbox.generator import (
 from hub.sandbox.oracle import Assistance, Parameters, PersonFacts, decide, load_parameters
 from hub.sandbox.regions import ZHEJIANG
 from hub.settings import Settings, load_settings
+from hub.storage import Storage
 
 AS_OF = date(2026, 11, 1)
 VECTORS = ["11010519491231002X", "440524188001010014", "34052419800101001X", "360426199101010071"]
@@ -596,3 +597,16 @@ def test_generation_is_fast(tmp_path: Path) -> None:
     info = init_sandbox(load_settings(var_dir=tmp_path), persons=20_000, seed=5)
     assert info.seconds < 10, f"20,000 persons took {info.seconds:.1f} s"
     assert math.isclose(info.counts["rows"]["cdpf"], 20_000, rel_tol=0.01)
+
+
+def test_a_benchmark_reuses_only_a_sandbox_this_generator_made(tmp_path: Path) -> None:
+    from hub.bench import _sandbox_matches
+    from hub.sandbox.generator import generator_fingerprint
+
+    storage = Storage(load_settings(var_dir=tmp_path))
+    storage.sandbox.mkdir(parents=True)
+    meta = {"persons": 100, "seed": 1, "generator": generator_fingerprint()}
+    (storage.sandbox / "sandbox.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert _sandbox_matches(storage, 100, 1) and not _sandbox_matches(storage, 100, 2)
+    (storage.sandbox / "sandbox.json").write_text(json.dumps(meta | {"generator": "older"}), encoding="utf-8")
+    assert not _sandbox_matches(storage, 100, 1)
