@@ -389,9 +389,8 @@ def rekey(frame: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, pd.Data
             "batch": frame.loc[hit, "_batch_id"].astype("string"),
         }
     )
-    if hit.any():
-        frame = frame.copy()
-        frame.loc[hit, "id_number"] = new[hit].astype("string")
+    if hit.any():  # a new id column; the other columns stay shared (no copy of the whole frame)
+        frame = frame.assign(id_number=frame["id_number"].astype("string").mask(hit, new.astype("string")))
     return frame, moved
 
 
