@@ -348,27 +348,20 @@ def _isin(values: pd.Series, wanted: pd.Series) -> np.ndarray:
 def _join_batches(parts: dict[str, tuple[pd.Series, pd.Series]], index: pd.Index) -> pd.Series:
     """Comma-join, per row and in SOURCE_ORDER, the batch of every source whose flag is set.
 
-    A run has a handful of batches, so rows share a few combinations: each is joined once (factorised
-    per source, combined as one integer code per row) instead of concatenating strings per row.
+    A run has a handful of batches, so rows share a few combinations: rows get one integer code per
+    combination (the sources' factorised batches) and each combination is joined once, from its first row.
     """
-    sources = [s for s in SOURCE_ORDER if s in parts]
+    used: list[pd.Series] = []
     combined = np.zeros(len(index), dtype=np.int64)
-    labels: list[np.ndarray] = []
-    for source in sources:
+    for source in (s for s in SOURCE_ORDER if s in parts):
         flag, batch = parts[source]
-        use = flag.to_numpy(dtype=bool) & batch.notna().to_numpy()
-        codes, uniques = pd.factorize(batch.where(use))  # -1: not used
-        labels.append(np.asarray(uniques, dtype=object))
+        batch = batch.where(flag.to_numpy(dtype=bool))
+        codes, uniques = pd.factorize(batch)  # -1: not used
         combined = combined * (len(uniques) + 1) + (codes + 1)
-    distinct, inverse = np.unique(combined, return_inverse=True)
-    texts = []
-    for code in distinct.tolist():
-        picked = []
-        for names in reversed(labels):
-            code, which = divmod(code, len(names) + 1)
-            if which:
-                picked.append(str(names[which - 1]))
-        texts.append(",".join(reversed(picked)) or None)
+        used.append(batch)
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    picked = [u.iloc[first].to_numpy(dtype=object, na_value=None) for u in used]
+    texts = [",".join(b for b in row if b is not None) or None for row in zip(*picked, strict=True)]
     joined = pc.take(pa.array(texts, pa.large_string()), pa.array(inverse.reshape(-1)))
     return pd.Series(joined.to_pandas(types_mapper=_PANDAS_TYPES.get), dtype="string").set_axis(index)
 

@@ -42,7 +42,15 @@ from great_expectations.expectations.metrics.map_metric_provider.multicolumn_con
     multicolumn_condition_partial,
 )
 
-from transforms.ids import CHECK_CHARS, EARLIEST_BIRTH_YEAR, WEIGHTS, as_arrow, char_columns, char_matrix  # noqa: E402
+from transforms.ids import (  # noqa: E402
+    CHECK_CHARS,
+    EARLIEST_BIRTH_YEAR,
+    WEIGHTS,
+    as_arrow,
+    char_columns,
+    char_matrix,
+    leading_number,
+)
 from transforms.regions import known_county_table  # noqa: E402
 
 _DOMAIN_KEYS = ("column", "column_A", "column_B")
@@ -127,7 +135,7 @@ class IdFacts:
     birth: np.ndarray  # datetime64[D] per shaped row (NaT where no such date)
     real_birth: np.ndarray
     male: np.ndarray
-    county: np.ndarray  # int32 address code (digits 1-6) per shaped row
+    county: np.ndarray  # int64 address code (digits 1-6) per shaped row
 
 
 def _calendar_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +178,7 @@ def id_facts(ids: pd.Series) -> IdFacts:
     real = known & (day >= 1) & (day <= _MONTH_DAYS[ym])
     birth = np.where(real, _MONTH_START[ym] + day, _NAT).view("datetime64[D]")
     male = (digits[16] % 2) == 1
-    county = np.zeros(chars.shape[1], dtype=np.int32)
-    for position in range(6):
-        county = county * np.int32(10) + digits[position]
+    county = leading_number(digits, 6)
     shaped[shaped] = numeric
     keep = numeric if not numeric.all() else slice(None)
     return IdFacts(shaped, check_ok[keep], birth[keep], real[keep], male[keep], county[keep])

@@ -87,6 +87,15 @@ def char_columns(chars: np.ndarray) -> np.ndarray:
     return out
 
 
+def leading_number(digits: np.ndarray, count: int) -> np.ndarray:
+    """The int64 the first `count` rows of a (width, n) digit matrix spell, per column (Horner's rule)."""
+    value = np.zeros(digits.shape[1], dtype=np.int64)
+    for position in range(count):
+        value *= 10
+        value += digits[position]
+    return value
+
+
 def strings_from_chars(chars: np.ndarray, valid: np.ndarray) -> pa.Array:
     """Arrow strings built from a uint8 matrix of ASCII characters, one row per string, null where not valid."""
     n, width = chars.shape

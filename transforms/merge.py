@@ -272,7 +272,7 @@ class _NotEncodable(ValueError):
 
 def _encode(ids: pd.Series) -> np.ndarray:
     """digits * 11 + check per ID, by Horner's rule over contiguous character positions."""
-    from transforms.ids import as_arrow, char_columns, char_matrix
+    from transforms.ids import as_arrow, char_columns, char_matrix, leading_number
 
     arr = as_arrow(ids)
     if arr.null_count or (len(arr) and pc.min_max(pc.binary_length(arr)).as_py() != {"min": 18, "max": 18}):
@@ -282,11 +282,7 @@ def _encode(ids: pd.Series) -> np.ndarray:
     check = np.where(last == np.uint8(ord("X") - ord("0")), np.uint8(10), last)
     if len(arr) and (digits[:17].max() > 9 or check.max() > 10):
         raise _NotEncodable
-    value = np.zeros(len(arr), dtype=np.int64)
-    for position in range(17):
-        value *= 10
-        value += digits[position]
-    return value * 11 + check
+    return leading_number(digits, 17) * 11 + check
 
 
 def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:

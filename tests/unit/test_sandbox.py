@@ -349,6 +349,12 @@ def test_injected_id_defects_have_the_stated_form(sandbox: tuple[Settings, Sandb
     assert (by["missing_id"]["id_raw"] == "").all()
 
 
+def reissued_numbers(native: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Old number -> new, as police reports them (原公民身份号码 on the reissued person's record)."""
+    police = native["police"].dropna(subset=["ygmsfhm"])
+    return dict(zip(police["ygmsfhm"], police["gmsfhm"], strict=True))
+
+
 def test_reissued_numbers_are_police_former_ids_and_the_old_keys_elsewhere(
     sandbox: tuple[Settings, SandboxInfo],
 ) -> None:
@@ -359,9 +365,8 @@ def test_reissued_numbers_are_police_former_ids_and_the_old_keys_elsewhere(
     native = read_native(info)
     reissued = truth(info, "defects").query("defect == 'id_reissued'")
     assert len(reissued) > 0 and (reissued["source"] == "police").all()
-    police = native["police"]
-    former = dict(zip(police["gmsfhm"], police["ygmsfhm"], strict=True))
-    assert police["ygmsfhm"].notna().sum() == len(reissued)
+    former = {new: old for old, new in reissued_numbers(native).items()}
+    assert native["police"]["ygmsfhm"].notna().sum() == len(former) == len(reissued)
     for new in reissued["id_number"]:
         old = former[new]
         assert old != new and old[:14] == new[:14] and int(old[16]) % 2 == int(new[16]) % 2
@@ -404,8 +409,7 @@ def test_decisions_cover_exactly_the_accepted_cdpf_people(sandbox: tuple[Setting
         ]
     )
     native = read_native(info)
-    police = native["police"].dropna(subset=["ygmsfhm"])
-    current = dict(zip(police["ygmsfhm"], police["gmsfhm"], strict=True))  # a reissued holder's new number
+    current = reissued_numbers(native)
     people = {current.get(i, i) for i in native["cdpf"]["CJRZH"].str[:18]}
     assert set(decisions["id_number"]) == people - cdpf_out
     services = decisions.groupby("id_number")["service"].agg(lambda s: tuple(sorted(s)))
@@ -426,11 +430,8 @@ def test_living_amounts_follow_the_civil_roll(sandbox: tuple[Settings, SandboxIn
     civil = native["civil"]
     defects = truth(info, "defects")
     fixed = defects[(defects["source"] == "civil") & defects["defect"].isin(FIXABLE)]
-    police = native["police"].dropna(subset=["ygmsfhm"])  # a reissued holder's old number -> new
     renamed = dict(zip(fixed["id_raw"], fixed["id_number"], strict=True))
-    civil["SFZH"] = civil["SFZH"].replace(
-        renamed | dict(zip(police["ygmsfhm"], police["gmsfhm"], strict=True))
-    )
+    civil["SFZH"] = civil["SFZH"].replace(renamed | reissued_numbers(native))
     day = f"{AS_OF:%Y%m%d}"
     in_force = civil[
         (civil["ZT"] == "1")
