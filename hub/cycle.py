@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from hub.master_snapshot import current_master, write_after_merge
 from hub.master_store import MASTER_COLUMNS, MasterStore
 from hub.settings import Settings
 from hub.storage import Storage, batches, write_json_atomic
@@ -89,8 +90,9 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
         json.dumps([precedence, settings.region], sort_keys=True).encode()
     ).hexdigest()[:16]
     scope = None
+    before = store.last_merge()
     if not full:
-        found = _incremental_scope(storage, store.last_merge(), used, states, as_of)
+        found = _incremental_scope(storage, before, used, states, as_of)
         if found is not None:
             scope, previous_police = found
             changes = [id_changes_of(frames.get("police"), as_of)]
@@ -102,10 +104,13 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
     result = merge_sources(frames, as_of, precedence, settings.region)
     merged = time.perf_counter()
     written = store.apply_merge(result, run_id, as_of, scope=scope, batches=used)
+    stored = time.perf_counter()
+    write_after_merge(storage.master_snapshot(store.url), store, before, result.master, scope)
     seconds = {
         "read_and_scope": round(read_done - started, 3),
         "merge": round(merged - read_done, 3),
-        "store": round(time.perf_counter() - merged, 3),
+        "store": round(stored - merged, 3),
+        "snapshot": round(time.perf_counter() - stored, 3),
     }
     by_type = result.conflicts["conflict_type"].value_counts().sort_index()
     return _stage_record(
@@ -244,7 +249,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
     storage = Storage(settings)
     store = _store(settings)
     policy = load_policy(settings.path(settings.policy), as_of)
-    master = store.read_master(columns_read(policy, MASTER_COLUMNS))
+    master = current_master(storage.master_snapshot(store.url), store, columns_read(policy, MASTER_COLUMNS))
     decisions = evaluate(master, policy, as_of)
     store.write_decisions(decisions, run_id)
     path = storage.run_dir(run_id) / "decisions.parquet"
@@ -292,7 +297,7 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     # the run's decisions file is the same rows the store holds, and far cheaper to read
     decisions_path = storage.run_dir(run_id) / "decisions.parquet"
     decisions = pd.read_parquet(decisions_path) if decisions_path.exists() else store.read_decisions(run_id)
-    people = store.read_master(["id_number", "name", "hukou_county"])
+    people = current_master(storage.master_snapshot(store.url), store, ["id_number", "name", "hukou_county"])
     datasets = exchange_datasets(people, decisions, store.read_conflicts())
     files = build_exchange(storage, contracts, datasets, run_id, as_of)
     sources = {name: contract_for(settings, name) for name in settings.sources}

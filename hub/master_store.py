@@ -327,6 +327,11 @@ def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
+def as_master(frame: pd.DataFrame) -> pd.DataFrame:
+    """Master columns with the dtypes `read_master` gives them (an empty master when given no rows)."""
+    return _typed(frame, person)
+
+
 def _differs(a: pd.Series, b: pd.Series) -> pd.Series:
     """Element-wise 'not the same value', where two nulls are the same."""
     a_na, b_na = a.isna().to_numpy(), b.isna().to_numpy()
@@ -1016,11 +1021,11 @@ class MasterStore:
         return None if text is None else dict(json.loads(text))
 
     def last_merge(self) -> dict[str, Any] | None:
-        """The last merge: run_id, as_of and the batches it used; None before any merge."""
+        """The last merge: run_id, as_of, the batches it used and when it was written; None before any merge."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    sa.select(run.c.run_id, run.c.as_of, run.c.batches)
+                    sa.select(run.c.run_id, run.c.as_of, run.c.batches, run.c.master_written_at)
                     .where(run.c.mode.is_not(None))
                     .order_by(run.c.master_written_at.desc(), run.c.run_id.desc())
                     .limit(1)
@@ -1035,6 +1040,7 @@ class MasterStore:
             "run_id": row["run_id"],
             "as_of": date.fromisoformat(as_of) if isinstance(as_of, str) else as_of,
             "batches": dict(json.loads(row["batches"] or "{}")),
+            "written_at": row["master_written_at"],
         }
 
     def read_decisions(self, run_id: str) -> pd.DataFrame:

@@ -7,11 +7,13 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from test_merge import cdpf, civil, hrss, make_id, police
 
 from hub.cycle import merge_stage
-from hub.master_store import MasterStore
+from hub.master_snapshot import TAG_KEY
+from hub.master_store import MasterStore, as_master
 from hub.settings import Settings, load_settings
 from hub.storage import Storage
 from transforms.merge import ATTRIBUTE_COLUMNS, changed_ids
@@ -97,8 +99,21 @@ def test_incremental_merge_writes_only_the_changed_persons_and_equals_a_full_reb
     pd.testing.assert_frame_equal(incremental[facts], rebuilt[facts])
     assert (incremental["cdpf_batch"] == "cdpf-v2").sum() == 3
 
+    _snapshot_mirrors_the_store(settings, "run-2")
+
     again = merge_stage(settings, AS_OF, "run-3")  # nothing new landed
     assert again["scope"] == 0 and again["written"]["changed"] == 0
+    _snapshot_mirrors_the_store(settings, "run-3")
+
+
+def _snapshot_mirrors_the_store(settings: Settings, run_id: str) -> None:
+    """The file merge_stage leaves for eligibility and exchange is the store's current master, labelled."""
+    store = MasterStore(settings.expand(settings.master_url))
+    path = Storage(settings).master_snapshot(store.url)
+    label = json.loads(pq.read_schema(path).metadata[TAG_KEY])
+    assert label["run_id"] == run_id
+    pd.testing.assert_frame_equal(as_master(pd.read_parquet(path)), store.read_master())
+    store.dispose()
 
 
 def test_a_configuration_change_forces_a_full_merge(settings: Settings) -> None:
@@ -205,6 +220,7 @@ def test_an_id_change_moves_the_person_and_equals_a_full_rebuild(settings: Setti
     assert sorted(superseded["department"]) == ["cdpf", "civil", "hrss"]
     assert (superseded["id_number"] == new).all() and (superseded["value_b"] == old).all()
     assert store.current_id(old) == new
+    _snapshot_mirrors_the_store(settings, "run-2")
     history = store.history(new)  # the old number's version, its tombstone, then the new number's
     assert set(history["id_number"]) == {old, new} and history["removed"].astype(bool).sum() == 1
 
