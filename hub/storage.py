@@ -77,10 +77,10 @@ class Storage:
         return self.var / "runs" / run_id
 
     def master_snapshot(self, store_url: str) -> Path:
-        """The current master of one store as Parquet, written by each merge for the stages that read it
+        """The current master of one store as an Arrow IPC file, written by each merge for the stages that read it
         whole (one file per store: stores sharing a var directory never overwrite each other's)."""
         where = sa.make_url(store_url).render_as_string(hide_password=True)
-        return self.var / "master" / f"current-{hashlib.sha256(where.encode()).hexdigest()[:16]}.parquet"
+        return self.var / "master" / f"current-{hashlib.sha256(where.encode()).hexdigest()[:16]}.arrow"
 
     @property
     def sandbox(self) -> Path:

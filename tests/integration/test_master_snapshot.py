@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,13 +29,19 @@ def _from_file_only(
         return current_master(path, store, columns)
 
 
+@pytest.fixture
+def store(store_url: str) -> Iterator[MasterStore]:
+    opened = MasterStore(store_url)
+    yield opened
+    opened.dispose()
+
+
 def test_the_snapshot_mirrors_the_store_after_full_incremental_and_id_change_merges(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = MasterStore(store_url)
-    path = tmp_path / "current.parquet"
+    path = tmp_path / "current.arrow"
     first = first_merge(300)
-    assert _merge(store, path, first, "run-1", DAY1) == "advanced from the previous snapshot"
+    assert _merge(store, path, first, "run-1", DAY1) == "base from the merge"
     pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
 
     # a full merge over a stored master: changed, gone and new persons; unchanged ones keep their batches
@@ -49,7 +56,7 @@ def test_the_snapshot_mirrors_the_store_after_full_incremental_and_id_change_mer
     scope = now["id_number"].iloc[[1, 2, 3, 50]]
     part = now.iloc[[1, 2]].copy()
     part.loc[1, "level"] = 1 if part.loc[1, "level"] != 1 else 2
-    _merge(store, path, Result(rehash(part)), "run-3", DAY3, scope=scope)
+    assert _merge(store, path, Result(rehash(part)), "run-3", DAY3, scope=scope) == "delta"
     pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
     assert len(store.read_master()) == len(now) - 2
 
@@ -71,14 +78,12 @@ def test_the_snapshot_mirrors_the_store_after_full_incremental_and_id_change_mer
     pd.testing.assert_frame_equal(
         _from_file_only(store, path, monkeypatch, columns), store.read_master(columns)
     )
-    store.dispose()
 
 
 def test_a_stale_snapshot_is_never_read_and_the_next_merge_rebuilds_it_from_the_store(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = MasterStore(store_url)
-    path = tmp_path / "current.parquet"
+    path = tmp_path / "current.arrow"
     _merge(store, path, first_merge(100), "run-1", DAY1)
     # a merge that did not get to write its snapshot (killed after the commit, or run by another tool)
     second = second_merge(100)
@@ -88,11 +93,35 @@ def test_a_stale_snapshot_is_never_read_and_the_next_merge_rebuilds_it_from_the_
     pd.testing.assert_frame_equal(current_master(path, store), store.read_master())
 
     third = Result(rehash(second.master.assign(employment="employed")))
-    assert _merge(store, path, third, "run-3", DAY3) == "read from the store"
+    assert _merge(store, path, third, "run-3", DAY3) == "base read from the store"
     pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
     # another store is another master, whatever the file says
     other = MasterStore(f"sqlite:///{tmp_path}/other.sqlite")
     other.apply_merge(first_merge(10), "run-3", DAY3)
     assert len(current_master(path, other)) == 10
     other.dispose()
-    store.dispose()
+
+
+def test_small_days_only_grow_the_delta_until_it_is_folded_into_a_new_base(
+    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "current.arrow"
+    first = first_merge(200)
+    _merge(store, path, first, "run-1", DAY1)
+    base_bytes = path.read_bytes()
+    ids = first.master["id_number"]
+    hows = []
+    # days 1-3: one person changed each day (a delta); day 2 also loses one; day 4 changes a tenth
+    for day, picked in enumerate(([3], [3, 8], [150], list(range(20, 40))), start=1):
+        now = store.read_master()
+        part = now[now["id_number"].isin(ids.iloc[picked])].copy()
+        part["employment"] = f"day-{day}"
+        part = part[part["id_number"] != ids.iloc[8]]  # person 8 leaves every source on day 2
+        when = DAY2 + pd.Timedelta(days=day)
+        hows.append(_merge(store, path, Result(rehash(part)), f"run-d{day}", when, scope=ids.iloc[picked]))
+        pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
+        if hows[-1] == "delta":
+            assert path.read_bytes() == base_bytes  # a small day leaves the base alone
+    assert hows == ["delta", "delta", "delta", "base compacted from the delta"]
+    assert path.read_bytes() != base_bytes and not path.with_name("current.delta.arrow").exists()
+    assert ids.iloc[8] not in set(store.read_master()["id_number"])
