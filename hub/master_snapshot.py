@@ -50,10 +50,20 @@ def _delta_path(path: Path) -> Path:
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
-    """Master rows as the snapshot's Arrow table (the dtypes read_master gives, MASTER_COLUMNS order)."""
-    return pa.Table.from_pandas(
-        as_master(frame[list(MASTER_COLUMNS)].reset_index(drop=True)), preserve_index=False
-    )
+    """Master rows as an Arrow table in MASTER_COLUMNS order (readers give them read_master's dtypes)."""
+    return pa.Table.from_pandas(frame[list(MASTER_COLUMNS)], preserve_index=False)
+
+
+def _in_order(table: pa.Table) -> pa.Table:
+    """The rows ordered by id_number (a table already in order is returned as it is, not copied)."""
+    from transforms.merge import id_keys
+
+    (keys,), ordered = id_keys(_ids(table))
+    if not ordered:
+        return table.take(pc.sort_indices(table, [("id_number", "ascending")]))
+    if len(keys) < 2 or bool((keys[1:] > keys[:-1]).all()):
+        return table
+    return table.take(pa.array(np.argsort(keys, kind="stable")))
 
 
 def _label(table: pa.Table, key: bytes) -> Any:
@@ -91,21 +101,17 @@ def _ids(table: pa.Table) -> pd.Series:
 def _overlay(base: pa.Table, delta: pa.Table | None, columns: list[str], in_order: bool = True) -> pa.Table:
     """The current persons' columns (id_number among them): the base's rows the delta does not
     replace, and the delta's own; ordered by id_number unless the caller does not need it."""
-    from transforms.merge import among, id_keys
+    from transforms.merge import among
 
+    kept = base.select(columns)
     if delta is None or len(delta) == 0:
-        return base.select(columns)
+        return kept
     stays = ~among(_ids(base), _ids(delta))
     alive = ~delta.column("removed").to_numpy(zero_copy_only=False)
     current = pa.concat_tables(
-        [base.select(columns).filter(pa.array(stays)), delta.select(columns).filter(pa.array(alive))]
+        [kept.filter(pa.array(stays)), delta.select(columns).filter(pa.array(alive)).cast(kept.schema)]
     )
-    if not in_order:
-        return current
-    (keys,), ordered = id_keys(_ids(current))
-    if not ordered:
-        return current.take(pc.sort_indices(current, [("id_number", "ascending")]))
-    return current.take(pa.array(np.argsort(keys, kind="stable")))
+    return _in_order(current) if in_order else current
 
 
 def current_master(path: Path, store: MasterStore, columns: list[str] | None = None) -> pd.DataFrame:
@@ -146,7 +152,10 @@ def changes(
         [
             taken.append_column("removed", pa.array(np.zeros(len(taken), dtype=bool))),
             pa.Table.from_pydict(
-                {"id_number": gone.column("id_number"), "removed": pa.array(np.ones(len(gone), dtype=bool))}
+                {
+                    "id_number": gone.column("id_number").cast(taken.schema.field("id_number").type),
+                    "removed": pa.array(np.ones(len(gone), dtype=bool)),
+                }
             ),
         ],
         promote_options="default",
@@ -190,6 +199,10 @@ def write_after_merge(
         found = _open(path, _tag(store, before))
     if found is None:
         base, delta, how = _arrow(store.read_master()), None, "base read from the store"
+    elif (
+        len(found[0]) == 0 and found[1] is None and scope is None
+    ):  # the first merge: its rows are the master
+        base, delta, how = _in_order(_arrow(master)), None, "base from the merge"
     else:
         base, delta = found
         delta = changes(base, delta, master, scope)
