@@ -253,17 +253,21 @@ def _prepare(source: str, frame: pd.DataFrame | None) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _latest(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per person: the latest updated_at wins (ties: the later row in batch order).
+def _latest(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions, one per person: the latest updated_at wins (ties: the later row in batch order).
 
-    Only the persons with several rows are sorted (a few per thousand): sorting every row would move
-    each string column of the whole frame. Persons are told apart by `_key` (see id_keys).
+    Persons are told apart by `_key` (see id_keys). Only the persons with several rows (a few per
+    thousand) are ordered, on integers: the frame's columns are not moved here at all.
     """
-    several = frame["_key"].duplicated(keep=False).to_numpy(dtype=bool)
+    keys = frame["_key"].to_numpy()
+    several = pd.Series(keys).duplicated(keep=False).to_numpy(dtype=bool)
     if not several.any():
-        return frame
-    ordered = frame[several].sort_values("updated_at", kind="stable", na_position="first")
-    return pd.concat([frame[~several], ordered.drop_duplicates("_key", keep="last")])
+        return np.arange(len(frame))
+    at = np.flatnonzero(several)
+    stamps = frame["updated_at"].to_numpy(dtype="datetime64[ns]")[at].view(np.int64)  # NaT sorts first
+    ordered = at[np.lexsort((at, stamps, keys[at]))]
+    last = np.append(keys[ordered][1:] != keys[ordered][:-1], True)
+    return np.sort(np.concatenate([np.flatnonzero(~several), ordered[last]]))
 
 
 class _NotEncodable(ValueError):
@@ -301,13 +305,21 @@ def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:
         return [np.asarray(part, dtype=np.int64) for part in np.split(codes, bounds)], False
 
 
-def _aligned(keys: np.ndarray, right: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """A left join on `_key`: right's columns (one row per key) for each of `keys`, null where it has none."""
+def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, prefix: str) -> pd.DataFrame:
+    """A left join on `_key`: right's columns at `rows` (one per key) for each of `keys`, null where
+    it has none. Found by binary search on the sorted keys, then one take per column."""
+    found = right["_key"].to_numpy()[rows]
+    order = np.argsort(found, kind="stable")
+    ranked = found[order]
+    at = np.minimum(np.searchsorted(ranked, keys), max(len(ranked) - 1, 0))
+    hit = ranked[at] == keys if len(ranked) else np.zeros(len(keys), dtype=bool)
+    where = np.where(hit, rows[order][at] if len(ranked) else -1, -1)
     body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
-    body.index = pd.Index(right["_key"].to_numpy())
-    out = body.reindex(keys)
-    out.index = pd.RangeIndex(len(keys))
-    return out.add_prefix(prefix)
+    columns = {
+        prefix + c: pd.Series(pd.api.extensions.take(body[c].array, where, allow_fill=True))
+        for c in body.columns
+    }
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(keys)))
 
 
 def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
@@ -376,8 +388,11 @@ def _id_changes(prepared: pd.DataFrame, as_of: date) -> pd.DataFrame:
 
 def rekey(frame: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows keyed by a replaced number moved to the new one, and the moved rows (new_id, old_id, batch)."""
-    new = frame["id_number"].map(target) if len(target) else pd.Series(pd.NA, index=frame.index)
-    hit = new.notna().to_numpy(dtype=bool)
+    hit = among(frame["id_number"], target.index)  # a few among a million: map only those
+    new = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if hit.any():
+        new[hit] = frame.loc[hit, "id_number"].map(target).astype("string")
+    hit &= new.notna().to_numpy(dtype=bool)
     moved = pd.DataFrame(
         {
             "id_number": new[hit].astype("string"),
@@ -516,16 +531,28 @@ def merge_sources(
     keys, ordered = id_keys(*(rows[s]["id_number"] for s in named))
     for source, key in zip(named, keys, strict=True):
         rows[source] = rows[source].assign(_key=key)
-    cdpf = _latest(rows["cdpf"]).sort_values("_key" if ordered else "id_number", kind="stable")
-    police = _latest(rows["police"])
-    hrss = _latest(rows["hrss"])
+    # the master's rows are cdpf's latest, by id_number; one take of cdpf's columns puts them in order
+    holders = _latest(rows["cdpf"])
+    if ordered:
+        holders = holders[np.argsort(rows["cdpf"]["_key"].to_numpy()[holders], kind="stable")]
+    else:
+        holders = holders[
+            np.argsort(rows["cdpf"]["id_number"].to_numpy(dtype=object)[holders], kind="stable")
+        ]
+    cdpf = rows["cdpf"].iloc[holders]
     civil = civil_flags(rows["civil"], as_of)
 
-    # left joins on the integer key; the master's row order is cdpf's, by id_number
+    # left joins on the integer key
     m = cdpf.rename(columns=lambda c: c if c in ("id_number", "_key") else f"c_{c}").reset_index(drop=True)
     key = m["_key"].to_numpy()
     m = pd.concat(
-        [m, _aligned(key, police, "p_"), _aligned(key, civil, ""), _aligned(key, hrss, "h_")], axis=1
+        [
+            m,
+            _aligned(key, rows["police"], _latest(rows["police"]), "p_"),
+            _aligned(key, civil, np.arange(len(civil)), ""),
+            _aligned(key, rows["hrss"], _latest(rows["hrss"]), "h_"),
+        ],
+        axis=1,
     )
 
     values, codes = {}, np.full((len(m), len(PROVENANCED)), ord(NO_SOURCE), dtype=np.uint8)
