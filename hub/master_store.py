@@ -8,7 +8,8 @@ them).
 A merge (`apply_merge`) is ONE transaction: a process killed at any point leaves the previous master
 intact, and running the merge again writes what a clean run writes. Only persons whose record_hash
 changed (or who are new or gone) are written: their open version is closed (valid_to = the run's
-as_of), a new version is inserted, and their `person` row is replaced. "The file as of date D" is then
+as_of) and a new version is inserted. `person`, the current master, is a view of the open versions
+(migration 0002), never a second copy. "The file as of date D" is then
 a query over person_version. Bulk writes go through COPY on PostgreSQL (psycopg 3) and executemany on
 SQLite; large sets of keys travel in a temporary table, never in a giant IN list.
 
@@ -98,9 +99,12 @@ def _master_columns(with_id: bool = True) -> list[sa.Column[Any]]:
     ]
 
 
+# The current master: a view over the open, not-removed versions (migration 0002), so it is described
+# apart from the tables the migrations create.
+views = sa.MetaData()
 person = sa.Table(
     "person",
-    metadata,
+    views,
     *_master_columns(),
     sa.Column("valid_from", sa.Date, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
@@ -118,6 +122,12 @@ person_version = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("removed", sa.Boolean, nullable=False),
     *_master_columns(with_id=False),
+    sa.Index(
+        "ix_person_version_open",
+        "id_number",
+        sqlite_where=sa.text("valid_to IS NULL"),
+        postgresql_where=sa.text("valid_to IS NULL"),
+    ),
 )
 
 id_change = sa.Table(
@@ -648,7 +658,7 @@ class MasterStore:
             if bulk.copy and counts["new"] + counts["changed"] + counts["removed"] > ANALYZE_AFTER_ROWS:
                 # the next merge's key joins are planned from these statistics; autovacuum refreshes
                 # them only later, and stale ones after a bulk load turn a 1% merge into full scans
-                for table in (person, person_version, conflict):
+                for table in (person_version, conflict):
                     conn.exec_driver_sql(f"ANALYZE {table.name}")
             self._touch_run(
                 conn,
@@ -777,26 +787,9 @@ class MasterStore:
         parts = [versioned(written, cause, False), versioned(gone, tomb_cause, True)]
         versions = pd.concat([p for p in parts if len(p)], ignore_index=True)
         if keys is not None:
-            # close the open version first (a returning person's tombstone too), then drop the old row
+            # close the open version (a returning person's tombstone too); the person view shows the new one
             bulk.update(person_version, keys, person_version.c.valid_to.is_(None), {"valid_to": as_of})
         bulk.insert(person_version, versions)
-        if keys is not None:
-            bulk.delete(person, keys)
-        current_cols = [*MASTER_COLUMNS, "valid_from", "version", "run_id"]
-        if bulk.copy:
-            bulk.insert(person, versions.loc[~versions["removed"], current_cols])
-        else:
-            # SQLite: the new current rows are the open versions just written; copying them inside the
-            # database saves binding every value a second time through the driver
-            ids = versions.loc[~versions["removed"], "id_number"].to_frame()
-            made = bulk.keys("lb_written", ids)
-            pv = person_version
-            source = sa.select(*(pv.c[c] for c in current_cols)).where(
-                bulk.in_keys(pv, made), pv.c.valid_to.is_(None)
-            )
-            done = conn.execute(person.insert().from_select(current_cols, source))
-            self.stats["insert_select_rows"] += int(done.rowcount)
-            _test_pause(person.name)
         return counts
 
     def _write_conflicts(

@@ -97,7 +97,7 @@ def _write_transaction_open(url: str) -> bool:
         engine.dispose()
 
 
-@pytest.mark.parametrize("point", ["person_version", "person", "conflict", "commit"])
+@pytest.mark.parametrize("point", ["person_version", "conflict", "commit"])
 def test_a_merge_killed_mid_write_leaves_the_master_intact(
     new_store_url: Callable[[], str], point: str, tmp_path: Path
 ) -> None:
