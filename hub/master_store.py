@@ -122,12 +122,6 @@ person_version = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("removed", sa.Boolean, nullable=False),
     *_master_columns(with_id=False),
-    sa.Index(
-        "ix_person_version_open",
-        "id_number",
-        sqlite_where=sa.text("valid_to IS NULL"),
-        postgresql_where=sa.text("valid_to IS NULL"),
-    ),
 )
 
 id_change = sa.Table(

@@ -536,9 +536,8 @@ def merge_sources(
     if ordered:
         holders = holders[np.argsort(rows["cdpf"]["_key"].to_numpy()[holders], kind="stable")]
     else:
-        holders = holders[
-            np.argsort(rows["cdpf"]["id_number"].to_numpy(dtype=object)[holders], kind="stable")
-        ]
+        numbers = rows["cdpf"]["id_number"].iloc[holders].reset_index(drop=True)
+        holders = holders[numbers.sort_values(kind="stable", na_position="last").index.to_numpy()]
     cdpf = rows["cdpf"].iloc[holders]
     civil = civil_flags(rows["civil"], as_of)
 
