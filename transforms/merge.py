@@ -308,12 +308,12 @@ def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:
 def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, prefix: str) -> pd.DataFrame:
     """A left join on `_key`: right's columns at `rows` (one per key) for each of `keys`, null where
     it has none. Found by binary search on the sorted keys, then one take per column."""
-    found = right["_key"].to_numpy()[rows]
-    order = np.argsort(found, kind="stable")
-    ranked = found[order]
-    at = np.minimum(np.searchsorted(ranked, keys), max(len(ranked) - 1, 0))
-    hit = ranked[at] == keys if len(ranked) else np.zeros(len(keys), dtype=bool)
-    where = np.where(hit, rows[order][at] if len(ranked) else -1, -1)
+    where = np.full(len(keys), -1)  # -1: no row, a null
+    if len(rows):
+        found = right["_key"].to_numpy()[rows]
+        order = np.argsort(found, kind="stable")
+        at = np.minimum(np.searchsorted(found[order], keys), len(rows) - 1)
+        where = np.where(found[order][at] == keys, rows[order][at], -1)
     body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
     columns = {
         prefix + c: pd.Series(pd.api.extensions.take(body[c].array, where, allow_fill=True))

@@ -36,10 +36,14 @@ def store(store_url: str) -> Iterator[MasterStore]:
     opened.dispose()
 
 
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "current.arrow"
+
+
 def test_the_snapshot_mirrors_the_store_after_full_incremental_and_id_change_merges(
-    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MasterStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "current.arrow"
     first = first_merge(300)
     assert _merge(store, path, first, "run-1", DAY1) == "base from the merge"
     pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
@@ -81,9 +85,8 @@ def test_the_snapshot_mirrors_the_store_after_full_incremental_and_id_change_mer
 
 
 def test_a_stale_snapshot_is_never_read_and_the_next_merge_rebuilds_it_from_the_store(
-    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MasterStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "current.arrow"
     _merge(store, path, first_merge(100), "run-1", DAY1)
     # a merge that did not get to write its snapshot (killed after the commit, or run by another tool)
     second = second_merge(100)
@@ -96,16 +99,15 @@ def test_a_stale_snapshot_is_never_read_and_the_next_merge_rebuilds_it_from_the_
     assert _merge(store, path, third, "run-3", DAY3) == "base read from the store"
     pd.testing.assert_frame_equal(_from_file_only(store, path, monkeypatch), store.read_master())
     # another store is another master, whatever the file says
-    other = MasterStore(f"sqlite:///{tmp_path}/other.sqlite")
+    other = MasterStore(f"sqlite:///{path.parent}/other.sqlite")
     other.apply_merge(first_merge(10), "run-3", DAY3)
     assert len(current_master(path, other)) == 10
     other.dispose()
 
 
 def test_small_days_only_grow_the_delta_until_it_is_folded_into_a_new_base(
-    store: MasterStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: MasterStore, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "current.arrow"
     first = first_merge(200)
     _merge(store, path, first, "run-1", DAY1)
     base_bytes = path.read_bytes()
