@@ -90,6 +90,14 @@ def run(
     ] = None,
     config: Config = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Airflow and stage logs")] = False,
+    airflow_home: Annotated[
+        Path | None,
+        typer.Option(
+            "--airflow-home",
+            help="the team's AIRFLOW_HOME (migrated metadata DB) so runs show in its UI; "
+            "default LIANBAN_AIRFLOW_HOME or a private one under var/airflow",
+        ),
+    ] = None,
 ) -> None:
     """Run one full exchange cycle through the Airflow DAGs, in-process."""
     from hub.run import CycleFailed, run_cycle
@@ -105,7 +113,7 @@ def run(
         raise typer.BadParameter(f"{as_of} is before 2016-01-01, when the DAGs start", param_hint="--date")
     started = datetime.now()
     try:
-        outcome = run_cycle(settings, as_of, verbose)
+        outcome = run_cycle(settings, as_of, verbose, airflow_home)
     except CycleFailed as exc:
         console.print(f"[red]cycle failed:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -26,9 +26,23 @@ def staged_asset(source: str) -> Asset:
 
 
 def _as_of() -> date:
-    """The run's logical date (never now()): decisions are for the day the run stands for."""
-    logical = get_current_context()["logical_date"]
-    return pendulum.instance(logical).in_timezone("Asia/Shanghai").date()
+    """The run's business date by the one rule of hub.business_date (never now()).
+
+    Reads the context with .get(): Asset-triggered runs and triggers without a logical date have
+    no `logical_date` key at all.
+    """
+    from hub.business_date import business_date
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    events = context.get("triggering_asset_events") or {}
+    extras = [event.extra for asset in events for event in events[asset]]
+    return business_date(
+        conf=getattr(dag_run, "conf", None),
+        logical_date=context.get("logical_date"),
+        event_extras=extras,
+        run_after=getattr(dag_run, "run_after", None),
+    )
 
 
 def ingestion_dag(source: str, doc_md: str | None) -> DAG:
@@ -57,7 +71,12 @@ def ingestion_dag(source: str, doc_md: str | None) -> DAG:
             from hub.ingest import validate_stage
             from hub.settings import load_settings
 
-            return validate_stage(load_settings(), source, batch_id, _as_of())
+            as_of = _as_of()
+            result = validate_stage(load_settings(), source, batch_id, as_of)
+            # The cycle run this event triggers takes its business date from here (hub.business_date).
+            event = get_current_context()["outlet_events"][staged_asset(source)]
+            event.extra = {"as_of": as_of.isoformat(), "batch_id": batch_id, "status": result["status"]}
+            return result
 
         stage(pull())  # type: ignore[arg-type]  # TaskFlow passes an XComArg that resolves to str
 

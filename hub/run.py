@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -60,9 +61,15 @@ def _sandbox_services(settings: Settings) -> Iterator[None]:
                     os.environ[key] = value
 
 
-def run_cycle(settings: Settings, as_of: date, verbose: bool = False) -> CycleOutcome:
-    """Run every ingestion DAG, then the cycle DAG, for the logical date `as_of`."""
-    home = configure(settings, verbose)
+def run_cycle(
+    settings: Settings, as_of: date, verbose: bool = False, airflow_home: Path | None = None
+) -> CycleOutcome:
+    """Run every ingestion DAG, then the cycle DAG, for the logical date `as_of`.
+
+    The logical date is midnight of `as_of` in Asia/Shanghai, so the tasks' business date
+    (hub.business_date) is `as_of` exactly as under the scheduler.
+    """
+    home = configure(settings, verbose, airflow_home)
     ensure_metadata_db(home)
     from airflow.dag_processing.dagbag import DagBag
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,6 +128,9 @@ class Settings(BaseModel):
     master_url: str
     sources: dict[str, SourceConfig]
     var_dir: Path = Field(default_factory=lambda: Path("var"))
+    config_file: Path | None = Field(
+        None, exclude=True, description="the file these settings came from (DAG tasks reload it)"
+    )
 
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""
@@ -149,7 +152,12 @@ def load_settings(
     except FileNotFoundError as exc:
         raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
     var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
-    settings = Settings(**raw, var_dir=var)
+    from hub.config_errors import explain
+
+    try:
+        settings = Settings(**raw, var_dir=var, config_file=config_path.resolve())
+    except (ValidationError, TypeError) as exc:
+        raise SystemExit(explain(config_path, exc)) from None
     _check_precedence(settings, config_path)
     return settings
 
