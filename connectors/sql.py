@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from connectors.credentials import sql_url
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
 from hub.settings import SqlSource
@@ -78,7 +79,7 @@ class _Resume:
 
 def pull_sql(storage: Storage, source: str, config: SqlSource, as_of: date, order_by: list[str]) -> Landed:
     """Land the table (full) or what changed since the watermark (incremental) as parquet parts of text."""
-    engine = sa.create_engine(storage.settings.expand(config.url))
+    engine = sa.create_engine(sql_url(config.conn_id, storage.settings.expand(config.url)))
     table = _reflect(engine, source, config.table)
     incremental = config.mode == "incremental"
     if incremental:

@@ -100,7 +100,7 @@ def run(
     ] = None,
 ) -> None:
     """Run one full exchange cycle through the Airflow DAGs, in-process."""
-    from hub.run import CycleFailed, run_cycle
+    from hub.run import EXIT_STALE, CycleFailed, run_cycle
 
     _logging(verbose)
     settings = load_settings(config)
@@ -127,6 +127,13 @@ def run(
     console.print(table)
     for label, where in outcome.outputs.items():
         console.print(f"{label:>7}: {where}")
+    if outcome.stale:  # exit 3: delivered, but not on today's data for every source (1: nothing delivered)
+        for entry in outcome.stale:
+            console.print(
+                f"[bold yellow]STALE {entry['source']}[/bold yellow]: pull refused on {entry['as_of']}: "
+                f"{entry['error']}; the cycle used its last accepted batch {entry['last_good_batch']}"
+            )
+        raise typer.Exit(EXIT_STALE)
 
 
 @batch_app.command("list")

@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class _Source(BaseModel):
     contract: str
     schedule: str = "@daily"
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection with this source's endpoint and secrets (else the env variables)",
+    )
 
 
 class SqlSource(_Source):
