@@ -14,7 +14,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-ROOT = Path(__file__).resolve().parent.parent
+_CODE = Path(__file__).resolve().parent.parent
+# The checkout, or, for an installed wheel, the project files shipped beside the code (pyproject.toml).
+ROOT = _CODE if (_CODE / "config" / "sandbox.yaml").is_file() else _CODE / "lianban_files"
+# var/ beside the checkout; for an installed wheel, in the working directory (never site-packages).
+DEFAULT_VAR = ROOT / "var" if ROOT == _CODE else Path("var")
 
 
 class _Source(BaseModel):
@@ -155,7 +159,7 @@ def load_settings(
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
-    var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
+    var = Path(var_dir or os.environ.get("LIANBAN_VAR") or DEFAULT_VAR).resolve()
     from hub.config_errors import explain
 
     try:

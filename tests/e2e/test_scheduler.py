@@ -116,7 +116,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     home.mkdir()
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
     hub_env = {**os.environ, "LIANBAN_VAR": str(var), "PYTHONPATH": str(ROOT)}
-    hub_env.pop("LIANBAN_CONFIG", None)
+    for key in ("LIANBAN_CONFIG", "LIANBAN_POLICE_URL", "LIANBAN_POLICE_TOKEN"):
+        hub_env.pop(key, None)
     subprocess.run(
         [
             sys.executable,
@@ -148,8 +149,10 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         env = {
             **hub_env,
             "LIANBAN_CONFIG": str(ROOT / "config" / "sandbox.yaml"),
-            "LIANBAN_POLICE_URL": police_url,
-            "LIANBAN_POLICE_TOKEN": token,
+            # the police endpoint and token as an Airflow connection (config: conn_id lianban_police)
+            "AIRFLOW_CONN_LIANBAN_POLICE": json.dumps(
+                {"conn_type": "http", "host": police_url, "password": token}
+            ),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,  # psycopg 3 is async too
@@ -257,7 +260,7 @@ def test_rest_trigger_without_logical_date(airflow: Airflow) -> None:
 def test_no_secret_in_any_task_log(airflow: Airflow) -> None:
     logs = [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
     assert any("task_id=pull" in str(p) for p in logs), "no task log found"
-    token = airflow.env["LIANBAN_POLICE_TOKEN"]
+    token = json.loads(airflow.env["AIRFLOW_CONN_LIANBAN_POLICE"])["password"]
     leaked = [str(p) for p in logs if token in p.read_text(errors="replace")]
     assert leaked == [], f"the police token is in {leaked}"
     outputs = [p for p in airflow.home.glob("*.out")]
