@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -302,3 +303,14 @@ def running_police_simulator(sandbox_dir: Path) -> Iterator[tuple[str, str]]:
     app = create_app(sandbox_dir / "police" / "persons.jsonl", token)
     with serve(app) as url:
         yield url, token
+
+
+if __name__ == "__main__":  # the simulator as a service (docker-compose.yml): python -m hub.sandbox.simulator
+    import uvicorn
+
+    _sandbox = Path(os.environ.get("LIANBAN_VAR", "var")) / "sandbox"
+    uvicorn.run(
+        create_app(_sandbox / "police" / "persons.jsonl", read_token(_sandbox / "secrets.env")),
+        host=os.environ.get("LIANBAN_SIMULATOR_HOST", "127.0.0.1"),  # the compose file sets 0.0.0.0
+        port=int(os.environ.get("LIANBAN_SIMULATOR_PORT", "8000")),
+    )
