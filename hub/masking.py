@@ -1,4 +1,4 @@
-"""Display masking of personal data (DOMAIN.md section 6): first 6 and last 4 of an ID number."""
+"""Display masking of personal data (docs/domain.md, Personal information): first 6 and last 4 of an ID number."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The HTML is self-contained (inline CSS, no script, no URL of any kind) so it can be mailed or
 archived as one file, with Chinese and English headings. Its only links are relative ones to the
 batches' validation.html files beside it under var/ (they open offline too). Every ID number in it is masked (first 6 +
-last 4, DOMAIN.md section 6): the summary is scrubbed before it is rendered or written, whatever the
+last 4, docs/domain.md, Personal information): the summary is scrubbed before it is rendered or written, whatever the
 stages put into it.
 """
 

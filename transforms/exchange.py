@@ -4,7 +4,7 @@ A contract names the partner, the purpose (data minimisation: only the fields th
 the no-onward-transfer line, the Chinese headers, the encoding and whether ID numbers go raw or
 masked. Every file is written through a temporary name and an atomic rename, then its manifest
 (contract, version, run, rows, SHA-256, period), so a partner never sees half a file and can check
-what it got. Cells that Excel would run as formulas are neutralised (DOMAIN.md section 7).
+what it got. Cells that Excel would run as formulas are neutralised (docs/domain.md, Text).
 """
 
 from __future__ import annotations
