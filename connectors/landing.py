@@ -51,6 +51,7 @@ class BatchWriter:
         self.tmp = storage.var / "landing" / source / f".tmp-{uuid.uuid4().hex}"
         self.tmp.mkdir(parents=True)
         self.files: list[LandedFile] = []
+        self.held_out: list[dict[str, Any]] = []
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -71,13 +72,22 @@ class BatchWriter:
         path = self.path_for(name)
         self.files.append(LandedFile(name, sha256_file(path), path.stat().st_size, rows))
 
+    def hold_out(self, name: str, rows: int, reason: str, column: str) -> None:
+        """Register rows written at path_for(name) that are not part of the data: staging quarantines them
+        with `reason` (sent back to the department), and they never move the bookmark."""
+        path = self.path_for(name)
+        self.held_out.append(
+            {"name": name, "sha256": sha256_file(path), "rows": rows, "reason": reason, "column": column}
+        )
+
     def publish(self, watermark: str | None, delta: bool = False) -> Landed:
         """Rename the batch into place (or drop it if this exact content already landed), then bookmark.
 
         `delta`: the batch holds only rows changed since the previous one (SQL incremental, a REST change
         feed after a cursor); the merge applies it on top of the source's last full batch.
         """
-        content = hashlib.sha256("".join(f.name + f.sha256 for f in self.files).encode()).hexdigest()
+        parts = [f.name + f.sha256 for f in self.files] + [h["name"] + h["sha256"] for h in self.held_out]
+        content = hashlib.sha256("".join(parts).encode()).hexdigest()
         batch_id = f"{self.source}-{self.window}-{content[:12]}"
         rows = sum(f.rows for f in self.files)
         final = self.storage.landing(self.source, batch_id)
@@ -92,6 +102,8 @@ class BatchWriter:
             "watermark": watermark,
             "delta": delta,
         }
+        if self.held_out:
+            manifest["held_out"] = self.held_out
         new = not final.exists()
         if new:
             write_json_atomic(self.tmp / "manifest.json", manifest)

@@ -32,6 +32,12 @@ class SqlSource(_Source):
         default_factory=list, description="unique key, second part of the watermark"
     )
     overlap_seconds: int = Field(300, description="re-read this far behind the watermark for late commits")
+    max_future_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="incremental mode: a row whose watermark value is later than the run's clock plus this "
+        "(the department's clock may run a little ahead) is held out and quarantined, never bookmarked",
+    )
     chunk_rows: int = Field(50_000, description="rows fetched per round trip")
 
 

@@ -29,11 +29,19 @@ import pandas as pd
 
 from hub.masking import mask_id
 from hub.settings import Settings
-from hub.storage import Storage, utcnow, write_json_atomic
+from hub.storage import Storage, sha256_file, utcnow, write_json_atomic
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import Previous, column_parses, count_events, evaluate
-from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
+from transforms.standardise import (
+    LINEAGE,
+    STRING,
+    BatchUnreadable,
+    LandingCorrupt,
+    Reasons,
+    read_landed,
+    standardise_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +379,37 @@ def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
     return Previous(str(last["batch_id"]), int(last["accepted_rows"] or 0), events)
 
 
+HELD_OUT_ZH = "更新时间晚于运行时间(超出允许的时钟偏差)或不是有效时间，未计入增量书签"
+
+
+def _with_held_out(
+    landing: Path, manifest: dict[str, Any], contract: SourceContract, native: pd.DataFrame
+) -> tuple[pd.DataFrame, list[tuple[str, np.ndarray]]]:
+    """Append the rows the connector held out of the data (a watermark value it could not trust) so they
+    are quarantined with their reason and returned to the department; one (field, mask) per held-out file."""
+    frames, held = [native.reset_index(drop=True)], []
+    by_native = {c.native: c.name for c in contract.columns}
+    for entry in manifest.get("held_out") or []:
+        path = landing / entry["name"]
+        if sha256_file(path) != entry["sha256"]:
+            raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
+        rows = pd.read_parquet(path)[contract.natives].astype(STRING)
+        rows["_source_file"] = pd.Series(entry["name"], index=rows.index, dtype=STRING)
+        rows["_source_line"] = np.arange(1, len(rows) + 1, dtype=np.int64)
+        frames.append(rows[[*contract.natives, *LINEAGE]])
+        held.append((by_native.get(str(entry.get("column")), ""), len(rows)))
+    if len(frames) == 1:
+        return frames[0], []
+    out = pd.concat(frames, ignore_index=True)
+    masks, start = [], len(native)
+    for field_name, count in held:
+        mask = np.zeros(len(out), dtype=bool)
+        mask[start : start + count] = True
+        masks.append((field_name, mask))
+        start += count
+    return out, masks
+
+
 def stage_batch(
     settings: Settings,
     source: str,
@@ -398,13 +437,14 @@ def stage_batch(
         manifest.get("transport"),
     )
     try:
-        native = read_landed(landing, contract)
+        native, held_out = _with_held_out(landing, manifest, contract, read_landed(landing, contract))
     except BatchUnreadable as exc:
         return _held(storage, source, batch_id, as_of, manifest, exc)
 
-    native = native.reset_index(drop=True)
     n = len(native)
     frame, reasons = standardise_rows(native, contract, as_of)
+    for field_name, mask in held_out:
+        reasons.add("DATE_INVALID", mask, field_name, HELD_OUT_ZH)
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
