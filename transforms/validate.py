@@ -29,15 +29,17 @@ import pandas as pd
 
 from hub.masking import mask_id
 from hub.settings import Settings
-from hub.storage import Storage, sha256_file, utcnow, write_json_atomic
+from hub.storage import Storage, decision_note, sha256_file, utcnow, write_json_atomic
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import Previous, column_parses, count_events, evaluate
+from transforms.lenient import read_landed_lenient
 from transforms.standardise import (
     LINEAGE,
     STRING,
     BatchUnreadable,
     LandingCorrupt,
+    LandingDecodeError,
     Reasons,
     read_landed,
     standardise_rows,
@@ -436,8 +438,18 @@ def stage_batch(
         manifest.get("rows"),
         manifest.get("transport"),
     )
+    decision = storage.decision(batch_id)  # an operator's release: honoured by every re-staging
+    undecodable: np.ndarray | None = None
     try:
-        native, held_out = _with_held_out(landing, manifest, contract, read_landed(landing, contract))
+        try:
+            read = read_landed(landing, contract)
+        except LandingDecodeError:
+            if decision is None or decision["decision"] != "partial":
+                raise
+            read, undecodable = read_landed_lenient(
+                landing, contract, storage.staged(source, batch_id).parent
+            )
+        native, held_out = _with_held_out(landing, manifest, contract, read)
     except BatchUnreadable as exc:
         return _held(storage, source, batch_id, as_of, manifest, exc)
 
@@ -445,6 +457,10 @@ def stage_batch(
     frame, reasons = standardise_rows(native, contract, as_of)
     for field_name, mask in held_out:
         reasons.add("DATE_INVALID", mask, field_name, HELD_OUT_ZH)
+    if undecodable is not None:
+        reasons.add(
+            "ENCODING_INVALID", np.concatenate([undecodable, np.zeros(n - len(undecodable), dtype=bool)])
+        )
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
@@ -463,6 +479,11 @@ def stage_batch(
     previous = None if manifest.get("delta") else _previous(storage, source, batch_id)
     verdict = evaluate(n, quarantined, events, previous, gates, columns)
     status, note = verdict.status, verdict.note
+    if decision is not None:
+        status, note = "accepted", decision_note(decision)
+        if decision["decision"] == "partial":
+            storage.count_decision(batch_id, accepted_rows, quarantined)
+            decision = storage.decision(batch_id)
 
     out = storage.staged(source, batch_id)
     out.mkdir(parents=True, exist_ok=True)
@@ -509,6 +530,7 @@ def stage_batch(
         "field_reason_counts": field_counts,
         "id_fixes": _id_fix_counts(frame["_id_fix"]),
         "schema_drift": None,
+        "decision": None if decision is None else {k: v for k, v in decision.items() if k != "id"},
         "gx": {
             "success": all(r["success"] for r in gx_results),
             "evaluated": len(gx_results),
