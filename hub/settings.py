@@ -117,6 +117,31 @@ class Gates(BaseModel):
     type_mismatch_min_values: int = Field(
         20, ge=1, description="a column is judged for a type change only with at least this many values"
     )
+    # Change feeds (SQL incremental, REST changes): a delta batch holds only what changed, so it is judged
+    # against the source's usual daily rate instead of its last batch.
+    usual_daily: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per source, the usual changes per day of a delta batch: 'rows' (accepted rows) and each "
+        "event kind (e.g. deaths); what is not configured is learned from the source's accepted deltas",
+    )
+    delta_history: int = Field(10, ge=1, description="learn the usual daily rate from this many last deltas")
+    delta_min_history: int = Field(
+        3, ge=1, description="accepted delta batches needed before a learned rate is trusted"
+    )
+    delta_max_multiple: float = Field(
+        5.0,
+        gt=0,
+        description="a delta above this multiple of the usual rate x days covered (+ floor) is held",
+    )
+    delta_rows_floor: int = Field(
+        200, ge=0, description="accepted rows a delta batch may always carry (events use event_rise_floor)"
+    )
+    delta_max_share: float = Field(
+        0.05,
+        gt=0,
+        description="without a usual rate: a delta whose rows or events exceed this share of the source's last "
+        "full batch (+ floor) is held",
+    )
 
 
 class Settings(BaseModel):

@@ -20,19 +20,20 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from hub.masking import mask_id
-from hub.settings import Settings
-from hub.storage import Storage, decision_note, sha256_file, utcnow, write_json_atomic
+from hub.settings import Gates, Settings
+from hub.storage import Storage, batches, decision_note, sha256_file, utcnow, write_json_atomic
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
-from transforms.gates import Previous, column_parses, count_events, evaluate
+from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
 from transforms.lenient import read_landed_lenient
 from transforms.standardise import (
     LINEAGE,
@@ -381,6 +382,63 @@ def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
     return Previous(str(last["batch_id"]), int(last["accepted_rows"] or 0), events)
 
 
+def _day(window: str) -> date | None:
+    try:
+        return datetime.strptime(window, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _days_between(later: str, earlier: str) -> int:
+    """Days a batch covers after the previous one, from their windows (YYYYMMDD); at least 1."""
+    a, b = _day(later), _day(earlier)
+    return max((a - b).days, 1) if a and b else 1
+
+
+def _delta_basis(storage: Storage, source: str, batch_id: str, window: str, gates: Gates) -> DeltaBasis:
+    """The usual daily rate of a source's deltas (configured, else the median of its last accepted deltas,
+    each divided by the days it covered) and the size of its last full batch."""
+    with storage.engine().connect() as conn:
+        history = (
+            conn.execute(
+                sa.select(batches.c.batch_id, batches.c.window, batches.c.accepted_rows)
+                .where(
+                    batches.c.source == source, batches.c.status == "accepted", batches.c.batch_id != batch_id
+                )
+                .order_by(batches.c.landed_at, batches.c.batch_id)
+            )
+            .mappings()
+            .all()
+        )
+    samples: dict[str, list[float]] = {}
+    deltas, register = 0, None
+    for i in range(len(history) - 1, -1, -1):
+        if deltas >= gates.delta_history and register is not None:
+            break
+        row = history[i]
+        manifest = _read_json(storage.landing(source, row["batch_id"]) / "manifest.json")
+        if not manifest.get("delta"):
+            register = register if register is not None else int(row["accepted_rows"] or 0)
+            continue
+        if deltas >= gates.delta_history:
+            continue
+        summary = _read_json(storage.staged(source, row["batch_id"]) / "validation.json")
+        days = _days_between(str(row["window"]), str(history[i - 1]["window"])) if i else 1
+        deltas += 1
+        for measure, count in [("rows", row["accepted_rows"] or 0), *(summary.get("events") or {}).items()]:
+            samples.setdefault(measure, []).append(float(count) / days)
+    per_day = {m: float(np.median(v)) for m, v in samples.items() if len(v) >= gates.delta_min_history}
+    basis = {m: f"median of {len(samples[m])} delta batches" for m in per_day}
+    for measure, rate in gates.usual_daily.get(source, {}).items():
+        per_day[measure], basis[measure] = float(rate), "configured"
+    days = _days_between(window, str(history[-1]["window"])) if history else 1
+    return DeltaBasis(days, UsualRate(per_day, basis), register)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 HELD_OUT_ZH = "更新时间晚于运行时间(超出允许的时钟偏差)或不是有效时间，未计入增量书签"
 
 
@@ -475,9 +533,15 @@ def stage_batch(
     events = count_events(accepted, contract)
     field_counts = reasons.field_counts()
     columns = column_parses(frame, field_counts, contract)
-    # a delta batch holds only the changed rows: comparing its volume or events with a full batch is meaningless
-    previous = None if manifest.get("delta") else _previous(storage, source, batch_id)
-    verdict = evaluate(n, quarantined, events, previous, gates, columns)
+    # a delta batch holds only the changed rows: it is judged against the usual daily rate, not the last batch
+    if manifest.get("delta"):
+        previous, delta = (
+            None,
+            _delta_basis(storage, source, batch_id, str(manifest.get("window", "")), gates),
+        )
+    else:
+        previous, delta = _previous(storage, source, batch_id), None
+    verdict = evaluate(n, quarantined, events, previous, gates, columns, delta)
     status, note = verdict.status, verdict.note
     if decision is not None:
         status, note = "accepted", decision_note(decision)
