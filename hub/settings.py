@@ -159,6 +159,10 @@ class Settings(BaseModel):
     master_url: str
     sources: dict[str, SourceConfig]
     var_dir: Path = Field(default_factory=lambda: Path("var"))
+    file_mode_group: bool = Field(
+        False,
+        description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",
+    )
 
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""

@@ -76,6 +76,35 @@ class Storage:
     def var(self) -> Path:
         return self.settings.var_dir
 
+    # -- modes of what holds personal data: explicit, whatever the process umask ---------------------
+    @property
+    def file_mode(self) -> int:
+        return 0o640 if self.settings.file_mode_group else 0o600
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o750 if self.settings.file_mode_group else 0o700
+
+    def private_dir(self, path: Path) -> Path:
+        """`mkdir -p` whose every folder it creates, and `path` itself, gets dir_mode."""
+        missing = []
+        here = Path(path)
+        while not here.exists() and here != here.parent:
+            missing.append(here)
+            here = here.parent
+        for folder in reversed(missing):
+            folder.mkdir(mode=self.dir_mode, exist_ok=True)
+            os.chmod(folder, self.dir_mode)
+        os.chmod(path, self.dir_mode)
+        return Path(path)
+
+    def seal(self, folder: Path) -> None:
+        """Give a folder of personal data and the files directly in it their private modes."""
+        os.chmod(folder, self.dir_mode)
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                os.chmod(entry, self.file_mode)
+
     def landing(self, source: str, batch_id: str) -> Path:
         return self.var / "landing" / source / batch_id
 

@@ -298,7 +298,7 @@ def _held(
 ) -> StageResult:
     """The batch cannot be read as contracted: no rows are staged, the verdict says why."""
     out = storage.staged(source, batch_id)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(out)
     for stale in ("accepted.parquet", "quarantine.parquet"):
         (out / stale).unlink(missing_ok=True)
     note = str(exc)
@@ -321,6 +321,7 @@ def _held(
         "error": type(exc).__name__,
     }
     _write_summary(summary, out)
+    storage.seal(out)
     storage.set_verdict(batch_id, "held", 0, 0, note=_mask_text(note))
     log.warning("%s batch %s held: %s", source, batch_id, _mask_text(note))
     return StageResult(source, batch_id, "held", rows, 0, 0, {}, _mask_text(note), out)
@@ -550,7 +551,7 @@ def stage_batch(
             decision = storage.decision(batch_id)
 
     out = storage.staged(source, batch_id)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(out)
     accepted.insert(
         len(accepted.columns), "_batch_id", pd.Series(batch_id, index=accepted.index, dtype=STRING)
     )
@@ -603,6 +604,7 @@ def stage_batch(
         },
     }
     _write_summary(summary, out)
+    storage.seal(out)
     storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
     log.info(
         "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",
