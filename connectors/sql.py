@@ -58,7 +58,7 @@ def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _ts_bound(moment: datetime) -> str:
+def ts_bound(moment: datetime) -> str:
     """A datetime as the canonical text of canonical_ts."""
     return moment.isoformat(sep=" ", timespec="microseconds")
 
@@ -188,7 +188,7 @@ def pull_sql(
             since if isinstance(column.type, sa.DateTime) else since.replace(microsecond=0).isoformat(sep=" ")
         )
         query = query.where(column >= bound)
-    future = _ts_bound((now or datetime.now()) + timedelta(seconds=config.max_future_skew_seconds))
+    future = ts_bound((now or datetime.now()) + timedelta(seconds=config.max_future_skew_seconds))
     names = list(table.c.keys())
     schema = pa.schema([(n, pa.string()) for n in names])
     landed_keys: list[pd.DataFrame] = []
@@ -263,7 +263,7 @@ def _newest(last: tuple[str, str] | None, ts: pd.Series, key: pd.Series) -> tupl
 
 def _recent(keys: pd.DataFrame, last: tuple[str, str], overlap: timedelta) -> pd.DataFrame:
     """Only keys inside the overlap window behind the newest timestamp matter; memory stays bounded."""
-    floor = _ts_bound(_parse_ts(last[0]) - overlap)
+    floor = ts_bound(_parse_ts(last[0]) - overlap)
     return keys[(keys["ts"] >= floor).fillna(False)].astype("string")
 
 

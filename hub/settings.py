@@ -59,6 +59,18 @@ class RestSource(_Source):
     )
     page_size: int = 1000
     timeout_s: float = 30.0
+    max_future_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="change feed: an item updated later than the run's clock plus this is held out and "
+        "quarantined, and the cursor stops before it",
+    )
+    cursor_fields: list[str] = Field(
+        default_factory=list,
+        description="change feed: item fields whose '|'-joined values are that item's cursor (e.g. [gxsj, gmsfhm]), "
+        "so a pull stopped before a future-dated item resumes right after the last item it kept; "
+        "empty: it resumes from the start of that page",
+    )
 
 
 class SftpSource(_Source):

@@ -454,7 +454,11 @@ def _with_held_out(
         path = landing / entry["name"]
         if sha256_file(path) != entry["sha256"]:
             raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
-        rows = pd.read_parquet(path)[contract.natives].astype(STRING)
+        if path.suffix == ".json":  # a change feed's held-out items, as received
+            rows = pd.DataFrame.from_records(json.loads(path.read_bytes())["items"])
+        else:
+            rows = pd.read_parquet(path)
+        rows = rows.reindex(columns=contract.natives).astype(STRING)
         rows["_source_file"] = pd.Series(entry["name"], index=rows.index, dtype=STRING)
         rows["_source_line"] = np.arange(1, len(rows) + 1, dtype=np.int64)
         frames.append(rows[[*contract.natives, *LINEAGE]])
