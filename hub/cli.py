@@ -287,6 +287,11 @@ def bench(
         f"master store {figures['master_backend']}: incremental merge after 1% changes "
         f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
     )
+    console.print(
+        f"decision versions written: {figures['decisions_written_full']:,} on the first run, "
+        f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
+        f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
+    )
     for label, key in (
         ("full merge", "merge_seconds_by_step"),
         ("incremental", "incremental_seconds_by_step"),

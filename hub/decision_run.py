@@ -136,12 +136,13 @@ def record_decisions(
             "same as" if same else "DIFFERENT from",
         )
         return {**out, "mode": "backfill", "matches_store": bool(same), "written": {}}
-    before = store.open_decisions_by_service(exclude_run=run_id)
     causes = fact_batches(store, attributes, as_of if past else None)
-    changes, counts = store.apply_decisions(decisions, run_id, as_of, policy_hash, digest, causes)
+    # beside the master snapshot, named after the same store
+    open_file = storage.master_snapshot(store.url).with_suffix(".open-decisions.parquet")
+    changes, counts = store.apply_decisions(decisions, run_id, as_of, policy_hash, digest, causes, open_file)
     moves = transitions(changes, master, as_of)
     _write_private_parquet(moves, run_dir / "transitions.parquet")
-    shares = changed_share(decisions, moves, before)
+    shares = changed_share(decisions, moves, changes.open_before)
     bound = settings.guard.max_changed_share
     held = shares[~shares["exempt"] & (shares["share"] > bound)]
     guard = {

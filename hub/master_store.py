@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 # SOURCE_CODES: the merge's one character per attribute in `sources` (P police, C cdpf, M civil, H hrss)
@@ -585,6 +586,37 @@ class _Bulk:
         self.temps.clear()
 
 
+# -- the open decisions as a file --------------------------------------------------------------------------
+
+OPEN_DECISIONS_KEY = b"lianban.open_decisions"
+OPEN_DECISION_COLUMNS = ["id_number", "service", "eligible", "amount", "reasons"]
+
+
+def _write_open_decisions(path: Path, decisions: pd.DataFrame, tag: dict[str, str]) -> None:
+    """The open decisions after a run (its decisions), tagged with the store, the run and its write time."""
+    table = pa.Table.from_pandas(decisions[OPEN_DECISION_COLUMNS], preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), OPEN_DECISIONS_KEY: json.dumps(tag)}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _read_open_decisions(path: Path, tag: dict[str, str]) -> pd.DataFrame | None:
+    """The file's decisions when its tag is `tag` (it mirrors the store), else None."""
+    try:
+        schema = pq.read_schema(path)
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return None
+    if json.loads((schema.metadata or {}).get(OPEN_DECISIONS_KEY, b"{}")) != tag:
+        return None
+    frame = pq.read_table(path).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return frame.astype({"eligible": bool, "amount": "float64"})
+
+
 # -- the store --------------------------------------------------------------------------------------------
 
 
@@ -860,6 +892,7 @@ class MasterStore:
         policy_hash: str,
         sha256: str,
         causes: Callable[[pd.Series], pd.Series] | None = None,
+        open_snapshot: Path | None = None,
     ) -> tuple[DecisionDiff, dict[str, int]]:
         """Write a run's decisions as changes, in ONE transaction; returns the comparison and counts.
 
@@ -871,6 +904,12 @@ class MasterStore:
         undoes what its earlier attempt committed (its versions deleted, the versions it closed
         reopened), then writes what a clean run writes. `causes(ids)`: the batches each person's facts
         came from, asked only for the persons written.
+
+        `open_snapshot`: a Parquet file of the open decisions. After a run the open versions are
+        exactly its decisions, so the file is that run's decisions, tagged with the run and its write
+        time; the next run reads it instead of every open version from the database (the read that
+        would otherwise cost as much as the day's writes) when the tag names the store's last
+        decision run.
         """
         from transforms.decisions import diff
 
@@ -878,27 +917,36 @@ class MasterStore:
             bulk = self._bulk(conn)
             self._check_decisions_forward(conn, run_id, as_of)
             undone = self._undo_decisions(conn, run_id)
-            before = self._read_open_decisions(conn)
+            before = self._open_decisions(conn, run_id, open_snapshot)
             changes = diff(decisions, before)
             rows = changes.rows
-            closing = rows[rows["state"] != "new"]
             opening = rows[rows["state"] != "gone"]
-            if len(closing):
-                keys = bulk.keys("lb_decision_keys", closing[["id_number", "service"]])
+            closing = int((rows["state"] != "new").sum())
+            # an empty table (the first run) has nothing to close and every version is the first
+            history = conn.execute(sa.select(sa.exists().select_from(decision_version))).scalar_one()
+            keys = (
+                bulk.keys("lb_decision_keys", rows[["id_number", "service"]])
+                if history and len(rows)
+                else None
+            )
+            if len(opening):
+                self._insert_decisions(
+                    conn, bulk, keys, decisions, opening, run_id, as_of, policy_hash, causes
+                )
+            if keys is not None:
                 bulk.update(
                     decision_version,
                     keys,
-                    decision_version.c.valid_to.is_(None),
+                    sa.and_(decision_version.c.valid_to.is_(None), decision_version.c.run_id != run_id),
                     {"valid_to": as_of, "closed_run": run_id},
                 )
-            if len(opening):
-                self._insert_decisions(conn, bulk, decisions, opening, run_id, as_of, policy_hash, causes)
             counts = {
                 "opened": len(opening),
-                "closed": len(closing),
+                "closed": closing,
                 "unchanged": changes.unchanged,
                 "undone": undone,
             }
+            written_at = _written_at()
             self._touch_run(
                 conn,
                 run_id,
@@ -907,10 +955,14 @@ class MasterStore:
                     "decisions": len(decisions),
                     "decisions_written": len(opening),
                     "decisions_sha256": sha256,
-                    "decisions_written_at": _written_at(),
+                    "decisions_written_at": written_at,
                 },
             )
             bulk.drop_temps()
+        if open_snapshot is not None:
+            _write_open_decisions(
+                open_snapshot, decisions, {"url": self.url, "run_id": run_id, "at": written_at}
+            )
         log.info(
             "master store %s: decisions %d opened, %d closed, %d unchanged",
             run_id,
@@ -922,16 +974,21 @@ class MasterStore:
 
     def _check_decisions_forward(self, conn: sa.Connection, run_id: str, as_of: date) -> None:
         """Decision history only moves forward too; a past date is a backfill, which writes no versions."""
-        last = conn.execute(
-            sa.select(sa.func.max(decision_version.c.valid_from)).where(decision_version.c.run_id != run_id)
-        ).scalar_one()
-        if isinstance(last, str):
-            last = date.fromisoformat(last)
+        last = self._last_decision_day(conn, run_id)
         if last is not None and as_of < last:
             raise ValueError(
                 f"decisions of {run_id} are as of {as_of}, but the store holds decisions from {last}; "
                 "a past date is a backfill (evaluate and compare, write nothing)"
             )
+
+    @staticmethod
+    def _last_decision_day(conn: sa.Connection, exclude_run: str | None = None) -> date | None:
+        """The latest as_of of a run that wrote decisions (the small run table, not a scan of versions)."""
+        query = sa.select(sa.func.max(run.c.as_of)).where(run.c.decisions_written_at.is_not(None))
+        if exclude_run is not None:
+            query = query.where(run.c.run_id != exclude_run)
+        last = conn.execute(query).scalar_one()
+        return date.fromisoformat(last) if isinstance(last, str) else last
 
     def _undo_decisions(self, conn: sa.Connection, run_id: str) -> int:
         """Take back what an earlier attempt of this run committed (nothing on a first attempt)."""
@@ -945,9 +1002,23 @@ class MasterStore:
         conn.execute(dv.update().where(dv.c.closed_run == run_id).values(valid_to=None, closed_run=None))
         return int(deleted)
 
-    def _read_open_decisions(self, conn: sa.Connection) -> pd.DataFrame:
+    def _open_decisions(self, conn: sa.Connection, run_id: str, snapshot: Path | None) -> pd.DataFrame:
+        """The open versions' keys and values: from the snapshot when it mirrors the store, else read."""
+        last = conn.execute(
+            sa.select(run.c.run_id, run.c.decisions_written_at)
+            .where(run.c.decisions_written_at.is_not(None))
+            .order_by(run.c.decisions_written_at.desc(), run.c.run_id.desc())
+            .limit(1)
+        ).first()
+        if snapshot is not None and last is not None and last[0] != run_id:
+            frame = _read_open_decisions(
+                snapshot, {"url": self.url, "run_id": str(last[0]), "at": str(last[1])}
+            )
+            if frame is not None:
+                self.stats["open_decisions_from_snapshot"] += 1
+                return frame
         dv = decision_version
-        cols = self._columns(dv, ["id_number", "service", "version", "eligible", "amount", "reasons"])
+        cols = self._columns(dv, ["id_number", "service", "eligible", "amount", "reasons"])
         query = sa.select(*cols).where(dv.c.valid_to.is_(None)).order_by(dv.c.id_number, dv.c.service)
         return self._read(query, dv, conn)
 
@@ -955,6 +1026,7 @@ class MasterStore:
         self,
         conn: sa.Connection,
         bulk: _Bulk,
+        keys: sa.Table | None,
         decisions: pd.DataFrame,
         opening: pd.DataFrame,
         run_id: str,
@@ -962,16 +1034,13 @@ class MasterStore:
         policy_hash: str,
         causes: Callable[[pd.Series], pd.Series] | None,
     ) -> None:
-        """Insert the next version of every opened decision (after any closed history of the key)."""
+        """Insert the next version of every opened decision, after whatever history its key has
+        (`keys`: every key the run touches; None when the table was empty)."""
         dv = decision_version
-        rows = opening[["id_number", "service", "state", "version_before"]].merge(
-            decisions, on=["id_number", "service"], how="left"
-        )
-        number = rows["version_before"].astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-        fresh = rows["state"] == "new"
-        if fresh.any() and conn.execute(sa.select(sa.exists().select_from(dv))).scalar_one():
-            # a key with no open version may still have a closed history (a person who came back)
-            keys = bulk.keys("lb_decision_new", rows.loc[fresh, ["id_number", "service"]])
+        rows = opening[["id_number", "service"]].merge(decisions, on=["id_number", "service"], how="left")
+        out = rows[["id_number", "service"]].copy()
+        out["version"] = np.int64(1)
+        if keys is not None:
             last = self._read(
                 sa.select(dv.c.id_number, dv.c.service, sa.func.max(dv.c.version).label("version"))
                 .where(bulk.in_keys(dv, keys))
@@ -979,10 +1048,8 @@ class MasterStore:
                 dv,
                 conn,
             )
-            found = rows[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
-            number = np.where(fresh, found["version"].astype("Float64").to_numpy(na_value=np.nan), number)
-        out = rows[["id_number", "service"]].copy()
-        out["version"] = (np.nan_to_num(number, nan=0.0) + 1).astype(np.int64)
+            found = out[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
+            out["version"] = found["version"].fillna(0).astype("int64").to_numpy() + 1
         out["valid_from"] = pd.Timestamp(as_of)
         for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version"):
             out[c] = rows[c].to_numpy()
@@ -1008,26 +1075,10 @@ class MasterStore:
             query = query.where(dv.c.service.in_(list(services)))
         return self._read(query.order_by(dv.c.id_number, dv.c.service), dv)
 
-    def open_decisions_by_service(self, exclude_run: str | None = None) -> pd.Series:
-        """How many open decision versions each service had before `exclude_run` wrote (none: first run).
-
-        A retried run's own earlier writes are set aside: its versions do not count, the ones it
-        closed do."""
-        dv = decision_version
-        where: sa.ColumnElement[bool] = dv.c.valid_to.is_(None)
-        if exclude_run is not None:
-            where = sa.or_(sa.and_(where, dv.c.run_id != exclude_run), dv.c.closed_run == exclude_run)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(dv.c.service, sa.func.count()).where(where).group_by(dv.c.service)
-            ).all()
-        return pd.Series({str(s): int(n) for s, n in rows}, dtype="int64")
-
     def last_decision_day(self) -> date | None:
-        """The latest valid_from of any decision version: a run before it is a backfill."""
+        """The latest date decisions were written for: a run before it is a backfill."""
         with self.engine.connect() as conn:
-            last = conn.execute(sa.select(sa.func.max(decision_version.c.valid_from))).scalar_one()
-        return date.fromisoformat(last) if isinstance(last, str) else last
+            return self._last_decision_day(conn)
 
     def read_decision_versions(self, run_id: str | None = None) -> pd.DataFrame:
         """Every decision version (or those one run opened), ordered by key and version."""

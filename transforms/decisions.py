@@ -19,6 +19,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 KEY = ["id_number", "service"]
@@ -43,6 +44,14 @@ GAINED, LOST, AMOUNT_CHANGED = "gained", "lost", "amount_changed"
 NOT_IN_MASTER = "NOT_IN_MASTER"
 
 
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array (zero-copy for Arrow-backed pandas strings)."""
+    arrow = pa.array(values.astype("string"))
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    return arrow.cast(pa.string())
+
+
 def canonical(decisions: pd.DataFrame) -> pd.DataFrame:
     """The decisions sorted by (id_number, service) with a fresh index: one order for hashing and files."""
     ids = decisions["id_number"].astype("string")
@@ -65,7 +74,7 @@ def decisions_sha256(decisions: pd.DataFrame) -> str:
     fen = np.round(rows["amount"].astype("float64").to_numpy() * 100).astype(np.int64)
     table = pa.table(
         {
-            **{c: pa.array(rows[c].astype("string").to_numpy(dtype=object), pa.string()) for c in HASHED},
+            **{c: _arrow_text(rows[c]) for c in HASHED},
             "eligible": pa.array(rows["eligible"].to_numpy(dtype=bool)),
             "amount": pa.array(fen),
         }
@@ -80,11 +89,12 @@ class DecisionDiff:
     """A run's decisions against the versions open before it.
 
     `rows`: one row per (person, service) whose decision is new, changed or gone (the key, the state,
-    the open version number and the values before and after); `unchanged`: how many stayed the same.
+    the values before and after); `unchanged`: how many stayed the same.
     """
 
     rows: pd.DataFrame
     unchanged: int
+    open_before: pd.Series  # open versions per service before the run (none: the store's first run)
 
     def state(self, *states: str) -> pd.DataFrame:
         return self.rows[self.rows["state"].isin(states)]
@@ -94,12 +104,12 @@ def _same_keys(new: pd.DataFrame, old: pd.DataFrame) -> bool:
     if len(new) != len(old):
         return False
     return all(
-        bool((new[c].astype("string").to_numpy() == old[c].astype("string").to_numpy()).all()) for c in KEY
+        bool(pc.all(pc.equal(_arrow_text(new[c]), _arrow_text(old[c]))).as_py() or len(new) == 0) for c in KEY
     )
 
 
 def diff(new: pd.DataFrame, open_versions: pd.DataFrame) -> DecisionDiff:
-    """Compare decisions (canonical order) with the open versions (id_number, service, version, VALUE).
+    """Compare decisions (canonical order) with the open versions (id_number, service and VALUE).
 
     Row by row when both hold the same keys in the same order (every run without new or gone
     persons), else through one outer join. A decision is changed when eligible, amount (to the fen)
@@ -108,12 +118,12 @@ def diff(new: pd.DataFrame, open_versions: pd.DataFrame) -> DecisionDiff:
     old = open_versions.reset_index(drop=True)
     if _same_keys(new, old):
         joined = new[KEY + VALUE].reset_index(drop=True).copy()
-        for c in ("version", *VALUE):
+        for c in VALUE:
             joined[f"{c}_before"] = old[c].to_numpy()
         state = np.full(len(joined), "both", dtype=object)
     else:
         joined = new[KEY + VALUE].merge(
-            old[[*KEY, "version", *VALUE]].rename(columns={c: f"{c}_before" for c in ("version", *VALUE)}),
+            old[[*KEY, *VALUE]].rename(columns={c: f"{c}_before" for c in VALUE}),
             on=KEY,
             how="outer",
             indicator=True,
@@ -135,14 +145,21 @@ def diff(new: pd.DataFrame, open_versions: pd.DataFrame) -> DecisionDiff:
     state = np.where(both & changed, "changed", state)
     keep = state != "both"
     rows = joined.assign(state=state)[keep].reset_index(drop=True)
-    rows["version_before"] = pd.to_numeric(rows["version_before"], errors="coerce").astype("Int64")
     rows["eligible"] = rows["eligible"].astype("boolean")
     rows["eligible_before"] = rows["eligible_before"].astype("boolean")
     rows["amount"] = rows["amount"].astype("Float64")
     rows["amount_before"] = rows["amount_before"].astype("Float64")
     for c in ("id_number", "service", "reasons", "reasons_before", "state"):
         rows[c] = rows[c].astype("string")
-    return DecisionDiff(rows=rows, unchanged=int((~keep).sum()))
+    counted = pc.value_counts(_arrow_text(old["service"])) if len(old) else None
+    open_before = (
+        pd.Series(dtype="int64")
+        if counted is None
+        else pd.Series(
+            counted.field("counts").to_numpy(), index=counted.field("values").to_pylist(), dtype="int64"
+        )
+    )
+    return DecisionDiff(rows=rows, unchanged=int((~keep).sum()), open_before=open_before)
 
 
 def _next_month(days: pd.Series) -> pd.Series:

@@ -4,6 +4,7 @@ rows written on a 1%-change day, and migration 0003 up and down keeping every ro
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,8 +52,12 @@ def evaluated(persons: pd.Series, day: date, flip: np.ndarray | None = None) -> 
     )
 
 
-def apply(store: MasterStore, frame: pd.DataFrame, run_id: str, day: date) -> dict[str, int]:
-    _, counts = store.apply_decisions(frame, run_id, day, "policyhash", decisions_sha256(frame))
+def apply(
+    store: MasterStore, frame: pd.DataFrame, run_id: str, day: date, snapshot: Path | None = None
+) -> dict[str, int]:
+    _, counts = store.apply_decisions(
+        frame, run_id, day, "policyhash", decisions_sha256(frame), None, snapshot
+    )
     return counts
 
 
@@ -102,18 +107,29 @@ def test_a_one_percent_day_writes_one_percent_and_in_force_is_a_query(store_url:
     store.dispose()
 
 
-def test_a_retried_run_writes_what_a_clean_run_writes(store_url: str) -> None:
+def test_a_retried_run_writes_what_a_clean_run_writes(store_url: str, tmp_path: Path) -> None:
     store = MasterStore(store_url)
+    snapshot = tmp_path / "open.parquet"
     persons = first_merge(200).master["id_number"]
-    apply(store, evaluated(persons, DAY1), "run-1", DAY1)
+    apply(store, evaluated(persons, DAY1), "run-1", DAY1, snapshot)
     day2 = evaluated(persons, DAY2, flip=np.arange(0, 200, 10))
-    first = apply(store, day2, "run-2", DAY2)
-    again = apply(store, day2, "run-2", DAY2)  # the task retried after its first attempt committed
+    first = apply(store, day2, "run-2", DAY2, snapshot)
+    assert store.stats["open_decisions_from_snapshot"] == 1  # run-1's decisions, not a read of the table
+    # the task retried after its first attempt committed: the file now mirrors run-2, not the state
+    # before it, so the retry reads the table
+    changes, again = store.apply_decisions(day2, "run-2", DAY2, "policyhash", "sha", None, snapshot)
+    assert store.stats["open_decisions_from_snapshot"] == 1
+    assert changes.open_before.to_dict() == {s: 200 for s in SERVICES}  # the state before run-2
     assert again == {**first, "undone": first["opened"]}
+    stale = evaluated(persons, DAY1)  # a file that does not mirror the store's last run is ignored
+    store.apply_decisions(stale, "run-x", DAY3, "h", "s", None, tmp_path / "other.parquet")
+    pd.read_parquet(snapshot)  # still run-2's
+    assert apply(store, day2, "run-3", DAY3, snapshot)["opened"] == 20
+    assert store.stats["open_decisions_from_snapshot"] == 1
     versions = store.read_decision_versions()
-    assert len(versions) == 600 + 20
-    assert store.open_decisions_by_service(exclude_run="run-2").sum() == 600
+    assert len(versions) == 600 + 20 + 20 + 20
     same_decisions(store.decisions_in_force(DAY2), day2)
+    same_decisions(store.decisions_in_force(DAY3), day2)
     store.dispose()
 
 
