@@ -70,18 +70,30 @@ def evaluation_master(
     return current_master(storage.master_snapshot(store.url), store, wanted), False
 
 
+# persons written beyond which the batches are taken from the whole current master (a memory-mapped
+# file) rather than looked up in the store person by person through a key table
+WHOLE_MASTER_FROM = 20_000
+
+
 def fact_batches(
-    store: MasterStore, attributes: list[str], day: date | None
+    storage: Storage, store: MasterStore, attributes: list[str], day: date | None
 ) -> Callable[[pd.Series], pd.Series]:
     """For given persons: the batches that set the attributes the policy reads, comma-joined.
 
     A master row's `sources` holds one source character per attribute; a source counts when it set
-    any attribute the policy reads, and its batch is that source's batch in the row.
+    any attribute the policy reads, and its batch is that source's batch in the row. `day`: the
+    master as of that date (a past run), None for the current one.
     """
     positions = [ATTRIBUTES.index(a) - 1 for a in attributes if a in ATTRIBUTES and a != "id_number"]
+    columns = ["id_number", "sources", *BATCH_COLUMNS]
+
+    def rows_of(ids: pd.Series) -> pd.DataFrame:
+        if day is None and len(ids) >= WHOLE_MASTER_FROM:
+            return current_master(storage.master_snapshot(store.url), store, columns)
+        return store.master_rows(ids, columns, day)
 
     def causes(ids: pd.Series) -> pd.Series:
-        rows = store.master_rows(ids, ["id_number", "sources", *BATCH_COLUMNS], day).set_index("id_number")
+        rows = rows_of(ids).set_index("id_number")
         codes = rows["sources"].astype("string").fillna("")
         used = {code: np.zeros(len(rows), dtype=bool) for code in SOURCE_CODES}
         for j in positions:
@@ -136,7 +148,7 @@ def record_decisions(
             "same as" if same else "DIFFERENT from",
         )
         return {**out, "mode": "backfill", "matches_store": bool(same), "written": {}}
-    causes = fact_batches(store, attributes, as_of if past else None)
+    causes = fact_batches(storage, store, attributes, as_of if past else None)
     # beside the master snapshot, named after the same store
     open_file = storage.master_snapshot(store.url).with_suffix(".open-decisions.parquet")
     changes, counts = store.apply_decisions(decisions, run_id, as_of, policy_hash, digest, causes, open_file)

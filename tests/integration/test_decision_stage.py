@@ -107,6 +107,10 @@ def test_decisions_as_changes_reproducible_and_backfilled(
     assert not files["held"]
 
     store = MasterStore(settings.expand(settings.master_url))
+    opened = store.read_decision_versions("run-1")
+    assert len(opened) == first["rows"]  # the same-day rerun opened nothing
+    assert opened["caused_by"].str.contains("cdpf-").all()  # the batches the decision's facts came from
+    assert store.read_decision_versions("run-2")["caused_by"].notna().all()
     for day, run in zip(days, (first, second, third), strict=True):
         backfill = cycle.eligibility_stage(settings, day, f"backfill-{day}")
         assert backfill["mode"] == ("write" if day == days[-1] else "backfill")
