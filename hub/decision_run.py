@@ -31,7 +31,7 @@ import pandas as pd
 from hub.master_snapshot import current_master
 from hub.master_store import ATTRIBUTES, BATCH_COLUMNS, SOURCE_CODES, MasterStore, _join_batches
 from hub.settings import Settings
-from hub.storage import Storage, sha256_file, write_json_atomic
+from hub.storage import Storage, sha256_file, write_json_atomic, write_parquet_atomic
 from transforms.decisions import (
     STOP_FACTS,
     canonical,
@@ -45,14 +45,6 @@ log = logging.getLogger(__name__)
 
 HOLDS = "holds.json"
 APPROVAL = "approval.json"
-
-
-def _write_private_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def evaluation_master(
@@ -126,7 +118,7 @@ def record_decisions(
     decisions = canonical(decisions)
     digest = decisions_sha256(decisions)
     run_dir = storage.run_dir(run_id)
-    _write_private_parquet(decisions, run_dir / "decisions.parquet")
+    write_parquet_atomic(decisions, run_dir / "decisions.parquet")
     policy_hash = sha256_file(policy_path)
     out: dict[str, Any] = {
         "as_of": as_of.isoformat(),
@@ -153,7 +145,7 @@ def record_decisions(
     open_file = storage.master_snapshot(store.url).with_suffix(".open-decisions.parquet")
     changes, counts = store.apply_decisions(decisions, run_id, as_of, policy_hash, digest, causes, open_file)
     moves = transitions(changes, master, as_of)
-    _write_private_parquet(moves, run_dir / "transitions.parquet")
+    write_parquet_atomic(moves, run_dir / "transitions.parquet")
     shares = changed_share(decisions, moves, changes.open_before)
     bound = settings.guard.max_changed_share
     held = shares[~shares["exempt"] & (shares["share"] > bound)]

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 # SOURCE_CODES: the merge's one character per attribute in `sources` (P police, C cdpf, M civil, H hrss)
+from hub.storage import publishing
 from transforms.decisions import DecisionDiff
 from transforms.merge import ATTRIBUTE_COLUMNS, CONFLICT_COLUMNS, SOURCE_CODES
 
@@ -598,11 +599,8 @@ def _write_open_decisions(path: Path, decisions: pd.DataFrame, tag: dict[str, st
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), OPEN_DECISIONS_KEY: json.dumps(tag)}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    with publishing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _read_open_decisions(path: Path, tag: dict[str, str]) -> pd.DataFrame | None:

@@ -4,7 +4,7 @@ A contract names the partner, the purpose (data minimisation: only the fields th
 the no-onward-transfer line, the Chinese headers, the encoding and whether ID numbers go raw or
 masked. Every file is written through a temporary name and an atomic rename, then its manifest
 (contract, version, run, rows, SHA-256, period), so a partner never sees half a file and can check
-what it got. Cells that Excel would run as formulas are neutralised (DOMAIN.md section 7).
+what it got. Cells that Excel would run as formulas are neutralised (docs/domain.md, Text).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 import yaml
 
 from hub.masking import mask_ids
-from hub.storage import Storage, write_json_atomic
+from hub.storage import Storage, publish_bytes, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +272,7 @@ def encode_table(table: pd.DataFrame, encoding: str, line_ending: str, where: st
 
 def publish(target: Path, payload: bytes, manifest: dict[str, Any]) -> tuple[Path, str]:
     """Write a file, then its manifest (with bytes and SHA-256), each via a temporary name and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
+    publish_bytes(target, payload)
     digest = hashlib.sha256(payload).hexdigest()
     manifest_path = target.with_name(target.name + ".manifest.json")
     write_json_atomic(manifest_path, {**manifest, "bytes": len(payload), "sha256": digest})
