@@ -126,7 +126,7 @@ def test_decisions_as_changes_reproducible_and_backfilled(
 
 
 def test_a_mass_change_holds_the_service_files_until_approved(
-    landed: tuple[Settings, date], tmp_path: Path
+    landed: tuple[Settings, date], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, as_of = landed
     settings = _copy_var(settings, tmp_path / "var")
@@ -157,9 +157,17 @@ def test_a_mass_change_holds_the_service_files_until_approved(
 
     with pytest.raises(ValueError, match="--reason"):
         approve_and_build(settings, "run-2", "王审核", " ")
-    done = approve_and_build(settings, "run-2", "王审核", "低保年审集中退出，已核实")
-    assert done["by"] == "王审核" and done["services"] == ["living_subsidy"]
-    assert "civil_two_subsidies" in {f["contract"] for f in done["files"]}
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    monkeypatch.setenv("LIANBAN_VAR", str(settings.var_dir))
+    args = ["approve", "run-2", "--by", "王审核", "--reason", "低保年审集中退出，已核实"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "approved run-2 by 王审核" in done.output and "living_subsidy" in done.output
+    exchanged = json.loads((storage.run_dir("run-2") / "exchange.json").read_text("utf-8"))
+    assert "civil_two_subsidies" in {f["contract"] for f in exchanged["files"]} and not exchanged["held"]
     assert list((storage.outbox("civil", period)).glob("*"))
     approval = json.loads((storage.run_dir("run-2") / "approval.json").read_text("utf-8"))
     assert approval["reason"] == "低保年审集中退出，已核实" and approval["at"]
@@ -170,3 +178,5 @@ def test_a_mass_change_holds_the_service_files_until_approved(
         approve_and_build(settings, "run-2", "李", "again")
     with pytest.raises(LookupError):
         approve_and_build(settings, "run-1", "李", "nothing held")
+    refused = CliRunner().invoke(app, ["approve", "run-1", "--by", "李", "--reason", "nothing held"])
+    assert refused.exit_code == 1 and "no held outbound files" in refused.output
