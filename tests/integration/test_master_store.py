@@ -127,6 +127,17 @@ def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: 
         engine.dispose()
 
 
+def test_each_database_gets_its_backend_and_others_are_refused() -> None:
+    from hub.store.backends import PostgresBackend, SqliteBackend, backend_for
+
+    assert isinstance(backend_for("sqlite:///var/master.db"), SqliteBackend)
+    assert isinstance(backend_for("postgresql+psycopg://postgres@127.0.0.1/x"), PostgresBackend)
+    for url in ("postgresql+psycopg2://u:secret@h/x", "mysql+pymysql://u@h/x"):
+        with pytest.raises(ValueError, match="expected sqlite:///FILE or postgresql\\+psycopg://") as caught:
+            backend_for(url)
+        assert "secret" not in str(caught.value)
+
+
 def test_a_store_from_before_migrations_is_refused_with_advice(store_url: str) -> None:
     engine = sa.create_engine(store_url)
     with engine.begin() as conn:
