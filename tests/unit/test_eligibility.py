@@ -211,21 +211,21 @@ periods:
     effective_to: null
     parameters: {share: 0.40, tier1: 500, tier2: 200, tier3: 100, uplift: 0.5}
 facts:
-  certificate_valid: "cert_status == 'active' and cert_valid_until >= @as_of"
+  certificate_valid: "cert_status == 'active' and cert_valid_until >= as_of"
 services:
   living_subsidy:
     title: 困难残疾人生活补贴
     criteria:
       CERT_INVALID: certificate_valid
       NOT_LOW_INCOME: "dibao or dibao_edge"
-    amount: "@share * dibao_standard"
+    amount: "share * dibao_standard"
   nursing_subsidy:
     title: 重度残疾人护理补贴
     criteria:
       CERT_INVALID: certificate_valid
     exclusions:
       EXCL_TEKUN: tekun
-    amount: "(@tier1 * (level == 1) + @tier2 * (level == 2) + @tier3 * (level >= 3)) * (1 + @uplift * institutional_care)"
+    amount: "(tier1 * (level == 1) + tier2 * (level == 2) + tier3 * (level >= 3)) * (1 + uplift * institutional_care)"
 """
 
 
@@ -263,14 +263,15 @@ def test_no_period_in_force_names_the_file_and_key(tmp_path: Path) -> None:
         ),
         (TWO_PERIODS.replace("share: 0.40", "share: lots"), r"periods\[1\]\.parameters\.share"),
         (
-            TWO_PERIODS.replace('    amount: "@share * dibao_standard"\n', ""),
+            TWO_PERIODS.replace('    amount: "share * dibao_standard"\n', ""),
             r"services\.living_subsidy\.amount",
         ),
         (TWO_PERIODS.replace("policy: test-two-periods\n", ""), r"'policy'"),
         (
             TWO_PERIODS.replace(
                 "facts:",
-                "  - effective_from: 2026-06-01\n    effective_to: null\n    parameters: {share: 0.5}\nfacts:",
+                "  - effective_from: 2026-06-01\n    effective_to: null\n"
+                "    parameters: {share: 0.5, tier1: 1, tier2: 1, tier3: 1, uplift: 0}\nfacts:",
             ),
             r"'periods'.*overlapping periods\[1\], periods\[2\]",
         ),
@@ -290,13 +291,15 @@ def test_malformed_key_error_carries_the_line(tmp_path: Path) -> None:
         load_policy(path, AS_OF)
 
 
-def test_an_expression_that_cannot_be_evaluated_names_its_key(tmp_path: Path) -> None:
+def test_an_unknown_master_attribute_is_a_load_error_with_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad_expr.yaml"
     path.write_text(TWO_PERIODS.replace('"dibao or dibao_edge"', '"no_such_column > 1"'), encoding="utf-8")
     with pytest.raises(
-        PolicyError, match=r"bad_expr\.yaml: key 'services\.living_subsidy\.criteria\.NOT_LOW_INCOME'"
+        PolicyError,
+        match=r"bad_expr\.yaml line 19: key 'services\.living_subsidy\.criteria\.NOT_LOW_INCOME'.*"
+        r"unknown name 'no_such_column'",
     ):
-        decide(person(), policy_path=path)
+        load_policy(path, AS_OF)
 
 
 def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
