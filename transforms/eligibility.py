@@ -270,8 +270,8 @@ def _periods(
         previous_end, start = out[i - 1][1], out[i][0]
         if previous_end is None or start <= previous_end:
             raise r.fail(
-                ("periods",),
-                "periods in date order that do not overlap",
+                ("periods", i, "effective_from"),
+                f"a start after periods[{i - 1}] ends: periods in date order that do not overlap",
                 f"overlapping periods[{i - 1}], periods[{i}]",
             )
         if start != previous_end + timedelta(days=1):

@@ -273,7 +273,7 @@ def test_no_period_in_force_names_the_file_and_key(tmp_path: Path) -> None:
                 "  - effective_from: 2026-06-01\n    effective_to: null\n"
                 "    parameters: {share: 0.5, tier1: 1, tier2: 1, tier3: 1, uplift: 0}\nfacts:",
             ),
-            r"'periods'.*overlapping periods\[1\], periods\[2\]",
+            r"periods\[2\]\.effective_from'.*overlapping periods\[1\], periods\[2\]",
         ),
     ],
 )
