@@ -52,7 +52,17 @@ DECISION_COLUMNS = (
 AMOUNT_UNKNOWN = "AMOUNT_UNKNOWN"
 AMOUNT_NEGATIVE = "AMOUNT_NEGATIVE"
 UNITS = ("month", "year", "once", "none")
-TOP_KEYS = ("policy", "version", "region", "region_fact", "periods", "adjustments", "facts", "services")
+TOP_KEYS = (
+    "policy",
+    "version",
+    "region",
+    "region_fact",
+    "periods",
+    "adjustments",
+    "facts",
+    "reasons",
+    "services",
+)
 PERIOD_KEYS = ("effective_from", "effective_to", "parameters", "regions", "note")
 ADJUSTMENT_KEYS = ("name", "effective_from", "effective_to", "add", "region", "note")
 SERVICE_KEYS = ("title", "unit", "criteria", "exclusions", "amount", "note")
@@ -108,6 +118,7 @@ class Policy:
     adjustments: tuple[Adjustment, ...] = ()
     region_fact: str = "hukou_county"
     period_index: int = 0
+    reason_texts: dict[str, str] = field(default_factory=dict)  # reason code -> text for people
 
     def parameter_sources(self, name: str, region: str | None) -> tuple[float, list[str]]:
         """The value of a parameter for one region code and where each part came from (for explanations)."""
@@ -408,6 +419,16 @@ def load_policy(path: Path, as_of: date) -> Policy:
         services[str(svc)] = Service(
             str(svc), str(body.get("title", svc)), unit, criteria, exclusions, amount
         )
+    reason_texts = raw.get("reasons") or {}
+    if not isinstance(reason_texts, dict) or not all(isinstance(v, str) and v for v in reason_texts.values()):
+        raise r.fail(("reasons",), "a mapping of reason code -> text", reason_texts)
+    if reason_texts:
+        for svc in services.values():
+            for code in (*svc.criteria, *svc.exclusions):
+                if code not in reason_texts:
+                    raise r.fail(
+                        ("services", svc.name), f"a text for reason code {code} under 'reasons'", code
+                    )
     return Policy(
         name=name,
         version=version,
@@ -422,6 +443,7 @@ def load_policy(path: Path, as_of: date) -> Policy:
         adjustments=tuple(a for a in adjustments if a.effective_from <= as_of <= a.effective_to),
         region_fact=region_fact,
         period_index=index,
+        reason_texts={str(k): str(v) for k, v in reason_texts.items()},
     )
 
 

@@ -358,7 +358,7 @@ class _Compiler:
         elif left_kind in (TEXT, BOOL) and not isinstance(op, ast.Eq | ast.NotEq):
             raise self.fail(right_node, f"{_a(left_kind)} can only be compared with == or !=")
         compare = _COMPARE[type(op)]
-        return lambda env: compare(left(env), right(env))
+        return lambda env: _boolean(compare(left(env), right(env)))
 
     def _membership(
         self, kind: str, left: Callable[[Env], Value], op: ast.cmpop, right: ast.expr
@@ -530,6 +530,13 @@ class _Compiler:
             return x.where(pick.fillna(False).astype(bool), y).mask(x.isna() | y.isna())
 
         return NUM, run
+
+
+def _boolean(value: Value) -> Value:
+    """Comparison results as pandas' nullable boolean (Arrow-backed text compares to bool[pyarrow])."""
+    if isinstance(value, pd.Series) and not isinstance(value.dtype, pd.BooleanDtype):
+        return value.astype("boolean")
+    return value
 
 
 def _numeric(run: Callable[[Env], Value]) -> Callable[[Env], Value]:

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -118,6 +119,16 @@ def test_every_decision_matches_ground_truth(cycle: Path) -> None:
     ]
     assert wrong.empty, f"{len(wrong)} decisions differ, e.g.\n{wrong.head(10).to_string()}"
     assert merged["eligible_truth"].astype(bool).sum() > 50
+    # every service of the bundle is compared, and each has persons on both sides of its rules
+    from hub.settings import load_settings
+    from transforms.eligibility import load_policy
+
+    settings = load_settings(var_dir=cycle)
+    policy = load_policy(settings.path(settings.policy), date.fromisoformat(_as_of(cycle)))
+    per_service = merged.groupby("service")["eligible_truth"].agg(["sum", "count"])
+    assert set(per_service.index) == set(policy.services) and len(policy.services) >= 7
+    thin = per_service[(per_service["sum"] < 3) | (per_service["sum"] == per_service["count"])]
+    assert thin.empty, f"a service the comparison cannot test: {thin.to_string()}"
 
 
 def test_injected_name_conflicts_are_recorded(cycle: Path) -> None:

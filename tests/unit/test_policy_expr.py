@@ -158,7 +158,7 @@ HOSTILE = [
 def test_a_hostile_policy_fails_to_load_naming_file_line_and_key(tmp_path: Path, hostile: str) -> None:
     text = (Path(__file__).resolve().parents[2] / "policies" / "zhejiang.yaml").read_text(encoding="utf-8")
     lines = text.splitlines()
-    line = next(i for i, x in enumerate(lines, 1) if x.strip().startswith("EXCL_ORPHAN_SUPPORT:"))
+    line = next(i for i, x in enumerate(lines, 1) if x.strip() == "EXCL_ORPHAN_SUPPORT: orphan_support")
     lines[line - 1] = f"      EXCL_ORPHAN_SUPPORT: {hostile!r}"  # a Python repr is valid YAML quoting here
     path = tmp_path / "hostile.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
