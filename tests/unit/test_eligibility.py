@@ -317,3 +317,53 @@ def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
     pd.testing.assert_frame_equal(evaluate(people[wanted], policy, AS_OF), evaluate(people, policy, AS_OF))
     with pytest.raises(PolicyError, match="level"):  # a column the projection dropped is missed loudly
         evaluate(people[[c for c in wanted if c != "level"]], policy, AS_OF)
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible", "reasons"),
+    [
+        ({}, True, ""),  # level 1, born 1980-01-01: 46 on the run date, resident scheme
+        ({"birth_date": "2010-03-01"}, True, ""),  # 16 on the run date exactly
+        ({"birth_date": "2010-03-02"}, False, "NOT_WORKING_AGE"),  # 16 tomorrow
+        ({"birth_date": "1966-03-02"}, True, ""),  # 59, 60 tomorrow
+        ({"birth_date": "1966-03-01"}, False, "NOT_WORKING_AGE"),  # 60 today
+        ({"birth_date": None}, False, "NOT_WORKING_AGE"),  # unknown age is not working age
+        ({"pension_type": "employee"}, False, "NOT_RESIDENT_SCHEME"),
+        ({"pension_type": None}, False, "NOT_RESIDENT_SCHEME"),
+        ({"level": 3}, False, "NOT_SEVERE"),
+        ({"death_date": "2026-01-31", "hukou_status": "normal"}, False, "EXCL_DECEASED"),
+        ({"death_date": "2026-03-01"}, True, ""),  # died this month: paid through the month of death
+    ],
+)
+def test_resident_pension_contribution(facts: dict[str, Any], eligible: bool, reasons: str) -> None:
+    row = get(decide(person(**{"pension_type": "resident", **facts})), "pension_contribution")
+    assert (bool(row["eligible"]), row["reasons"]) == (eligible, reasons)
+    assert row["amount"] == (100.0 if eligible else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible"),
+    [({}, True), ({"level": 3, "dibao": True}, True), ({"level": 3, "dibao": False}, False)],
+)
+def test_medical_insurance_subsidy_for_severe_or_dibao(facts: dict[str, Any], eligible: bool) -> None:
+    row = get(decide(person(**facts)), "medical_insurance_subsidy")
+    assert bool(row["eligible"]) is eligible and row["amount"] == (380.0 if eligible else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("facts", "due"),
+    [
+        ({"cert_valid_until": "2026-05-30"}, {"cert_renewal_reminder"}),  # 90 days ahead
+        ({"cert_valid_until": "2026-05-31"}, set()),  # 91 days ahead
+        ({"cert_valid_until": "2026-02-28"}, {"cert_expired"}),
+        ({"hukou_status": "dead"}, {"cert_cancellation_on_death"}),
+        ({"death_date": "2025-12-01", "cert_valid_until": "2026-02-28"}, {"cert_cancellation_on_death"}),
+        ({"cert_status": "cancelled", "hukou_status": "dead"}, set()),  # already cancelled
+        ({"hukou_status": None, "cert_valid_until": "2026-04-01"}, {"cert_renewal_reminder"}),
+    ],
+)
+def test_certificate_items(facts: dict[str, Any], due: set[str]) -> None:
+    d = decide(person(**facts))
+    items = d[d["service"].str.startswith("cert_")]
+    assert set(items.loc[items["eligible"], "service"]) == due
+    assert (items["amount"] == 0).all()
