@@ -326,6 +326,13 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     )
 
 
+def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """三查 audits and fund-use monitoring (hub/audit_stage.py), between exchange and report."""
+    from hub.audit_stage import audit_stage as run_audits
+
+    return run_audits(settings, as_of, run_id)
+
+
 def _latest_batch(storage: Storage, source: str) -> dict[str, Any] | None:
     """The newest batch of a source in the ledger, whatever its verdict (a held batch must show)."""
     with storage.engine().connect() as conn:

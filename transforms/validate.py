@@ -334,13 +334,21 @@ def _apply_suite(
             exp["kwargs"].setdefault("added_codes", list(settings.county_codes_added))
     checked = _for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
+    # what the standardiser refused per field before the suite ran: those cells reach GX as nulls, so GX
+    # alone would call the ID check passed and the not-null check failed on rows nobody flags
+    refused_before = reasons.field_counts()
     results = []
     for outcome in run_suite(checked, doc, path):
         meta, column, index = outcome["meta"], outcome["column"], outcome["index"]
         mask = np.zeros(len(frame), dtype=bool)
         mask[index] = True
-        if outcome["type"] == NOT_NULL and column in explained:
-            mask &= ~explained[column]  # the parse code already says why this cell is empty
+        earlier = explained.get(column, np.zeros(len(frame), dtype=bool))
+        explained_nulls = int((mask & earlier).sum()) if outcome["type"] == NOT_NULL else 0
+        if outcome["type"] == NOT_NULL:
+            mask &= ~earlier  # the parse code already says why this cell is empty
+            failing = int(mask.sum())
+        else:
+            failing = int((mask | earlier).sum())  # the values GX never saw failed this check too
         warning = outcome["severity"] != "critical"
         if not warning:
             reasons.add(meta["reason_code"], mask, meta.get("field", column), meta.get("reason_zh"))
@@ -351,7 +359,17 @@ def _apply_suite(
                 "severity": "warning" if warning else "error",
                 "reason_code": meta["reason_code"],
                 "reason_zh": meta.get("reason_zh"),
-                "success": outcome["success"],
+                # truthful per check: rows failing it, whether found by GX or refused earlier
+                "success": failing == 0,
+                "failing_rows": failing,
+                "refused_before": int(earlier.sum()) if outcome["type"] != NOT_NULL else 0,
+                "refused_before_codes": {
+                    f["code"]: f["rows"] for f in refused_before if f["field"] == column and f["rows"]
+                }
+                if outcome["type"] != NOT_NULL
+                else {},
+                "explained_nulls": explained_nulls,
+                "gx_success": outcome["success"],
                 "unexpected_count": outcome["unexpected_count"],
                 "unexpected_percent": outcome["unexpected_percent"],
                 "rows_flagged": 0 if warning else int(mask.sum()),  # after parse-explained nulls

@@ -205,3 +205,108 @@ def test_validation_reports_are_offline_and_masked(cycle: Path) -> None:
         html = page.read_text(encoding="utf-8")
         assert not re.search(r"https?:|//|\bsrc=|\bhref=|url\(|@import", html), page
         assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", html), f"unmasked ID in {page}"
+
+
+def _audit(var: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(var / "runs" / f"cycle-{_as_of(var)}" / "audit" / f"{name}.parquet")
+
+
+def test_payment_audit_matches_ground_truth_person_by_person(cycle: Path) -> None:
+    """应享未享 / 不应享而享: every (person, service, month) the generator made differ, with both amounts."""
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "payments.csv", dtype={"id_number": str, "month": str})
+    assert set(truth["kind"]) == {
+        "underpaid_month",
+        "never_paid",
+        "paid_after_death",
+        "paid_moved_out",
+        "paid_cancelled_cert",
+        "paid_twice",
+        "above_policy",
+    }
+    found = _audit(cycle, "payment_findings")
+    expected = set(
+        zip(
+            truth["id_number"],
+            truth["service"],
+            truth["month"],
+            truth["entitled"],
+            truth["paid"],
+            strict=True,
+        )
+    )
+    got = set(
+        zip(
+            found["id_number"],
+            found["service"],
+            found["month"].dt.strftime("%Y%m"),
+            found["entitled"],
+            found["paid"],
+            strict=True,
+        )
+    )
+    assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
+    kind = dict(zip(zip(truth["id_number"], truth["month"], strict=False), truth["kind"], strict=True))
+    for row in found.itertuples():
+        k = kind[(row.id_number, f"{row.month:%Y%m}")]
+        want = {"underpaid_month": "ELIGIBLE_NOT_PAID", "never_paid": "ELIGIBLE_NOT_PAID"}.get(k)
+        want = want or ("OVERPAID" if k in ("paid_twice", "above_policy") else "PAID_NOT_ELIGIBLE")
+        assert row.finding == want, (k, row.finding)
+    work_list = next((cycle / "outbox" / "civil").glob("*/civil_payment_audit_*.csv"))
+    assert oct(work_list.stat().st_mode & 0o777) == "0o600"
+    listed = pd.read_csv(work_list, encoding="gb18030", dtype=str)
+    assert set(listed["公民身份号码"]) == set(truth["id_number"])
+
+
+def test_fund_monitoring_matches_ground_truth(cycle: Path) -> None:
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "fund_findings.csv", dtype=str, keep_default_na=False)
+    found = _audit(cycle, "fund_findings")
+    found = found[found["rule"] != "COUNTY_RISE"]  # a county figure, not injected per person
+    expected = set(zip(truth["id_number"], truth["service"], truth["month"], truth["rule"], strict=True))
+    got = set(
+        zip(
+            found["id_number"],
+            found["service"].fillna(""),
+            found["month"].dt.strftime("%Y%m"),
+            found["rule"],
+            strict=True,
+        )
+    )
+    assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
+    assert {r for *_, r in expected} == {
+        "DUPLICATE_PAYMENT",
+        "AMOUNT_OUTSIDE_POLICY",
+        "PAID_AFTER_STOP",
+        "SHARED_ACCOUNT",
+    }
+    assert not re.search(r"\d{17}[\dX]", " ".join(found["evidence"]))
+
+
+def test_delivery_and_needs_audits_match_ground_truth(cycle: Path) -> None:
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "payments.csv", dtype={"id_number": str})
+    never = set(
+        zip(*[truth.loc[truth["kind"] == "never_paid", c] for c in ("id_number", "service")], strict=True)
+    )
+    late = _audit(cycle, "not_delivered")
+    assert set(zip(late["id_number"], late["service"], strict=True)) == never and never
+
+    import sqlalchemy as sa
+
+    needs = pd.read_csv(cycle / "sandbox" / "truth" / "needs.csv", dtype=str, keep_default_na=False)
+    engine = sa.create_engine(f"sqlite:///{cycle / 'master.sqlite'}")
+    master = pd.read_sql("select id_number, cert_status, hukou_status from person", engine)
+    alive = set(
+        master.loc[(master["cert_status"] == "active") & (master["hukou_status"] != "dead"), "id_number"]
+    )
+    as_of = pd.Timestamp(_as_of(cycle))
+    surveyed = pd.to_datetime(needs["surveyed_on"].replace("", None))
+    unknown = needs[surveyed.isna() | ((as_of - surveyed).dt.days > 365)]
+    expected = set(unknown["id_number"]) & alive
+    found = _audit(cycle, "needs_unknown")
+    assert set(found["id_number"]) == expected and expected
+
+    villages = _audit(cycle, "villages")
+    residents = needs[needs["id_number"].isin(alive)].groupby("village").size()
+    known = villages[villages["village"] != "unknown"].set_index("village")["residents"]
+    assert known.to_dict() == residents.to_dict()
+    assert villages["village"].str.fullmatch(r"\d{12}|unknown").all()
+    assert set(villages.loc[villages["village"] != "unknown", "tier"]) >= {1, 2}
