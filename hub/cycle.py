@@ -399,6 +399,7 @@ def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -
 def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
     from hub.report import write_report
+    from hub.report_data import gather
 
     storage = Storage(settings)
     store = _store(settings)
@@ -480,6 +481,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "exchange": exchange,
         "warnings": warnings,
     }
+    summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
     path = write_report(storage, run_id, as_of, summary)
     log.info("report %s: %s (%d warnings)", run_id, path, len(warnings))
     return {

@@ -90,6 +90,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <td class="{{ 'ok' if e.success else 'held' }}">{{ '通过 pass' if e.success else '不符 fail' }}</td>
 <td class="num">{{ e.failing_rows }}</td>
 <td class="num">{{ e.refused_before }}{% for c, n in e.refused_before_codes.items() %} <span class="mono">{{ c }}</span>:{{ n }}{% endfor %}\
+{% if e.not_checked %}（{{ e.not_checked }} 行因其他原因已拒、未校验 refused for another reason, not checked）{% endif %}\
 {% if e.explained_nulls %}（{{ e.explained_nulls }} 个空值系前一步拒收 nulls left by refused values）{% endif %}</td>
 <td class="num">{{ e.unexpected_count }}</td><td class="num">{{ e.unexpected_percent }}</td>
 <td class="num">{{ e.rows_flagged }}</td>
@@ -127,6 +128,7 @@ def _view(summary: dict[str, Any]) -> dict[str, Any]:
         e.setdefault("refused_before", 0)
         e.setdefault("refused_before_codes", {})
         e.setdefault("explained_nulls", 0)
+        e.setdefault("not_checked", 0)
         e["sample"] = ["—" if v is None else str(v) for v in e["sample"]]
         expectations.append(e)
     drift = summary.get("schema_drift")

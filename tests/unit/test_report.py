@@ -80,13 +80,25 @@ def test_report_is_self_contained_bilingual_and_masked(settings) -> None:
     html = path.read_text(encoding="utf-8")
     data = path.with_name("report.json").read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html and "//" not in html
-    assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|\bhref=|url\(", html, re.IGNORECASE)
+    # in-page anchors (the table of contents) are the only links; no script, image or stylesheet
+    assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|\bhref=\"(?!#)|url\(", html, re.IGNORECASE)
+    assert set(re.findall(r'href="#([^"]+)"', html)) <= set(re.findall(r'id="([^"]+)"', html))
     assert "&lt;script&gt;" in html  # autoescaped, not executed
     for heading in (
         "数据批次",
         "Source batches",
-        "主档",
-        "Master file",
+        "主档人数",
+        "persons in master",
+        "运行概况",
+        "Run summary",
+        "逐源校验",
+        "Validation per source",
+        "隔离原因",
+        "Quarantine by reason",
+        "三查",
+        "Audits",
+        "送达与回执",
+        "Mass-change guard",
         "资格判定",
         "Decisions",
         "交换文件",
@@ -266,7 +278,7 @@ def test_report_links_only_validation_reports_that_exist_under_var(settings) -> 
     }
     summary = {"sources": [{"source": s, "validation_report": v} for s, v in shown.items()]}
     html = write_report(storage, "run-links", AS_OF, summary).read_text(encoding="utf-8")
-    links = re.findall(r'href="([^"]*)"', html)
+    links = re.findall(r'href="([^"#][^"]*)"', html)
     assert links == ["../../staged/cdpf/cdpf-1/validation.html"]
     assert (storage.report_dir("run-links") / links[0]).resolve() == page.resolve()
     assert "staged/civil/civil-1/validation.html" in html  # still named, for the auditor to find

@@ -528,6 +528,7 @@ def test_birth_and_gender_disagreeing_with_the_id_warn_but_keep_the_row(
         "failing_rows": 2,
         "refused_before": 0,
         "refused_before_codes": {},
+        "not_checked": 0,
         "explained_nulls": 0,
         "gx_success": False,
         "unexpected_count": 2,
@@ -652,6 +653,8 @@ def test_check_results_count_rows_the_standardiser_refused(settings: Settings, t
     valid = entries[("expect_column_values_to_be_valid_id_number", "id_number")]
     assert (valid["success"], valid["failing_rows"], valid["refused_before"]) == (False, 1, 1)
     assert valid["refused_before_codes"] == {"ID_CHECKSUM": 1} and valid["unexpected_count"] == 0
+    county = entries[("expect_column_values_to_have_known_county_code", "id_number")]
+    assert (county["success"], county["failing_rows"], county["not_checked"]) == (True, 0, 1)
     present = entries[("expect_column_values_to_not_be_null", "id_number")]
     assert (present["success"], present["failing_rows"], present["explained_nulls"]) == (True, 0, 1)
     assert present["gx_success"] is False  # GX alone saw a null
