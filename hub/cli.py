@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from hub.settings import load_settings
 
@@ -323,7 +323,9 @@ def runs(config: Config = None) -> None:
 
     storage = Storage(load_settings(config))
     table = Table(
-        "run", "as of", "persons", "eligible", "quarantined", "conflicts", "not paid", "not eligible", "fund"
+        Column("run", no_wrap=True, min_width=16),  # whole, never cropped: it is what one types next
+        Column("as of", no_wrap=True, min_width=10),
+        *("persons", "eligible", "quarantined", "conflicts", "not paid", "not eligible", "fund"),
     )
     for r in reversed(run_rows(storage)):
         eligible = ", ".join(f"{k} {v}" for k, v in r["eligible"].items())

@@ -310,3 +310,112 @@ def test_delivery_and_needs_audits_match_ground_truth(cycle: Path) -> None:
     assert known.to_dict() == residents.to_dict()
     assert villages["village"].str.fullmatch(r"\d{12}|unknown").all()
     assert set(villages.loc[villages["village"] != "unknown", "tier"]) >= {1, 2}
+
+
+REPORT_SECTIONS = (
+    "summary",
+    "sources",
+    "validation",
+    "quarantine",
+    "conflicts",
+    "decisions",
+    "audits",
+    "exchange",
+)
+PROBES = {
+    "sections": f"{list(REPORT_SECTIONS)}.filter(id => document.getElementById(id) !== null)",
+    "svg": "document.querySelectorAll('svg.chart').length",
+    "h1": "document.querySelector('h1').innerText",
+    "audits": "document.getElementById('audits').innerText",
+    "outside": "[...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))"
+    ".filter(u => !u.startsWith('#') && !u.startsWith('../'))",
+}
+
+
+def test_report_opens_offline_in_chromium(cycle: Path) -> None:
+    """The report in headless Chromium with the network off: every section there, charts drawn, Chinese by
+    default and English after the switch, no console error and no request but the file itself."""
+    from tests.e2e.browser import chromium, visit
+
+    if chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    report = cycle / "reports" / f"cycle-{_as_of(cycle)}" / "report.html"
+    shot = cycle / "screenshots" / "report.png"
+    seen = visit(report, shot, PROBES)
+    assert seen.requests == [report.resolve().as_uri()], seen.requests
+    assert not seen.exceptions and not [c for c in seen.console if c[0] in ("error", "assert")], seen.console
+    assert seen.probes["sections"] == list(REPORT_SECTIONS)
+    assert seen.probes["svg"] >= 3 and seen.probes["outside"] == []
+    assert seen.probes["h1"].startswith("联办数据交换运行报告") and "Lianban" not in seen.probes["h1"]
+    assert "应享未享" in seen.probes["audits"] and "不应享而享" in seen.probes["audits"]
+    english = visit(
+        report,
+        cycle / "screenshots" / "report-en.png",
+        PROBES,
+        ["document.getElementById('lang-en').click()"],
+    )
+    assert english.probes["h1"] == "Lianban cycle report"
+    assert (
+        "Eligible, not paid" in english.probes["audits"]
+        or "eligible not paid" in english.probes["audits"].lower()
+    )
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = visit(
+        cycle / "reports" / "index.html",
+        cycle / "screenshots" / "index.png",
+        {
+            "rows": "document.querySelectorAll('#runs tr').length",
+            "svg": "document.querySelectorAll('svg.chart').length",
+        },
+    )
+    assert index.probes["rows"] >= 2 and index.probes["svg"] == 2 and not index.console
+    assert seen.seconds + english.seconds + index.seconds < 30
+
+
+def test_the_browser_probe_sees_requests_and_console_errors(tmp_path: Path) -> None:
+    """The probe above can fail: a page that fetches and logs an error is caught, and the fetch never
+    leaves the machine."""
+    from tests.e2e.browser import chromium, visit
+
+    if chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="https://example.invalid/x.png">'
+        "<script>console.error('boom'); undefinedFunction();</script></body></html>",
+        encoding="utf-8",
+    )
+    seen = visit(page, tmp_path / "bad.png", {"n": "1"})
+    assert "https://example.invalid/x.png" in seen.requests
+    assert ("error", "boom") in seen.console and seen.exceptions
+
+
+def test_hub_report_and_runs_commands(cycle: Path) -> None:
+    """`hub report` rewrites the latest run's report from the run's files; its JSON twin carries the audit
+    stage's figures; `hub runs` lists the run and writes the index."""
+    env = {**os.environ, "LIANBAN_VAR": str(cycle)}
+    run_id = f"cycle-{_as_of(cycle)}"
+    done = subprocess.run([*HUB, "report"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"reports/{run_id}/report.html" in done.stdout
+    twin = json.loads((cycle / "reports" / run_id / "report.json").read_text(encoding="utf-8"))
+    audit = json.loads((cycle / "runs" / run_id / "audit.json").read_text(encoding="utf-8"))
+    assert twin["audit"]["payments"] == audit["payments"] and twin["audit"]["fund"] == audit["fund"]
+    assert twin["audit"]["villages"] == audit["villages"]
+    cdpf = next(v for v in twin["validation"] if v["source"] == "cdpf")
+    valid = next(c for c in cdpf["checks"] if c["check"] == "expect_column_values_to_be_valid_id_number")
+    refused = sum(
+        n for code, n in cdpf_reasons(cycle).items() if code.startswith("ID_") and code != "ID_MISSING"
+    )
+    assert valid["failing_rows"] == refused > 0 and valid["passed"] is False
+    listed = subprocess.run([*HUB, "runs"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert listed.returncode == 0 and run_id in listed.stdout and "index.html" in listed.stdout
+    missing = subprocess.run(
+        [*HUB, "report", "cycle-1999-01-01"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "cycle-1999-01-01" in missing.stderr + missing.stdout
+
+
+def cdpf_reasons(var: Path) -> dict[str, int]:
+    path = next((var / "staged" / "cdpf").glob("*/validation.json"))
+    return dict(json.loads(path.read_text(encoding="utf-8"))["reason_counts"])
