@@ -4,16 +4,14 @@ delivered, per-county and per-village figures; work lists to civil affairs.
 Reads the run's decisions, the current master and the last accepted batches of the audit inputs (the
 civil payment roll `civil_payments`, the cdpf needs survey `cdpf_survey`); an input that is not
 configured or has no accepted batch leaves its audits out (said in audit.json), never fails the run.
-Writes runs/<run>/audit/*.parquet (full IDs, 0600, for `hub` and the report, which masks them),
+Writes runs/<run>/audit/*.parquet (full IDs, private files, for the report, which masks them),
 runs/<run>/audit.json (counts only) and the work lists under outbox/civil/<YYYY-MM>/ with manifests.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.settings import Settings
-from hub.storage import Storage
+from hub.storage import Storage, write_parquet_atomic
 from transforms import audit
 
 log = logging.getLogger(__name__)
@@ -86,16 +84,6 @@ def _accepted(settings: Settings, storage: Storage, source: str) -> tuple[pd.Dat
         return None, None
     path = storage.staged(source, str(last["batch_id"])) / "accepted.parquet"
     return pd.read_parquet(path), str(last["batch_id"])
-
-
-def _private_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Findings carry full ID numbers: the folder is 0700 and the file 0600, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
 
 
 def _work_list_contracts(settings: Settings) -> dict[str, Any]:
@@ -168,7 +156,7 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     else:
         missing.append(SURVEY)
     for name, frame in frames.items():
-        _private_parquet(frame, out / f"{name}.parquet")
+        write_parquet_atomic(frame, out / f"{name}.parquet")  # 0600 in a 0700 folder: full IDs
 
     files = []
     contracts = _work_list_contracts(settings)

@@ -23,18 +23,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from hub import charts
-from hub.masking import mask_id
-from hub.storage import Storage, write_json_atomic
+from hub.masking import mask_structure
+from hub.storage import Storage, publish_bytes, write_json_atomic
 from transforms.contracts import REASONS
-
-# An 18-character (or legacy 15-digit) ID number anywhere in a text; a hex digest (sha256) is matched
-# first as a whole token so that a run of digits inside a checksum is left alone.
-_ID_TOKEN = re.compile(r"(?P<digest>\b[0-9a-fA-F]{32,}\b)|(?<![\dXx*])(?P<id>\d{17}[\dXx]|\d{15})(?![\dXx])")
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    return match.group(0) if match.group("digest") else mask_id(match.group("id"))
-
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
@@ -42,14 +33,8 @@ STYLE = "<style>\n" + (TEMPLATES / "base.css").read_text(encoding="utf-8") + "</
 
 
 def scrub(value: Any) -> Any:
-    """Mask every ID-number token in a JSON-like structure (keys and values, recursively)."""
-    if isinstance(value, str):
-        return _ID_TOKEN.sub(_mask_match, value)
-    if isinstance(value, dict):
-        return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
+    """Mask every ID-shaped token in a JSON-like structure (keys and values, recursively)."""
+    return mask_structure(value)
 
 
 def defang(value: Any) -> Any:
@@ -75,6 +60,9 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("title", "")
         d.setdefault("evaluated", 0)
         d.setdefault("eligible", 0)
+        d.setdefault("changed", None)
+        d.setdefault("changed_share", None)
+        d.setdefault("outbound", "")
         d["amount_total"] = round(float(d.get("amount_total") or 0.0), 2)
         decisions.append(d)
     sources = []
@@ -105,6 +93,8 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         "conflicts_by_county": list(summary.get("conflicts_by_county") or []),
         "audit": dict(summary.get("audit") or {}),
         "other_stages": list(summary.get("other_stages") or []),
+        "transitions": dict(summary.get("transitions") or {}),
+        "guard": list(summary.get("guard") or []),
         "master": master,
         "decisions": decisions,
         "sources": sources,
@@ -241,7 +231,7 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
     shown["audit"] = _audit_defaults(shown["audit"])
     others = shown.pop("other_stages")
     deliveries = [o for o in others if re.search(r"deliver|receipt", o["name"])]
-    guards = [o for o in others if re.search(r"guard|mass", o["name"])]
+    guards = shown.pop("guard") + [o for o in others if re.search(r"guard|mass", o["name"])]
     quarantine = [
         {"source": s["source"], "code": code, "rows": n, "zh": REASONS.get(code, "")}
         for s in shown["sources"]
@@ -270,9 +260,7 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
 
 
 def _write_text(target: Path, text: str) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    publish_bytes(target, text.encode("utf-8"))
 
 
 def run_rows(storage: Storage) -> list[dict[str, Any]]:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from hub.masking import mask_ids
 from hub.storage import Storage
-from transforms.audit import FINDING_ZH, mask_ids
+from transforms.audit import FINDING_ZH
 
 log = logging.getLogger(__name__)
 
-KNOWN_STAGES = {"merge", "eligibility", "exchange", "audit", "report"}
+KNOWN_STAGES = {"merge", "eligibility", "exchange", "audit", "report", "holds", "approval"}
 LIST_LIMIT = 500  # person rows shown per list in the HTML; the parquet files under runs/<run>/audit hold all
 VILLAGE_LIMIT = 3000
 
@@ -207,6 +208,39 @@ def other_stages(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
+def transitions_view(storage: Storage, run_id: str, master: pd.DataFrame | None) -> dict[str, Any]:
+    """Gained, lost and amount-changed decisions of the run (transitions.parquet, when the run wrote one)
+    by service and by county."""
+    path = storage.run_dir(run_id) / "transitions.parquet"
+    if not path.exists():
+        return {}
+    moves = pd.read_parquet(path, columns=["id_number", "service", "transition"])
+    by_service = moves.groupby(["service", "transition"]).size().rename("count").reset_index()
+    out: dict[str, Any] = {"by_service": _records(by_service), "total": len(moves)}
+    if master is not None:
+        joined = moves.astype({"id_number": "string"}).merge(
+            master[["id_number", "hukou_county"]].astype({"id_number": "string"}), on="id_number", how="left"
+        )
+        joined["hukou_county"] = joined["hukou_county"].fillna("unknown")
+        by_county = joined.groupby(["hukou_county", "service", "transition"]).size().rename("count")
+        out["by_county"] = _records(by_county.reset_index().rename(columns={"hukou_county": "county"}))
+    return out
+
+
+def guard_view(storage: Storage, run_id: str) -> list[dict[str, Any]]:
+    """The mass-change guard of the run: its shares and limit (eligibility.json), holds and approval."""
+    run = storage.run_dir(run_id)
+    out = []
+    guard = _json(run / "eligibility.json").get("guard")
+    if guard:
+        out.append({"name": "guard", "record": guard})
+    for name in ("holds", "approval"):
+        record = _json(run / f"{name}.json")
+        if record:
+            out.append({"name": name, "record": record})
+    return out
+
+
 def gather(storage: Storage, store: Any, run_id: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows besides what report_stage puts in its summary."""
     from hub.master_snapshot import current_master
@@ -221,11 +255,12 @@ def gather(storage: Storage, store: Any, run_id: str, sources: list[dict[str, An
         }
         for r in exchange.get("rejects") or []
     ]
+    master: pd.DataFrame | None = None
     try:
         master = current_master(storage.master_snapshot(store.url), store, ["id_number", "hukou_county"])
         conflicts = conflicts_by_county(store.read_conflicts(), master)
     except Exception as exc:  # a report must still be written when the store cannot say more
-        log.warning("report %s: conflicts by county left out: %s", run_id, exc)
+        log.warning("report %s: figures by county left out: %s", run_id, exc)
         conflicts = []
     return {
         "validation": validation_view(storage, sources),
@@ -233,4 +268,6 @@ def gather(storage: Storage, store: Any, run_id: str, sources: list[dict[str, An
         "conflicts_by_county": conflicts,
         "audit": audit_view(storage, run_id),
         "other_stages": other_stages(storage, run_id),
+        "transitions": transitions_view(storage, run_id, master),
+        "guard": guard_view(storage, run_id),
     }

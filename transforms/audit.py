@@ -16,6 +16,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from hub.masking import mask_ids
+
 CENT = 0.005
 # payment findings: 应享未享, 少发, 不应享而享, 多发
 ELIGIBLE_NOT_PAID = "ELIGIBLE_NOT_PAID"
@@ -62,14 +64,6 @@ def audit_months(as_of: date, months: int) -> list[pd.Timestamp]:
     """First days of the `months` calendar months before the run date's month, oldest first."""
     current = pd.Timestamp(as_of).to_period("M")
     return [(current - k).to_timestamp() for k in range(months, 0, -1)]
-
-
-def mask_ids(values: pd.Series) -> pd.Series:
-    """ID numbers as their first 6 and last 4 characters, the middle starred (vectorised, any string dtype)."""
-    text = values.astype("string").fillna("")
-    middle = text.str.slice(6, -4).str.replace(r".", "*", regex=True)
-    stars = text.str.replace(r".", "*", regex=True)
-    return (text.str.slice(0, 6) + middle + text.str.slice(-4)).where(text.str.len() > 10, stars)
 
 
 def _yuan(amount: pd.Series) -> pd.Series:
