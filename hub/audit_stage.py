@@ -140,7 +140,12 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     frames["county_services"] = figures["services"]
     missing: list[str] = []
     if payments is not None:
-        findings = audit.payment_audit(decisions, payments, months)
+        # the roll pays the services its contract codes (the two subsidies); the others are not on it
+        from transforms.contracts import contract_for
+
+        codes = contract_for(settings, PAYMENTS).column("service").codes or {}
+        paid_services = decisions[decisions["service"].isin([str(v) for v in codes.values()])]
+        findings = audit.payment_audit(paid_services, payments, months)
         frames["payment_findings"] = findings
         frames["payment_persons"] = audit.per_person(findings, master)
         frames["payment_counties"] = audit.by_county(findings, master)

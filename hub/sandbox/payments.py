@@ -107,7 +107,7 @@ def write_payments(
     month_text = [m.strftime("%Y%m") for m in months]
     index = pd.Index(people.id_number)
     decided = pd.read_csv(decisions_csv, dtype={"id_number": str})
-    eligible = decided[decided["eligible"] == 1]
+    eligible = decided[(decided["eligible"] == 1) & decided["service"].isin(list(SERVICE_CODES))]
     person = index.get_indexer(eligible["id_number"])
     pairs = pd.DataFrame(
         {"person": person, "service": eligible["service"].to_numpy(), "amount": eligible["amount"].to_numpy()}
