@@ -151,7 +151,7 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
         frames["payment_counties"] = audit.by_county(findings, master)
         frames["fund_findings"] = audit.fund_findings(payments, master, rules, months)
         frames["not_delivered"] = audit.not_delivered(
-            decisions, payments, months, rules.delivery_delay_months
+            paid_services, payments, months, rules.delivery_delay_months
         )
     else:
         missing.append(PAYMENTS)
