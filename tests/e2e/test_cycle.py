@@ -346,7 +346,7 @@ PROBES = {
 def test_report_opens_offline_in_chromium(cycle: Path) -> None:
     """The report in headless Chromium with the network off: every section there, charts drawn, Chinese by
     default and English after the switch, no console error and no request but the file itself."""
-    from tests.e2e.browser import chromium, visit
+    from browser import chromium, visit
 
     if chromium() is None:
         pytest.fail("chromium is not installed (.ci/run installs it)")
@@ -386,7 +386,7 @@ def test_report_opens_offline_in_chromium(cycle: Path) -> None:
 def test_the_browser_probe_sees_requests_and_console_errors(tmp_path: Path) -> None:
     """The probe above can fail: a page that fetches and logs an error is caught, and the fetch never
     leaves the machine."""
-    from tests.e2e.browser import chromium, visit
+    from browser import chromium, visit
 
     if chromium() is None:
         pytest.fail("chromium is not installed (.ci/run installs it)")
