@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from hub.publish import MANIFEST, MARKER, publish_unit
+from hub.signing import load_signing_key
 from hub.storage import Storage, batches
 from transforms.contracts import SourceContract
-from transforms.exchange import encode_table, neutralise_formulas, publish
+from transforms.exchange import encode_table, neutralise_formulas
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,9 @@ def write_reject_file(
         return None
     name = f"rejects_{batch_id}.csv"
     target = storage.var / "outbox" / source / "rejects" / name
-    sent = target.with_name(name + ".manifest.json")
-    if sent.exists() and json.loads(sent.read_text(encoding="utf-8")).get("run_id") != run_id:
+    sent = target.with_name(name + MANIFEST)
+    published = target.with_name(name + MARKER).exists()
+    if published and json.loads(sent.read_text(encoding="utf-8")).get("run_id") != run_id:
         return None
     quarantine = pd.read_parquet(staged)
     if quarantine.empty:
@@ -87,18 +90,19 @@ def write_reject_file(
         "run_id": run_id,
         "batch_id": batch_id,
         "period": f"{as_of:%Y-%m}",
-        "file": name,
+        "business_date": as_of.isoformat(),
+        "kind": "rejects",
         "rows": len(quarantine),
+        "format": "csv",
         "encoding": contract.encoding,
         "id_mode": "raw",
         "columns": [*contract.natives, *TRAILER.values()],
-        "generated_at": as_of.isoformat(),
     }
-    manifest_path, digest = publish(target, payload, manifest)
+    unit = publish_unit(target.parent, name, payload, manifest, load_signing_key(storage.var))
     log.info(
         "rejects %s batch %s: %d rows back to %s", source, batch_id, len(quarantine), contract.department
     )
-    return RejectFile(source, batch_id, target, manifest_path, len(quarantine), digest)
+    return RejectFile(source, batch_id, unit.path, unit.manifest, unit.rows, unit.sha256)
 
 
 def write_pending_rejects(
