@@ -193,7 +193,7 @@ def test_verify_names_a_tampered_file_or_manifest(storage: Storage, tmp_path: Pa
     assert ok.exit_code == 0 and "OK civil_two_subsidies_20260301.csv" in ok.output
 
     data = tmp_path / made.path.name
-    data.write_bytes(made.path.read_bytes().replace("345.00".encode(), "945.00".encode()))
+    data.write_bytes(made.path.read_bytes().replace(b"345.00", b"945.00"))
     manifest = tmp_path / made.manifest.name
     manifest.write_bytes(made.manifest.read_bytes())
     with pytest.raises(VerifyError, match="file tampered: sha256"):
