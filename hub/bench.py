@@ -2,7 +2,7 @@
 
 The floor is a hand-written DuckDB query over the same staged parquet files that does the
 merge's joins and evaluates the same two subsidies; merge plus eligibility is reported as a
-ratio to it (DESIGN.md section 8 target: within 2x).
+ratio to it (issue 5's target: within 2x).
 """
 
 from __future__ import annotations

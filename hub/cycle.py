@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +23,7 @@ import sqlalchemy as sa
 from hub.master_snapshot import current_master, write_after_merge
 from hub.master_store import MASTER_COLUMNS, MasterStore
 from hub.settings import Settings
-from hub.storage import Storage, batches, write_json_atomic
+from hub.storage import Storage, batches, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +32,6 @@ MERGE_SOURCES = ("cdpf", "police", "civil", "hrss")
 
 def _store(settings: Settings) -> MasterStore:
     return MasterStore(settings.expand(settings.master_url))
-
-
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +245,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
     decisions = evaluate(master, policy, as_of)
     store.write_decisions(decisions, run_id)
     path = storage.run_dir(run_id) / "decisions.parquet"
-    _write_parquet_atomic(decisions, path)
+    write_parquet_atomic(decisions, path)
     services = []
     for name, service in policy.services.items():
         rows = decisions[decisions["service"] == name]

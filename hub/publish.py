@@ -1,8 +1,8 @@
 """Publishing a data file and its signed manifest as one unit under outbox/, never replacing one.
 
-Order: both written under temporary names and fsynced, the data file renamed, the manifest renamed,
-then the marker `<name>.ok` (holding both SHA-256s) last. A reader that trusts the marker therefore
-never sees a mismatched pair, and a run killed before the marker leaves nothing published: the next
+Order: each file written under a temporary name, fsynced and renamed (hub.storage.publishing): the
+data file, then the manifest, then the marker `<name>.ok` (holding both SHA-256s) last. A reader
+that trusts the marker therefore never sees a mismatched pair, and a run killed before the marker leaves nothing published: the next
 run overwrites those unmarked leftovers. Once a marker exists the file is published and is never
 replaced: different bytes for the same business date go out as a new version (`<stem>_v2<ext>`)
 whose manifest names the file it supersedes. Files are 0600 and folders 0700 (personal data).
@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from hub.signing import SigningKey, sign_manifest
-from hub.storage import Storage
+from hub.storage import PRIVATE_DIR_MODE, Storage, publish_bytes, publishing
 
 log = logging.getLogger(__name__)
 
 MARKER = ".ok"
 MANIFEST = ".manifest.json"
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -47,30 +45,9 @@ class Published:
 
 def private_dir(path: Path) -> Path:
     """Create a folder (and its parents under it) 0700, whatever the umask."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    os.chmod(path, DIR_MODE)
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
     return path
-
-
-def write_private_file(path: Path, payload: bytes) -> None:
-    """Write bytes 0600 from creation on and fsync them (a rename must not publish unflushed data)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def marker_text(name: str, sha256: str, manifest_sha256: str) -> bytes:
@@ -129,7 +106,7 @@ def publish_unit(
             )
         version, supersedes = last_version + 1, last.name
     target = folder / versioned_name(name, version)
-    for leftover in folder.glob(f".{target.name}*.tmp"):  # from a run killed before its renames
+    for leftover in folder.glob(f".{target.name}*.tmp-*"):  # from a run killed before its renames
         leftover.unlink()
     body = {
         **manifest,
@@ -144,19 +121,14 @@ def publish_unit(
     manifest_bytes = (json.dumps(signed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     manifest_path = target.with_name(target.name + MANIFEST)
     marker_path = target.with_name(target.name + MARKER)
-    tmp_data = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp_manifest = target.with_name(f".{target.name}{MANIFEST}.{os.getpid()}.tmp")
-    tmp_marker = target.with_name(f".{target.name}{MARKER}.{os.getpid()}.tmp")
-    write_private_file(tmp_data, payload)
-    write_private_file(tmp_manifest, manifest_bytes)
-    write_private_file(
-        tmp_marker, marker_text(target.name, digest, hashlib.sha256(manifest_bytes).hexdigest())
-    )
-    os.replace(tmp_data, target)
-    os.replace(tmp_manifest, manifest_path)
-    _fsync_dir(folder)
-    os.replace(tmp_marker, marker_path)
-    _fsync_dir(folder)
+    marker = marker_text(target.name, digest, hashlib.sha256(manifest_bytes).hexdigest())
+    # nested so that the renames run data, manifest, marker: the marker appears only after the pair
+    with publishing(marker_path) as tmp_marker:
+        with publishing(manifest_path) as tmp_manifest:
+            with publishing(target) as tmp_data:
+                tmp_data.write_bytes(payload)
+            tmp_manifest.write_bytes(manifest_bytes)
+        tmp_marker.write_bytes(marker)
     if supersedes:
         log.warning(
             "%s: corrected re-run published as version %d, superseding %s", target, version, supersedes
@@ -173,7 +145,4 @@ def state_dir(storage: Storage, contract: str) -> Path:
 
 def acknowledge(storage: Storage, contract: str, file_name: str) -> None:
     """Record that the partner acknowledged `file_name`: the next delta is computed against its state."""
-    folder = private_dir(state_dir(storage, contract))
-    tmp = folder / f".ACKED.{os.getpid()}.tmp"
-    write_private_file(tmp, file_name.encode("utf-8"))
-    os.replace(tmp, folder / "ACKED")
+    publish_bytes(private_dir(state_dir(storage, contract)) / "ACKED", file_name.encode("utf-8"))

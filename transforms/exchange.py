@@ -28,9 +28,9 @@ import pandas as pd
 import yaml
 
 from hub.masking import mask_ids
-from hub.publish import private_dir, publish_unit, state_dir, write_private_file
+from hub.publish import private_dir, publish_unit, state_dir
 from hub.signing import SigningKey, load_signing_key, write_private
-from hub.storage import Storage
+from hub.storage import Storage, publish_bytes
 
 log = logging.getLogger(__name__)
 
@@ -561,8 +561,8 @@ def write_exchange_file(
     if not state.exists():
         buffer = io.BytesIO()
         current.to_parquet(buffer, index=False)
-        write_private_file(state, buffer.getvalue())
-        write_private_file(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
+        publish_bytes(state, buffer.getvalue())
+        publish_bytes(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
     log.info(
         "exchange %s -> %s: %s, %d rows, sha256 %s%s",
         contract.name,

@@ -193,7 +193,7 @@ def test_manifest_matches_the_file_and_no_temporary_file_is_left(storage: Storag
         for path in (f.path, f.manifest):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(f.path.parent.stat().st_mode) == 0o700
-    leftovers = [p for p in (storage.var / "outbox").rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p for p in (storage.var / "outbox").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
 
 

@@ -70,7 +70,7 @@ def test_unpublished_leftovers_of_a_killed_run_are_replaced_not_versioned(storag
     folder = storage.outbox("civil", "2026-03")
     folder.mkdir(parents=True)
     (folder / "civil_two_subsidies_20260301.csv").write_bytes(b"half a file")  # renamed, then killed
-    (folder / ".civil_two_subsidies_20260301.csv.123.tmp").write_bytes(b"half")
+    (folder / ".civil_two_subsidies_20260301.csv.tmp-123").write_bytes(b"half")
     made = publish(storage, contract)
     assert made.path.name == "civil_two_subsidies_20260301.csv" and made.version == 1
     assert made.path.read_bytes() != b"half a file"
