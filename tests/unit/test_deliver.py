@@ -72,3 +72,15 @@ def test_missing_receipt_is_resent_then_raised_then_redelivered(settings) -> Non
     assert deliver(settings, force=True)["sent"] == 1  # hub redeliver
     assert (inbox / (made.path.name + ".ok")).exists()
     assert deliveries(storage)[0]["status"] == "pending"
+
+
+def test_deliver_stage_after_exchange_sends_each_file_once(settings) -> None:
+    from hub.cycle import deliver_stage
+
+    storage = Storage(settings)
+    (made,) = publish(storage)
+    first = deliver_stage(settings, AS_OF, "cycle-2026-03-01")
+    again = deliver_stage(settings, AS_OF, "cycle-2026-03-01")  # a retried task
+    assert (first["sent"], again["sent"]) == (1, 0)
+    assert json.loads((storage.run_dir("cycle-2026-03-01") / "deliver.json").read_text())["sent"] == 0
+    assert len(deliveries(storage)) == 1 and deliveries(storage)[0]["attempts"] == 1
