@@ -8,6 +8,7 @@ The file carries the department's own ID numbers: it goes only to the department
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -55,6 +56,10 @@ def reject_table(quarantine: pd.DataFrame, contract: SourceContract) -> pd.DataF
     native.index = quarantine.index
     trailer = quarantine[list(TRAILER)].astype("string").rename(columns=TRAILER)
     trailer["错误代码"] = trailer["错误代码"].str.replace(";", ",", regex=False)
+    # a SQL pull lands as parquet parts, names the department never saw: its rows are numbered across
+    # the parts in key order, so the department's "file" is its front database table
+    internal = trailer["源文件"].str.fullmatch(r"part-\d+\.parquet").fillna(False).astype(bool)
+    trailer["源文件"] = trailer["源文件"].where(~internal, f"前置库 {contract.source}")
     return neutralise_formulas(pd.concat([native, trailer], axis=1))
 
 
@@ -80,7 +85,9 @@ def write_reject_file(
     if quarantine.empty:
         return None
     quarantine = quarantine.sort_values(["_source_file", "_source_line"], kind="stable")
-    payload = encode_table(reject_table(quarantine, contract), contract.encoding, "\r\n", str(target))
+    # UTF-8 gets its BOM, or Excel on a Chinese Windows shows the department's own rows garbled
+    encoding = "utf-8-sig" if codecs.lookup(contract.encoding).name == "utf-8" else contract.encoding
+    payload = encode_table(reject_table(quarantine, contract), encoding, "\r\n", str(target))
     manifest = {
         "contract": f"{source}_rejects",
         "partner": source,
@@ -94,7 +101,7 @@ def write_reject_file(
         "kind": "rejects",
         "rows": len(quarantine),
         "format": "csv",
-        "encoding": contract.encoding,
+        "encoding": encoding,
         "id_mode": "raw",
         "columns": [*contract.natives, *TRAILER.values()],
     }
