@@ -9,6 +9,7 @@ published file is on the partner's side exactly once, with a receipt in the ledg
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -210,3 +211,55 @@ def test_killed_deliveries_leave_exactly_one_copy_and_nothing_partial(
     assert all(n == 1 for n in app.state.published.values()) and len(app.state.published) == TRIALS // 2
     rows = deliveries(storage)
     assert len(rows) == TRIALS and {r["status"] for r in rows} == {"acked"}
+
+
+def test_receiving_endpoint_honours_idempotency_and_never_replaces(tmp_path: Path) -> None:
+    import requests
+
+    inbox = tmp_path / "inbox"
+    with serve(create_receiver_app(inbox, TOKEN)) as url:
+        base = f"{url}/api/v1/exchange/files/f.csv"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        def post(path: str, key: str | None, **kw: object) -> requests.Response:
+            headers = {**auth, **({"Idempotency-Key": key} if key else {})}
+            return requests.post(f"{base}/{path}", headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+        assert post("chunks/0", None, data=b"a").status_code == 400  # no key
+        assert requests.post(f"{base}/chunks/0", data=b"a", timeout=10).status_code == 401
+        assert post("chunks/0", "r:f.csv:0", data=b"code\r\n1\r\n").json()["chunk"] == 0
+        assert post("chunks/0", "r:f.csv:0", data=b"code\r\n1\r\n").status_code == 200  # replayed
+        assert post("chunks/0", "r:f.csv:0", data=b"other").status_code == 422  # same key, other body
+        data = b"code\r\n1\r\n"
+        manifest = json.dumps(
+            {"file": "f.csv", "sha256": hashlib.sha256(data).hexdigest(), "rows": 1}
+        ).encode()
+        marker = f"{hashlib.sha256(data).hexdigest()}  f.csv\n"
+        body = {"manifest": base64.b64encode(manifest).decode(), "marker": marker, "chunks": ["r:f.csv:0"]}
+        first = post("commit", "r:f.csv:commit", json=body).json()
+        assert first["duplicate"] is False and first["rows"] == 1 and (inbox / "f.csv").read_bytes() == data
+        again = post("commit", "r2:f.csv:commit", json=body).json()  # another run sends the same unit
+        assert again["duplicate"] is True and again["receipt_id"] == first["receipt_id"]
+        other = {**body, "marker": "0" * 64 + "  f.csv\n"}
+        assert post("commit", "r3:f.csv:commit", json=other).status_code == 409  # never replaced
+        assert (inbox / "f.csv").read_bytes() == data
+
+
+def test_sftp_push_refuses_a_changed_host_key(sshd: LocalSshd, drop: Path, tmp_path: Path) -> None:
+    from sshd import known_hosts_with_other_key
+
+    from connectors.errors import ConnectorError
+    from connectors.push import SftpPush, Unit
+
+    settings = load_settings(var_dir=tmp_path / "var")
+    unit_file = publish_unit(
+        Storage(settings).outbox("hrss", "2026-03"), "x.csv", b"code\r\n1\r\n",
+        {"contract": "c", "partner": "hrss", "run_id": "r", "rows": 1}, load_signing_key(settings.var_dir),
+    )  # fmt: skip
+    push = SftpPush(
+        sshd.host, sshd.port, sshd.user, folder=str(drop), key_path=sshd.client_key, attempts=1,
+        known_hosts=known_hosts_with_other_key(sshd, tmp_path / "known_hosts"),
+    )  # fmt: skip
+    with pytest.raises(ConnectorError, match="host key CHANGED"):
+        push.deliver(Unit("hrss", "c", "r", unit_file.path, unit_file.sha256))
+    assert os.listdir(drop) == []

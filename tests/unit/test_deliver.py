@@ -84,3 +84,22 @@ def test_deliver_stage_after_exchange_sends_each_file_once(settings) -> None:
     assert (first["sent"], again["sent"]) == (1, 0)
     assert json.loads((storage.run_dir("cycle-2026-03-01") / "deliver.json").read_text())["sent"] == 0
     assert len(deliveries(storage)) == 1 and deliveries(storage)[0]["attempts"] == 1
+
+
+def test_a_reject_file_goes_to_its_department_once(settings) -> None:
+    from test_rejects import AS_OF as REJECT_DAY
+    from test_rejects import HRSS, _hrss_batch
+
+    from transforms.rejects import write_pending_rejects
+
+    storage = Storage(settings)
+    _hrss_batch(settings)
+    (made,) = write_pending_rejects(storage, {"hrss": HRSS}, "run-1", REJECT_DAY)
+    assert deliver(settings)["sent"] == 1
+    inbox = storage.var / "sandbox" / "partners" / "hrss" / "inbox"  # where hrss's contract delivers
+    assert (inbox / made.path.name).read_bytes() == made.path.read_bytes()
+    assert (
+        write_pending_rejects(storage, {"hrss": HRSS}, "run-2", REJECT_DAY) == []
+    )  # the next day: nothing new
+    assert deliver(settings)["sent"] == 0
+    assert [r["file"] for r in deliveries(storage, "hrss")] == [made.path.name]
