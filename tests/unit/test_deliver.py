@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from test_exchange import tiny_conflicts, tiny_decisions, tiny_master
+from typer.testing import CliRunner
 
+from hub.cli import app
 from hub.deliver import DeliveryError, deliver, deliveries
 from hub.signing import PUBLIC_NAME, verify_delivery
 from hub.storage import Storage
@@ -26,7 +28,7 @@ def publish(storage: Storage, as_of: date = AS_OF) -> list:
     return build_exchange(storage, contracts, datasets, f"cycle-{as_of}", as_of)
 
 
-def test_folder_delivery_once_then_receipt_then_delta_base(settings) -> None:
+def test_folder_delivery_once_then_receipt_then_delta_base(settings, monkeypatch) -> None:
     storage = Storage(settings)
     (made,) = publish(storage)
     inbox = storage.var / "sandbox" / "partners" / "civil" / "inbox"
@@ -52,6 +54,11 @@ def test_folder_delivery_once_then_receipt_then_delta_base(settings) -> None:
     assert row["attempts"] == 1 and json.loads(row["receipt"])["received"] is True
     acked = storage.var / "state" / "exchange" / "civil_two_subsidies" / "ACKED"
     assert acked.read_text(encoding="utf-8") == made.path.name
+    monkeypatch.setenv("LIANBAN_VAR", str(storage.var))
+    listed = CliRunner().invoke(app, ["deliveries", "--partner", "civil", "--status", "acked"])
+    assert listed.exit_code == 0 and "civil_two" in listed.output and "acked" in listed.output
+    assert "civil_two" not in CliRunner().invoke(app, ["deliveries", "--status", "failed"]).output
+    assert CliRunner().invoke(app, ["deliveries", "--status", "lost"]).exit_code == 2
 
 
 def test_missing_receipt_is_resent_then_raised_then_redelivered(settings) -> None:
