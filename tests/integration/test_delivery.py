@@ -32,9 +32,9 @@ from hub.storage import Storage
 
 pytestmark = pytest.mark.integration
 
-TRIALS = 24  # interrupted deliveries, alternating SFTP and REST
-PAYLOAD_BYTES = 1_200_000
-CHUNK_BYTES = 64 * 1024
+TRIALS = 22  # interrupted deliveries, alternating SFTP and REST
+PAYLOAD_BYTES = 600_000
+CHUNK_BYTES = 32 * 1024
 SFTP_STEPS = 8  # connected, upload x3, publish x3, done
 REST_STEPS = PAYLOAD_BYTES // CHUNK_BYTES + 3  # chunks, commit, done
 TOKEN = "receiver-token"
@@ -79,8 +79,12 @@ class Poller(threading.Thread):
 
     def check_unit(self, name: str) -> None:
         marker = (self.inbox / f"{name}.ok").read_text(encoding="ascii").split("\n")
-        data = (self.inbox / name).read_bytes()
-        manifest = (self.inbox / f"{name}.manifest.json").read_bytes()
+        try:
+            data = (self.inbox / name).read_bytes()
+            manifest = (self.inbox / f"{name}.manifest.json").read_bytes()
+        except FileNotFoundError:  # a marker without its pair: exactly what must never be seen
+            self.unmatched.append(f"{name}: marker without data or manifest")
+            return
         if marker[0].split()[0] != hashlib.sha256(data).hexdigest() or marker[1].split()[0] != (
             hashlib.sha256(manifest).hexdigest()
         ):
@@ -170,14 +174,14 @@ def test_killed_deliveries_leave_exactly_one_copy_and_nothing_partial(
                 kill_at = steps - 1  # right after "commit": killed while the commit is in flight
             kills.append((partner, _run_killed(env, contracts, partner, kill_at)))
             deliver(settings, contracts, partner=partner)  # the re-run, in-process
-        for partner in pollers:  # the re-runs that finish the job (twice: the second must change nothing)
+        for partner in pollers:  # the re-run that finishes the job, then one that must send nothing
             _run_killed(env, contracts, partner, None)
-            _run_killed(env, contracts, partner, None)
+            assert deliver(settings, contracts, partner=partner)["sent"] == 0
         time.sleep(0.2)
         for poller in pollers.values():
             poller.poll()
         for partner in pollers:  # collect the acks the partner wrote meanwhile
-            _run_killed(env, contracts, partner, None)
+            deliver(settings, contracts, partner=partner)
         elapsed = time.monotonic() - started
         for poller in pollers.values():
             poller.stop.set()
