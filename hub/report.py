@@ -88,12 +88,15 @@ _TEMPLATE = """<!DOCTYPE html>
 
 <h2>资格判定 <span class="en">Decisions</span></h2>
 <table>
-<tr><th>服务 Service</th><th>判定人数 Evaluated</th><th>符合 Eligible</th><th>金额合计（元）Amount total (yuan)</th></tr>
+<tr><th>服务 Service</th><th>判定人数 Evaluated</th><th>符合 Eligible</th><th>金额合计（元）Amount total (yuan)</th>
+<th>本次变化 Changed this run</th><th>外发 Outbound files</th></tr>
 {% for d in decisions %}
 <tr><td>{{ d.title or d.service }} <span class="mono">{{ d.service }}</span></td>
 <td class="num">{{ d.evaluated }}</td><td class="num">{{ d.eligible }}</td>
-<td class="num">{{ "%.2f"|format(d.amount_total) }}</td></tr>
-{% else %}<tr><td colspan="4">无 none</td></tr>{% endfor %}
+<td class="num">{{ "%.2f"|format(d.amount_total) }}</td>
+<td class="num">{% if d.changed is not none %}{{ d.changed }} ({{ "%.1f"|format(100 * d.changed_share) }}%){% endif %}</td>
+<td class="{{ 'held' if d.outbound == '暂扣 HELD' else '' }}">{{ d.outbound }}</td></tr>
+{% else %}<tr><td colspan="6">无 none</td></tr>{% endfor %}
 </table>
 
 <h2>交换文件 <span class="en">Exchange files</span></h2>
@@ -140,6 +143,9 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("title", "")
         d.setdefault("evaluated", 0)
         d.setdefault("eligible", 0)
+        d.setdefault("changed", None)
+        d.setdefault("changed_share", None)
+        d.setdefault("outbound", "")
         d["amount_total"] = round(float(d.get("amount_total") or 0.0), 2)
         decisions.append(d)
     sources = []

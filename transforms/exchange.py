@@ -50,7 +50,10 @@ WORK_LISTS = (
     "civil",
     "hrss",
 )  # one open-conflicts dataset per department: conflicts_<dept>
-DATASETS = ("eligible_decisions", "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
+# new / continuing / stop lists of the paying departments, from the run's transitions (transforms.decisions)
+DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")
+DECISION_DATASETS = ("eligible_decisions", *DECISION_LISTS)
+DATASETS = (*DECISION_DATASETS, "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
 XLSX_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -275,10 +278,23 @@ def money(amount: pd.Series) -> pd.Series:
 
 
 def exchange_datasets(
-    master: pd.DataFrame, decisions: pd.DataFrame, conflicts: pd.DataFrame
+    master: pd.DataFrame,
+    decisions: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    transitions: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The rows each contract's `dataset` names, in a deterministic order."""
+    """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
+    when the run's transitions are given)."""
+    from transforms.decisions import delivery_lists
+
     people = master[["id_number", "name", "hukou_county"]]
+    lists: dict[str, pd.DataFrame] = {}
+    for name, rows in ({} if transitions is None else delivery_lists(decisions, transitions)).items():
+        rows = rows.merge(people, on="id_number", how="left")
+        for column in ("amount", "amount_before"):
+            if column in rows:
+                rows[column] = money(rows[column])
+        lists[name] = rows
     eligible = decisions[decisions["eligible"].astype(bool)]
     eligible = eligible.merge(people, on="id_number", how="left")
     eligible = eligible.assign(amount=money(eligible["amount"]))
@@ -298,7 +314,7 @@ def exchange_datasets(
         f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
         for d in WORK_LISTS
     }
-    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists}
+    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
 
 
 # -- cells ---------------------------------------------------------------------------------------------
