@@ -19,6 +19,7 @@ import logging
 import os
 import posixpath
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -193,8 +194,6 @@ class SftpPush(SftpClient):
 
 
 def stat_is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
-    import stat
-
     try:
         return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
     except FileNotFoundError:

@@ -216,7 +216,8 @@ class _Ledger:
 
 
 @contextmanager
-def _pushers(settings: Settings) -> Iterator[dict[str, Pusher]]:
+def _pushers() -> Iterator[dict[str, Pusher]]:
+    """Connections opened on demand, one per route, all closed at the end."""
     opened: dict[str, Pusher] = {}
     try:
         yield opened
@@ -244,7 +245,7 @@ def deliver(
     now = now or datetime.now(UTC)
     counts = {"sent": 0, "acked": 0, "already": 0, "resent": 0, "failed": 0}
     problems: list[str] = []
-    with _pushers(settings) as opened:
+    with _pushers() as opened:
         for unit, manifest in published_units(storage):
             if (partner and unit.partner != partner) or (files and unit.name not in files):
                 continue
