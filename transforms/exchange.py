@@ -86,6 +86,7 @@ class ExchangeContract:
     pseudonym_key_env: str = ""
     delivery: dict[str, Any] = field(default_factory=dict)
     schedule: str = "@daily"
+    services: tuple[str, ...] = ()  # rows of these services only (empty: every row of the dataset)
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ def load_exchange_contract(path: Path, purposes: dict[str, dict[str, Any]] | Non
     if missing:
         raise fail("delivery", f"transport {delivery['transport']} needs {missing}")
     partner = text("partner")
+    services = raw.get("services") or []
+    if not isinstance(services, list) or not all(isinstance(s, str) and s for s in services):
+        raise fail("services", f"expected a list of service names, found {services!r}")
     return ExchangeContract(
         name=text("contract"),
         version=text("version"),
@@ -250,6 +254,7 @@ def load_exchange_contract(path: Path, purposes: dict[str, dict[str, Any]] | Non
         pseudonym_key_env=str(raw.get("pseudonym_key_env") or f"LIANBAN_PSEUDONYM_KEY_{partner.upper()}"),
         delivery=dict(delivery),
         schedule=text("schedule"),
+        services=tuple(services),
     )
 
 
@@ -610,7 +615,8 @@ def build_exchange(
             raise ExchangeError(
                 f"{contract.path}: key 'dataset': no dataset {contract.dataset!r} (have {sorted(datasets)})"
             )
-        files.append(
-            write_exchange_file(storage, contract, datasets[contract.dataset], run_id, as_of, key, full)
-        )
+        rows = datasets[contract.dataset]
+        if contract.services:
+            rows = rows[rows["service"].isin(contract.services)].reset_index(drop=True)
+        files.append(write_exchange_file(storage, contract, rows, run_id, as_of, key, full))
     return files
