@@ -234,5 +234,6 @@ def test_malformed_contract_names_file_and_key(tmp_path: Path) -> None:
     )
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ExchangeError, match=r"bad\.yaml line 20: key 'id_mode': expected one of"):
+    line = next(i for i, t in enumerate(text.splitlines(), start=1) if t.startswith("id_mode:"))
+    with pytest.raises(ExchangeError, match=rf"bad\.yaml line {line}: key 'id_mode': expected one of"):
         load_exchange_contract(path, load_purposes(CONTRACTS / "purposes.yaml"))
