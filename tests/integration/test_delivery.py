@@ -50,6 +50,7 @@ class Poller(threading.Thread):
         self.partial: list[str] = []
         self.unmatched: list[str] = []
         self.inodes: dict[str, set[int]] = {}
+        self.checked: set[tuple[tuple[int, int, int], ...]] = set()
         self.polls = 0
 
     def run(self) -> None:
@@ -78,18 +79,23 @@ class Poller(threading.Thread):
                 continue  # renamed away between listing and looking (only the hidden staging does that)
 
     def check_unit(self, name: str) -> None:
-        marker = (self.inbox / f"{name}.ok").read_text(encoding="ascii").split("\n")
+        paths = [self.inbox / f"{name}.ok", self.inbox / name, self.inbox / f"{name}.manifest.json"]
         try:
-            data = (self.inbox / name).read_bytes()
-            manifest = (self.inbox / f"{name}.manifest.json").read_bytes()
+            stats = [p.stat() for p in paths]
         except FileNotFoundError:  # a marker without its pair: exactly what must never be seen
-            self.unmatched.append(f"{name}: marker without data or manifest")
+            if paths[0].exists():
+                self.unmatched.append(f"{name}: marker without data or manifest")
             return
-        if marker[0].split()[0] != hashlib.sha256(data).hexdigest() or marker[1].split()[0] != (
-            hashlib.sha256(manifest).hexdigest()
-        ):
-            self.unmatched.append(name)
-        self.inodes.setdefault(name, set()).add((self.inbox / name).stat().st_ino)
+        self.inodes.setdefault(name, set()).add(stats[1].st_ino)
+        seen = tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+        if seen not in self.checked:  # hash each state of the unit once, not on every poll
+            marker = paths[0].read_text(encoding="ascii").split("\n")
+            data, manifest = paths[1].read_bytes(), paths[2].read_bytes()
+            if marker[0].split()[0] != hashlib.sha256(data).hexdigest() or marker[1].split()[0] != (
+                hashlib.sha256(manifest).hexdigest()
+            ):
+                self.unmatched.append(name)
+            self.checked.add(seen)
         ack = self.inbox / f"{name}.ack"
         if not ack.exists() or self.polls % 50 == 0:  # and now and then a duplicate receipt
             ack.write_text(json.dumps({"file": name, "ok": True}), encoding="utf-8")
