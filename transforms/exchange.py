@@ -535,10 +535,11 @@ def write_exchange_file(
     data: pd.DataFrame,
     run_id: str,
     as_of: date,
-    key: SigningKey,
+    key: SigningKey | None = None,
     full: bool = False,
 ) -> ExchangeFile:
     """Render, diff (delta contracts), encode and publish one partner file with its signed manifest."""
+    key = key or load_signing_key(storage.var)
     period = f"{as_of:%Y-%m}"
     name = contract.file_name.format(
         contract=contract.name, partner=contract.partner, period=period, date=f"{as_of:%Y%m%d}"
