@@ -499,3 +499,10 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "path": str(path),
         "json": str(path.with_suffix(".json")),
     }
+
+
+def deliver_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """Send the published partner and reject files to their partners, once each (hub/deliver.py)."""
+    from hub.deliver import deliver_stage as deliver_published
+
+    return _stage_record(Storage(settings), run_id, "deliver", deliver_published(settings, as_of, run_id))
