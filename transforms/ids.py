@@ -182,12 +182,12 @@ def valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def birth_date_of(ids: pd.Series) -> pd.Series:
-    """Birth date encoded in normalised 18-character IDs (datetime64[ns]; NaT where absent or impossible)."""
+    """Birth date encoded in normalised 18-character IDs (datetime64[us]; NaT where absent or impossible)."""
     ok, chars = valid18(ids)
-    out = np.full(len(ids), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
+    out = np.full(len(ids), np.datetime64("NaT", "us"), dtype="datetime64[us]")
     if ok.any():
         _, dates = calendar_dates(*birth_parts(chars - ord("0")))
-        out[ok] = dates.astype("datetime64[ns]")
+        out[ok] = dates.astype("datetime64[us]")
     return pd.Series(out, index=ids.index)
 
 

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 STRING = pd.StringDtype()
 LINEAGE = ["_source_file", "_source_line"]
-EARLIEST_YEAR = 1800  # older dates are placeholders or typos, not facts about living people
 EXCEL_EPOCH = np.datetime64("1899-12-30", "D")  # Excel's day 0 (with its 1900 leap-year bug folded in)
 
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, as sent by Excel users and IMEs.
@@ -338,7 +337,6 @@ def _number(chars: np.ndarray, start: int, stop: int) -> np.ndarray:
 def _ymd(digits: np.ndarray, year: int, month: int, day: int) -> tuple[np.ndarray, np.ndarray]:
     y = _number(digits, year, year + 4)
     ok, dates = calendar_dates(y, _number(digits, month, month + 2), _number(digits, day, day + 2))
-    ok &= y >= EARLIEST_YEAR
     return ok, np.where(ok, dates, np.datetime64("NaT", "D"))
 
 
@@ -358,7 +356,7 @@ def _regex_dates(arr: pa.Array) -> np.ndarray:
     year, month, day, serial = number("y1", "y2"), number("m1", "m2"), number("d1", "d2"), number("serial")
     is_serial = matched & (serial > 0)
     ok, dates = calendar_dates(year, month, day)
-    ok &= matched & ~is_serial & (year >= EARLIEST_YEAR)
+    ok &= matched & ~is_serial
     out = np.where(ok, dates, out)
     return np.where(is_serial, EXCEL_EPOCH + serial.astype("timedelta64[D]"), out)
 
@@ -366,7 +364,7 @@ def _regex_dates(arr: pa.Array) -> np.ndarray:
 def parse_dates(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """YYYYMMDD, YYYY-MM-DD, YYYY/M/D (optionally with a time, dropped) or an Excel serial day number.
 
-    Returns datetime64[ns] dates (NaT where absent or invalid) and the mask of present-but-invalid cells.
+    Returns datetime64[us] dates (NaT where absent or invalid) and the mask of present-but-invalid cells.
     """
     arr = as_arrow(text)
     out = np.full(len(arr), np.datetime64("NaT", "D"), dtype="datetime64[D]")
@@ -379,12 +377,12 @@ def parse_dates(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     rest = present & ~shaped
     if rest.any():
         out[rest] = _regex_dates(arr.filter(pa.array(rest)))
-    dates = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    dates = pd.Series(out.astype("datetime64[us]"), index=text.index)
     return dates, present & np.isnat(out)
 
 
 def _parse_with_format(text: pd.Series, fmt: str, date_only: bool) -> tuple[pd.Series, np.ndarray]:
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce").astype("datetime64[ns]")
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce").astype("datetime64[us]")
     if date_only:
         parsed = parsed.dt.normalize()
     return parsed, text.notna().to_numpy(dtype=bool) & parsed.isna().to_numpy(dtype=bool)
@@ -401,14 +399,14 @@ def parse_timestamps(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     ok &= (hour < 24) & (minute < 60) & (second < 60)
     seconds = (hour * 3600 + minute * 60 + second).astype("timedelta64[s]")
     out[rows] = np.where(ok, days.astype("datetime64[s]") + seconds, np.datetime64("NaT", "s"))
-    parsed = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    parsed = pd.Series(out.astype("datetime64[us]"), index=text.index)
     shaped = np.zeros(len(arr), dtype=bool)
     shaped[rows] = True
     rest = present & ~shaped
     if rest.any():
         retry = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
         if getattr(retry.dt, "tz", None) is None:  # zone-aware text is not a local timestamp: invalid
-            parsed[rest] = retry.astype("datetime64[ns]")
+            parsed[rest] = retry.astype("datetime64[us]")
     return parsed, present & parsed.isna().to_numpy(dtype=bool)
 
 

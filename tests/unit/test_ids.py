@@ -119,7 +119,7 @@ def test_empty_series() -> None:
 def test_birth_date_and_gender_helpers() -> None:
     ids = pd.Series([*VECTORS, None, "bad"], dtype="string")
     births = birth_date_of(ids)
-    assert births.dtype == "datetime64[ns]"
+    assert births.dtype == "datetime64[us]"
     assert births.iloc[0] == pd.Timestamp("1949-12-31")
     assert births.iloc[1] == pd.Timestamp("1880-01-01")
     assert births.iloc[4:].isna().all()

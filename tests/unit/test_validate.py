@@ -332,7 +332,7 @@ def test_civil_batch_checks_float_and_codes(settings: Settings, tmp_path: Path) 
     }
     assert accepted["assistance_type"].tolist()[:2] == ["dibao", "orphan"]
     assert str(accepted["dibao_standard"].dtype) == "Float64"
-    assert str(accepted["end_date"].dtype) == "datetime64[ns]" and accepted["end_date"].isna().sum() == 11
+    assert str(accepted["end_date"].dtype) == "datetime64[us]" and accepted["end_date"].isna().sum() == 11
 
 
 def test_police_pages_batch(settings: Settings) -> None:
