@@ -33,7 +33,17 @@ from hub.storage import Storage, utcnow, write_json_atomic
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import Previous, column_parses, count_events, evaluate
-from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
+from transforms.ids import FIX_UPGRADED_15
+from transforms.merge import DELTA_KEYS
+from transforms.standardise import (
+    LINEAGE,
+    NON_RECORD,
+    STRING,
+    BatchUnreadable,
+    Reasons,
+    read_landed,
+    standardise_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +371,64 @@ def _apply_suite(
     return results
 
 
+def split_non_records(native: pd.DataFrame, contract: SourceContract) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows that are not records (totals, notes, the header line repeated) and their counts by kind.
+
+    A CSV reader already blanked such lines (a totals row may have other columns than the records);
+    this catches them in any format, from the first column or the ID cell: never a bad record, never
+    in a reject file, never holding the file.
+    """
+    if native.empty:
+        return native, {}
+    cells = [contract.natives[0], contract.column("id_number").native]
+    masks: dict[str, np.ndarray] = {}
+    for kind, pattern in NON_RECORD.items():
+        hit = np.zeros(len(native), dtype=bool)
+        for cell in dict.fromkeys(cells):
+            hit |= native[cell].astype(STRING).str.contains(pattern, regex=True).fillna(False).to_numpy(bool)
+        masks[kind] = hit
+    header = np.ones(len(native), dtype=bool)
+    for name in contract.natives:
+        header &= (native[name].astype(STRING).str.strip() == name).fillna(False).to_numpy(dtype=bool)
+    masks["header"] = header
+    counts = {kind: int(m.sum()) for kind, m in masks.items() if m.any()}
+    if not counts:
+        return native, {}
+    drop = np.logical_or.reduce(list(masks.values()))
+    return native.loc[~drop].reset_index(drop=True), counts
+
+
+def key_conflicts(frame: pd.DataFrame, contract: SourceContract, bad: np.ndarray) -> np.ndarray:
+    """Rows sharing a key and an update time whose values differ: which one is right is unknowable.
+
+    The merge would keep the later row in batch order, a choice the department never made (one
+    person recorded dead under another's number). Every row of such a key is quarantined, so the
+    department resolves it; rows that agree in every canonical column are one fact, not a conflict,
+    and versions with different update times are ordered by time in the merge.
+    """
+    out = np.zeros(len(frame), dtype=bool)
+    keys = [*DELTA_KEYS.get(contract.source, ("id_number",)), "updated_at"]
+    usable = ~bad & frame["id_number"].notna().to_numpy(dtype=bool)
+    candidates = frame.loc[usable, keys]
+    shared = candidates.duplicated(keep=False).to_numpy(dtype=bool)
+    if not shared.any():
+        return out
+    rows = np.flatnonzero(usable)[shared]
+    subset = frame.iloc[rows]
+    content = pd.util.hash_pandas_object(subset[contract.names], index=False)
+    distinct = content.groupby([subset[k] for k in keys], dropna=False).transform("nunique")
+    out[rows] = distinct.to_numpy(dtype=np.int64) > 1
+    return out
+
+
+def _id_flags(reasons: pd.Series, fixes: pd.Series) -> pd.Series:
+    """Warnings on kept ID numbers: an implausible 15-digit upgrade kept by its contract, a 1800s century."""
+    flags = pd.Series(pd.NA, index=fixes.index, dtype=STRING)
+    implausible = (reasons == "ID_UPGRADE_IMPLAUSIBLE").fillna(False)
+    flags[implausible] = "ID_UPGRADE_IMPLAUSIBLE"
+    return flags
+
+
 def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
     """The source's last accepted batch as the gates compare against it (events from its validation.json)."""
     last = storage.last_accepted(source, exclude=batch_id)
@@ -402,13 +470,17 @@ def stage_batch(
     except BatchUnreadable as exc:
         return _held(storage, source, batch_id, as_of, manifest, exc)
 
-    native = native.reset_index(drop=True)
+    non_records = dict(native.attrs.get("non_record_rows", {}))
+    native, more = split_non_records(native.reset_index(drop=True), contract)
+    for kind, count in more.items():
+        non_records[kind] = non_records.get(kind, 0) + count
     n = len(native)
     frame, reasons = standardise_rows(native, contract, as_of)
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
     gx_results = _apply_suite(settings, source, contract, frame, reasons, as_of)
+    reasons.add("DUPLICATE_KEY_CONFLICT", key_conflicts(frame, contract, reasons.any()))
 
     bad = reasons.any()
     quarantined = int(bad.sum())
@@ -431,6 +503,12 @@ def stage_batch(
     )
     for lineage in LINEAGE:
         accepted[lineage] = native.loc[~bad, lineage]
+    # which numbers were upgraded from 15 digits (and how): recorded on the row, not only counted
+    fixes = frame.loc[~bad, "_id_fix"].astype(STRING)
+    accepted["_id_upgraded_from15"] = (
+        fixes.str.contains(FIX_UPGRADED_15, regex=False).fillna(False).astype(bool)
+    )
+    accepted["_id_flags"] = _id_flags(frame.loc[~bad, "_id_reason"], fixes)
     _write_parquet(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
 
     id_native = contract.column("id_number").native
@@ -468,6 +546,7 @@ def stage_batch(
         "reasons_zh": {code: REASONS[code] for code in counts},
         "field_reason_counts": field_counts,
         "id_fixes": _id_fix_counts(frame["_id_fix"]),
+        "non_record_rows": non_records,
         "schema_drift": None,
         "gx": {
             "success": all(r["success"] for r in gx_results),
@@ -478,6 +557,8 @@ def stage_batch(
     }
     _write_summary(summary, out)
     storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
+    if non_records:
+        log.info("%s batch %s: non-record rows skipped %s", source, batch_id, non_records)
     log.info(
         "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",
         source,
