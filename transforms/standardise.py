@@ -229,7 +229,7 @@ def _text_only(frame: pd.DataFrame, contract: SourceContract) -> tuple[pd.DataFr
     date it is not what the contract says (an ID as a number has already lost digits). A missing
     key (NaN from from_records) is a null, not a wrong type.
     """
-    wrong = pd.Series(pd.NA, index=frame.index, dtype=STRING)
+    flags: list[tuple[str, np.ndarray]] = []
     out = {}
     for column in contract.columns:
         values = frame[column.native]
@@ -240,12 +240,9 @@ def _text_only(frame: pd.DataFrame, contract: SourceContract) -> tuple[pd.DataFr
         if bad.any():
             values = values.astype(object).copy()
             values[bad] = [json.dumps(v, ensure_ascii=False) for v in values[bad]]
-            label = pd.Series(pd.NA, index=frame.index, dtype=STRING)
-            label[bad] = column.native
-            wrong = label.where(wrong.isna(), wrong.str.cat(label, sep=";")).where(
-                wrong.notna() | label.notna(), pd.NA
-            )
+            flags.append((column.native, bad))
         out[column.native] = values
+    wrong = pd.Series(join_flags(flags, len(frame)), index=frame.index, dtype=STRING).replace("", pd.NA)
     return pd.DataFrame(out, index=frame.index), wrong
 
 
