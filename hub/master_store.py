@@ -251,7 +251,7 @@ def _driver_values(series: pd.Series, column: sa.Column[Any], dialect: sa.Dialec
     SQLAlchemy's bind processors would do once per value.
     """
     if isinstance(column.type, sa.Date):
-        days = pd.to_datetime(series, errors="coerce").astype("datetime64[ns]")
+        days = pd.to_datetime(series, errors="coerce").astype("datetime64[us]")
         if dialect.name == "sqlite":  # SQLAlchemy's SQLite storage format for Date: YYYY-MM-DD
             text = pa.Array.from_pandas(days).cast(pa.date32(), safe=False).cast(pa.string())
             return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
@@ -266,7 +266,7 @@ def _arrow(series: pd.Series, column: sa.Column[Any]) -> pa.Array:
     """A column as an Arrow array of the SQL column's type (for the CSV that COPY reads)."""
     kind = column.type
     if isinstance(kind, sa.Date):
-        stamps = pd.to_datetime(series, errors="coerce").astype("datetime64[ns]")
+        stamps = pd.to_datetime(series, errors="coerce").astype("datetime64[us]")
         return pa.Array.from_pandas(stamps).cast(pa.date32(), safe=False)
     if isinstance(kind, sa.Boolean):
         return pa.Array.from_pandas(series.astype("boolean"))
@@ -330,7 +330,7 @@ def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
         col = table.c[name]
         s = frame[name]
         if isinstance(col.type, sa.Date):
-            out[col.name] = pd.to_datetime(s, errors="coerce").astype("datetime64[ns]")
+            out[col.name] = pd.to_datetime(s, errors="coerce").astype("datetime64[us]")
         elif isinstance(col.type, sa.Boolean):
             flags = s.astype("boolean")
             out[col.name] = flags.astype(bool) if not col.nullable else flags
