@@ -333,6 +333,13 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     )
 
 
+def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """三查 audits and fund-use monitoring (hub/audit_stage.py), between exchange and report."""
+    from hub.audit_stage import audit_stage as run_audits
+
+    return run_audits(settings, as_of, run_id)
+
+
 def _latest_batch(storage: Storage, source: str) -> dict[str, Any] | None:
     """The newest batch of a source in the ledger, whatever its verdict (a held batch must show)."""
     with storage.engine().connect() as conn:
@@ -400,6 +407,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
     from hub.decision_run import guard_warnings
     from hub.report import write_report
+    from hub.report_data import gather
 
     storage = Storage(settings)
     store = _store(settings)
@@ -482,6 +490,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "exchange": exchange,
         "warnings": warnings,
     }
+    summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
     path = write_report(storage, run_id, as_of, summary)
     log.info("report %s: %s (%d warnings)", run_id, path, len(warnings))
     return {
@@ -490,3 +499,18 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "path": str(path),
         "json": str(path.with_suffix(".json")),
     }
+
+
+def deliver_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """Send the published partner and reject files to their partners, once each (hub/deliver.py)."""
+    from hub.deliver import DeliveryError
+    from hub.deliver import deliver_stage as deliver_published
+
+    storage = Storage(settings)
+    try:
+        result = deliver_published(settings, as_of, run_id)
+    except DeliveryError as exc:
+        # kept for the report (which runs after a failed delivery), then the task fails loudly
+        _stage_record(storage, run_id, "deliver", {"run_id": run_id, "failed": True, "error": str(exc)})
+        raise
+    return _stage_record(storage, run_id, "deliver", result)

@@ -152,12 +152,12 @@ def coerce(series: pd.Series, kind: str) -> pd.Series:
     if kind == "string":
         return series.astype("string")
     if kind == "date":
-        return pd.to_datetime(series, errors="coerce").astype("datetime64[ns]").dt.normalize()
+        return pd.to_datetime(series, errors="coerce").astype("datetime64[us]").dt.normalize()
     if kind == "timestamp":
         values = pd.to_datetime(series, errors="coerce")
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             values = values.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
-        return values.astype("datetime64[ns]")
+        return values.astype("datetime64[us]")
     if kind == "int":
         return pd.to_numeric(series, errors="coerce").astype("Int64")
     if kind == "float":
@@ -210,7 +210,7 @@ def _latest(frame: pd.DataFrame) -> np.ndarray:
     if not several.any():
         return np.arange(len(frame))
     at = np.flatnonzero(several)
-    stamps = frame["updated_at"].to_numpy(dtype="datetime64[ns]")[at].view(np.int64)  # NaT sorts first
+    stamps = frame["updated_at"].to_numpy(dtype="datetime64[us]")[at].view(np.int64)  # NaT sorts first
     ordered = at[np.lexsort((at, stamps, keys[at]))]
     last = np.append(keys[ordered][1:] != keys[ordered][:-1], True)
     return np.sort(np.concatenate([np.flatnonzero(~several), ordered[last]]))
@@ -302,7 +302,7 @@ def _id_changes(prepared: pd.DataFrame, as_of: date) -> pd.DataFrame:
 
     rows = prepared[prepared["former_id_number"].notna()]
     if rows.empty:
-        return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[ns]"))
+        return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[us]"))
     former = normalise_ids(rows["former_id_number"].reset_index(drop=True), as_of)
     valid = (former["id_reason"].isna() & former["id_number"].notna()).to_numpy(dtype=bool)
     if not valid.all():

@@ -19,7 +19,7 @@ def arrow(series: pd.Series, column: sa.Column[Any]) -> pa.Array:
     """A column as an Arrow array of the SQL column's type (for the CSV that COPY reads)."""
     kind = column.type
     if isinstance(kind, sa.Date):
-        stamps = pd.to_datetime(series, errors="coerce").astype("datetime64[ns]")
+        stamps = pd.to_datetime(series, errors="coerce").astype("datetime64[us]")
         return pa.Array.from_pandas(stamps).cast(pa.date32(), safe=False)
     if isinstance(kind, sa.Boolean):
         return pa.Array.from_pandas(series.astype("boolean"))
@@ -83,7 +83,7 @@ def typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
         col = table.c[name]
         s = frame[name]
         if isinstance(col.type, sa.Date):
-            out[col.name] = pd.to_datetime(s, errors="coerce").astype("datetime64[ns]")
+            out[col.name] = pd.to_datetime(s, errors="coerce").astype("datetime64[us]")
         elif isinstance(col.type, sa.Boolean):
             flags = s.astype("boolean")
             out[col.name] = flags.astype(bool) if not col.nullable else flags

@@ -24,7 +24,7 @@ def driver_values(series: pd.Series, column: sa.Column[Any]) -> np.ndarray:
     SQLAlchemy's bind processors would do once per value.
     """
     if isinstance(column.type, sa.Date):  # SQLAlchemy's SQLite storage format for Date: YYYY-MM-DD
-        days = pd.to_datetime(series, errors="coerce").astype("datetime64[ns]")
+        days = pd.to_datetime(series, errors="coerce").astype("datetime64[us]")
         text = pa.Array.from_pandas(days).cast(pa.date32(), safe=False).cast(pa.string())
         return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
     if isinstance(column.type, sa.Boolean):
