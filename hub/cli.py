@@ -1,4 +1,4 @@
-"""The `hub` command line: sandbox, run, batch, master, bench."""
+"""The `hub` command line: sandbox, run, batch, approve, master, report, runs, bench."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
+from hub.cli_delivery import register as register_delivery
 from hub.settings import load_settings
 
 app = typer.Typer(help="Lianban (联办) data-exchange hub.", no_args_is_help=True, add_completion=False)
@@ -22,6 +23,7 @@ app.add_typer(batch_app, name="batch")
 master_app = typer.Typer(help="The master file (一人一档) and its history.", no_args_is_help=True)
 app.add_typer(master_app, name="master")
 console = Console()
+register_delivery(app)  # verify, deliver, deliveries, redeliver (hub/cli_delivery.py)
 
 Config = Annotated[
     Path | None, typer.Option(help="config YAML (default: LIANBAN_CONFIG or config/sandbox.yaml)")
@@ -152,7 +154,9 @@ def batch_list(
     with storage.engine().connect() as conn:
         rows = conn.execute(query).mappings().all()
     table = Table(title="batches")
-    for column in ("batch", "status", "rows", "accepted", "quarantined", "note"):
+    width = max((len(row["batch_id"]) for row in rows), default=5)
+    table.add_column("batch", no_wrap=True, min_width=width)  # whole ids: `hub batch release` takes them
+    for column in ("status", "rows", "accepted", "quarantined", "note"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -164,19 +168,52 @@ def batch_list(
 
 @batch_app.command("release")
 def batch_release(
-    batch_id: Annotated[str, typer.Argument(help="the held batch to accept")],
+    batch_id: Annotated[str, typer.Argument(help="the held batch to accept (its id or a unique prefix)")],
     who: Annotated[str, typer.Option("--by", help="who takes the decision (kept in the ledger)")],
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="accept the readable rows, quarantine and return the bad ones (bad bytes in a few lines)",
+        ),
+    ] = False,
     config: Config = None,
 ) -> None:
-    """Accept a held batch: the next cycle merges it. An explicit decision, recorded with its author."""
-    from hub.storage import Storage
+    """Accept a held batch: the next cycle merges it. An explicit decision, recorded with its author,
+    honoured by every later staging of the batch."""
+    from hub.release import release_batch
 
     try:
-        released = Storage(load_settings(config)).release(batch_id, who)
+        released = release_batch(load_settings(config), batch_id, who, partial)
     except (KeyError, ValueError) as exc:
+        console.print(f"[red]{exc.args[0]}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]released[/green] {released['batch_id']}: {released['accepted_rows']} rows accepted, "
+        f"{released['quarantined_rows']} quarantined; {released['note']}",
+        highlight=False,
+    )
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="the run whose outbound files the guard held")],
+    who: Annotated[str, typer.Option("--by", help="who approves (recorded with the time)")],
+    reason: Annotated[str, typer.Option("--reason", help="why the mass change is right (recorded)")],
+    config: Config = None,
+) -> None:
+    """Release the outbound files the mass-change guard held for a run: recorded, then built."""
+    from hub.decision_run import approve_and_build
+
+    try:
+        done = approve_and_build(load_settings(config), run_id, who, reason)
+    except (LookupError, ValueError) as exc:
         console.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"[green]released[/green] {batch_id}: {released['note']}")
+    console.print(
+        f"[green]approved[/green] {run_id} by {done['by']} at {done['at']} ({', '.join(done['services'])}); "
+        f"{len(done['files'])} files built"
+    )
 
 
 @master_app.command("show")
@@ -223,6 +260,53 @@ def master_show(
     for row in attribute_rows(view, unmasked):
         table.add_row(*row)
     console.print(table)
+
+
+@app.command()
+def explain(
+    id_number: Annotated[
+        str, typer.Argument(metavar="ID", help="18-character ID number (a former number is followed)")
+    ],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="decide as of YYYY-MM-DD (default: the sandbox's date)")
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="zh or en")] = "zh",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="show raw ID, certificate number and name (audited)")
+    ] = False,
+    config: Config = None,
+) -> None:
+    """Explain every service for one person: each criterion with its facts, sources and parameters."""
+    from hub.explain import explain as explain_person
+    from hub.explain import render
+    from hub.master_store import MasterStore
+    from hub.master_view import MalformedId, RecordNotFound, audit_unmasked, lookup
+    from transforms.eligibility import PolicyError, load_policy
+
+    if lang not in ("zh", "en"):
+        raise typer.BadParameter("expected zh or en", param_hint="--lang")
+    settings = load_settings(config)
+    day = _date(as_of) or _sandbox_as_of(settings.var_dir) or date.today()
+    store = MasterStore(settings.expand(settings.master_url))
+    try:
+        view = lookup(store, id_number, day, date.today())
+        policy = load_policy(settings.path(settings.policy), day)
+    except MalformedId as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from exc
+    except (RecordNotFound, PolicyError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
+    if unmasked:
+        audit_unmasked(settings.var_dir, "hub explain --unmasked")
+    result = explain_person(view, policy, day, unmasked)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    for line in render(result, lang):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -281,6 +365,11 @@ def bench(
         f"master store {figures['master_backend']}: incremental merge after 1% changes "
         f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
     )
+    console.print(
+        f"decision versions written: {figures['decisions_written_full']:,} on the first run, "
+        f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
+        f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
+    )
     for label, key in (
         ("full merge", "merge_seconds_by_step"),
         ("incremental", "incremental_seconds_by_step"),
@@ -310,6 +399,50 @@ def bench_validate(
         f"peak RSS {f['stage_peak_rss_mib']} MiB; {f['stage_accepted']:,} accepted, "
         f"{f['stage_quarantined']:,} quarantined)"
     )
+
+
+@app.command()
+def report(
+    run_id: Annotated[
+        str | None, typer.Argument(help="run id, e.g. cycle-2026-11-01 (default: the latest)")
+    ] = None,
+    config: Config = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write (again) a run's auditor report: report.html, report.json and the index across runs."""
+    from hub.report import rebuild_report
+
+    _logging(verbose)
+    path = rebuild_report(load_settings(config), run_id)
+    console.print(
+        f"report: {path}\njson:   {path.with_suffix('.json')}\nindex:  {path.parent.parent / 'index.html'}"
+    )
+
+
+@app.command()
+def runs(config: Config = None) -> None:
+    """Every run with a report: headline figures, and the index page with their trends."""
+    from hub.report import run_rows, write_index
+    from hub.storage import Storage
+
+    storage = Storage(load_settings(config))
+    table = Table(
+        Column("run", no_wrap=True, min_width=16),  # whole, never cropped: it is what one types next
+        Column("as of", no_wrap=True, min_width=10),
+        *("persons", "eligible", "quarantined", "conflicts", "not paid", "not eligible", "fund"),
+    )
+    for r in reversed(run_rows(storage)):
+        eligible = ", ".join(f"{k} {v}" for k, v in r["eligible"].items())
+        cells = [r[k] for k in ("quarantined", "conflicts", "not_paid", "not_eligible", "fund")]
+        table.add_row(
+            r["run_id"],
+            r["as_of"],
+            str(r["persons"]),
+            eligible,
+            *("—" if c is None else str(c) for c in cells),
+        )
+    console.print(table)
+    console.print(f"index: {write_index(storage)}")
 
 
 if __name__ == "__main__":

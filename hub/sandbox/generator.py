@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from hub.sandbox import names as namegen
-from hub.sandbox.oracle import Assistance, PersonFacts, decide, load_parameters
+from hub.sandbox.oracle import (
+    Assistance,
+    PersonFacts,
+    decide_bundle,
+    load_bundle_parameters,
+    load_parameters,
+)
 from hub.sandbox.regions import OUTSIDE, ZHEJIANG
 from hub.settings import Settings
 from hub.storage import Storage, write_json_atomic
@@ -90,7 +96,11 @@ DEFECT_KINDS: tuple[DefectKind, ...] = (
         "future_birth", 0.003, _ANY, "ID_BIRTH_FUTURE", "birth date after the run date (check char ok)"
     ),
     DefectKind(
-        "excel_scientific", 0.001, {"hrss": 1.0}, "ID_FORMAT", "Excel scientific notation 3.30106E+17"
+        "excel_scientific",
+        0.001,
+        {"hrss": 1.0},
+        "ID_SPREADSHEET_DAMAGED",
+        "Excel scientific notation 3.30106E+17",
     ),
     DefectKind("missing_id", 0.001, {"hrss": 1.0, "civil": 1.0}, "ID_MISSING", "empty ID cell"),
     DefectKind("unknown_code", 0.001, {"civil": 1.0}, "CODE_UNKNOWN", "JZLX outside the code list"),
@@ -303,10 +313,15 @@ def _people(rng: np.random.Generator, n: int, m: int, as_of: np.datetime64) -> _
     seq = np.where(female, 2 * rng.integers(1, 500, size), 2 * rng.integers(0, 500, size) + 1)
     ymd = by * 10_000 + bm * 100 + bd
     code_int = id_code.astype(np.int64)
-    for _ in range(1000):  # the same county, birthday and sequence twice: draw again
+    for _ in range(
+        1000
+    ):  # the same county, birthday and sequence twice, or a number ending in 000: draw again
         key = code_int * 10**11 + ymd * 1000 + seq
         order = np.argsort(key, kind="stable")
         again = order[1:][key[order][1:] == key[order][:-1]]
+        # a genuine number ending in 000 reads as a spreadsheet's lost digits (hrss quarantines it)
+        zeros = np.flatnonzero((seq % 100 == 0) & (check_chars(key) == "0"))
+        again = np.union1d(again, zeros)
         if again.size == 0:
             break
         seq[again] = np.where(
@@ -560,7 +575,7 @@ def _inject(
     constraint = {
         "formula_name": p.holder,
         "name_conflict": p.holder & has["police"],
-        "legacy_15": (born >= 1900) & (born <= 1999),
+        "legacy_15": (born >= 1900) & (born <= 1999) & (p.seq < 996),  # 996-999 were kept for centenarians
         "lowercase_x": last == "X",
         "excel_scientific": last != "X",
         "id_reissued": p.holder & has["police"],
@@ -855,7 +870,13 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
     status[known] = police.fields["status"][prow[known]]
     county[known] = police.fields["county"][prow[known]]
     wic[hrow >= 0] = hrss.fields["wic"][hrow[hrow >= 0]]
-    for person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury in zip(
+    death = np.full(len(holders), np.datetime64("NaT"), dtype="datetime64[D]")
+    death[known] = police.fields["death"][prow[known]]
+    pension = np.full(len(holders), None, dtype=object)
+    pension[hrow >= 0] = np.array(["resident", "employee", "none"], dtype=object)[
+        hrss.fields["pension"][hrow[hrow >= 0]]
+    ]
+    for person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury, born, died, scheme in zip(
         holders.tolist(),
         p.id_number[holders].tolist(),
         p.category[holders].tolist(),
@@ -867,6 +888,9 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
         status.tolist(),
         county.tolist(),
         wic.tolist(),
+        p.birth[holders].astype("datetime64[D]").astype(object).tolist(),
+        death.astype(object).tolist(),
+        pension.tolist(),
         strict=True,
     ):
         yield PersonFacts(
@@ -881,6 +905,9 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
             hukou_county=cty or None,
             assistance=tuple(assistance.get(person, ())),
             work_injury_care=injury,
+            birth_date=born,
+            death_date=died,
+            pension_type=scheme,
         )
 
 
@@ -901,6 +928,7 @@ def _write_decisions(
     active certificate whose holder police registers as moved out, or in a county outside the province.
     """
     params = load_parameters(settings.path(settings.policy), as_of)
+    bundle = load_bundle_parameters(settings.path(settings.policy), as_of)
     province = settings.region[:2]
     eligible = {"living_subsidy": 0, "nursing_subsidy": 0}
     found: list[tuple[str, str]] = []
@@ -910,9 +938,9 @@ def _write_decisions(
         writer.writerow(("id_number", "service", "eligible", "amount"))
         for person in people:
             master += 1
-            for d in decide(person, as_of, params):
+            for d in decide_bundle(person, as_of, params, bundle):
                 writer.writerow((d.id_number, d.service, int(d.eligible), f"{d.amount:.2f}"))
-                eligible[d.service] += int(d.eligible)
+                eligible[d.service] = eligible.get(d.service, 0) + int(d.eligible)
             if person.hukou_status == "dead" and (
                 person.id_number in employed or any(a.in_force(as_of) for a in person.assistance)
             ):
@@ -921,6 +949,55 @@ def _write_decisions(
             if person.cert_status == "active" and (person.hukou_status == "moved_out" or away):
                 found.append((person.id_number, "CERT_ACTIVE_MOVED_OUT"))
     return master, eligible, found
+
+
+def _write_audit_inputs(
+    seed: int,
+    p: _People,
+    tables: dict[str, _Table],
+    truth: _Truth,
+    as_of: date,
+    settings: Settings,
+    root: Path,
+    cdpf_db: Path,
+) -> dict[str, Any]:
+    """The payment roll and the needs survey (hub.sandbox.payments), from streams of their own so the
+    four departments' data stay what the seed made them before these existed."""
+    from hub.sandbox import payments
+
+    police = tables["police"]
+    base = int(p.police.sum())
+    row = np.full(p.size, -1, dtype=np.int64)
+    row[police.person[:base]] = np.arange(base)
+    row[np.isin(row, list(police.bad))] = -1
+    known = row >= 0
+    status = np.where(known, police.fields["status"][np.maximum(row, 0)], -1)
+    county = np.where(known, police.fields["county"][np.maximum(row, 0)], "")
+    damaged = np.isin(p.id_number, [d[1] for d in truth.defects])
+    people = payments.Holder(
+        id_number=p.id_number,
+        name=p.name,
+        county=COUNTY_CODES[p.county],
+        holder=p.holder,
+        clean=p.holder & known & ~damaged,
+        status=status,
+        in_province=np.char.startswith(county.astype(str), settings.region[:2]),
+        death=p.death,
+        cert_status=p.cert_status,
+        level=p.level,
+        institutional=p.inst,
+    )
+    pay_rng, village_rng, survey_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, 16]).spawn(3)
+    )
+    params = load_parameters(settings.path(settings.policy), as_of)
+    roll = payments.write_payments(
+        pay_rng, people, root / "truth" / "decisions.csv", as_of, params, root / "drops" / "civil_payments",
+        root / "truth",
+    )  # fmt: skip
+    village = payments.village_codes(village_rng, COUNTY_CODES[p.county], p.holder)
+    survey = payments.write_survey(survey_rng, people, village, as_of, cdpf_db, root / "truth")
+    return {"payments": roll, "survey": survey}
 
 
 # -- entry point --------------------------------------------------------------------------------------
@@ -1027,6 +1104,7 @@ def init_sandbox(
         truth_dir / "decisions.csv", _visible_facts(p, tables), as_of, settings, _employed_seen(p, tables)
     )
     conflicts = truth.conflicts + seen_conflicts
+    audit_inputs = _write_audit_inputs(seed, p, tables, truth, as_of, settings, root, paths["cdpf"])
 
     _write_csv(truth_dir / "quarantine.csv", ("source", "id_raw", "reason_code"), truth.quarantine)
     _write_csv(truth_dir / "conflicts.csv", ("id_number", "conflict_type"), conflicts)
@@ -1052,6 +1130,7 @@ def init_sandbox(
         "eligible": eligible,
         "conflicts": conflict_counts,
         "formula_names": len(truth.formula),
+        **audit_inputs,
     }
     meta = root / "sandbox.json"
     write_json_atomic(

@@ -62,7 +62,15 @@ def _parse(tmp_path: Path) -> dict:
 def test_dags_parse_cleanly_without_io(tmp_path: Path) -> None:
     result = _parse(tmp_path)
     assert result["errors"] == {}
-    assert set(result["dags"]) == {"ingest_cdpf", "ingest_civil", "ingest_hrss", "ingest_police", "cycle"}
+    assert set(result["dags"]) == {
+        "ingest_cdpf",
+        "ingest_cdpf_survey",
+        "ingest_civil",
+        "ingest_civil_payments",
+        "ingest_hrss",
+        "ingest_police",
+        "cycle",
+    }
     assert result["touched"] == [], "a DAG file opened a socket or a database while parsing"
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
     assert result["seconds"] < 5
@@ -81,6 +89,6 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
                 assert retries == 0, f"{dag_id}.{task_id} retries in Airflow and in its client"
             else:
                 assert retries >= 1, f"{dag_id}.{task_id} has no retries"
-    assert dags["cycle"]["tasks"] == ["eligibility", "exchange", "merge", "report"]
-    for source in ("cdpf", "civil", "hrss", "police"):
+    assert dags["cycle"]["tasks"] == ["audit", "deliver", "eligibility", "exchange", "merge", "report"]
+    for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["tasks"] == ["fresh", "pull", "stage"]

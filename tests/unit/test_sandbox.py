@@ -257,7 +257,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     first = init_sandbox(load_settings(var_dir=tmp_path / "a"), persons=3000, seed=11)
     second = init_sandbox(load_settings(var_dir=tmp_path / "b"), persons=3000, seed=11)
     other = init_sandbox(load_settings(var_dir=tmp_path / "c"), persons=3000, seed=12)
-    assert len(digest(first.root)) == 11
+    assert len(digest(first.root)) == 16  # + payment roll, its marker, payments, fund and needs truth
     assert digest(first.root) == digest(second.root)
     assert digest(first.root)["frontdb_cdpf.sqlite"] != digest(other.root)["frontdb_cdpf.sqlite"]
     assert first.secrets_env.read_text() != second.secrets_env.read_text()  # the token is fresh each time
@@ -413,9 +413,20 @@ def test_decisions_cover_exactly_the_accepted_cdpf_people(sandbox: tuple[Setting
     people = {current.get(i, i) for i in native["cdpf"]["CJRZH"].str[:18]}
     assert set(decisions["id_number"]) == people - cdpf_out
     services = decisions.groupby("id_number")["service"].agg(lambda s: tuple(sorted(s)))
-    assert all(v == ("living_subsidy", "nursing_subsidy") for v in services)
+    bundle = (
+        "cert_cancellation_on_death",
+        "cert_expired",
+        "cert_renewal_reminder",
+        "living_subsidy",
+        "medical_insurance_subsidy",
+        "nursing_subsidy",
+        "pension_contribution",
+    )
+    assert all(v == bundle for v in services)
     assert decisions["amount"].str.fullmatch(r"\d+\.\d{2}").all()
-    assert ((decisions["eligible"] == "0") == (decisions["amount"] == "0.00")).all()
+    paid = decisions[~decisions["service"].str.startswith("cert_")]  # certificate items carry no amount
+    assert ((paid["eligible"] == "0") == (paid["amount"] == "0.00")).all()
+    assert (decisions.loc[decisions["service"].str.startswith("cert_"), "amount"] == "0.00").all()
     share = decisions.groupby("service")["eligible"].apply(lambda s: (s == "1").mean())
     assert 0.08 < share["living_subsidy"] < 0.2 and 0.2 < share["nursing_subsidy"] < 0.4
 
