@@ -1,0 +1,219 @@
+"""Run a cycle's stages in this process, optionally dying by SIGKILL at a named point; and hash its outcome.
+
+Used by tests/e2e/test_kill_retry.py as a script:
+
+    python kill_driver.py VAR AS_OF FROM_STEP KILL|-|snapshots=DIR
+
+runs the steps of STEPS from FROM_STEP to the end, calling the stage functions as the DAG tasks do (same
+run id), with the pulled batch ids kept in VAR/../steps.json (what XCom carries between pull and stage).
+KILL (`what:target:n[:within]`) replaces a function by one that SIGKILLs this process at its n-th call,
+counting only calls made while `within` runs, when given:
+
+- `call:module.attr:n` dies on entering the n-th call, `after:module.attr:n` right after it returned;
+- `execute:-:n:module.attr` dies at the n-th SQLAlchemy `Connection.execute` inside `within`;
+- `replace:-:n:module.attr` dies at the n-th `os.replace` inside `within`.
+
+Nothing in production code knows about this: the kill points are monkeypatches of ordinary functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("cdpf", "civil", "hrss", "police")
+STEPS = (
+    *(f"{kind}:{s}" for s in SOURCES for kind in ("pull", "validate")),
+    "merge",
+    "eligibility",
+    "exchange",
+    "report",
+)
+
+# Fields whose values legitimately differ between two runs of the same data: wall-clock times of a write
+# (ledger landed_at/verdict_at, watermark updated_at, landing manifest received_at, staged_at of a
+# validation, the store's master/decisions_written_at, a report's generated time) and run durations
+# (the merge record's `seconds`). They say when, not what; every other field must be identical.
+WALL_CLOCK_FIELDS = frozenset(
+    {
+        "landed_at",
+        "verdict_at",
+        "updated_at",
+        "received_at",
+        "staged_at",
+        "master_written_at",
+        "decisions_written_at",
+        "generated_at",
+        "created_at",
+        "written_at",
+        "seconds",
+    }
+)
+
+
+def _resolve(dotted: str) -> tuple[Any, str]:
+    """The owner (module or class) and attribute name of `package.module[.Class].attr`."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner: Any = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ValueError(f"cannot resolve {dotted}")
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_kill(spec: str) -> None:
+    """Patch the named function(s) so that this process is SIGKILLed at the point `spec` names."""
+    what, target, nth, *rest = spec.split(":")
+    n = int(nth)
+    inside = [0]
+    if rest:
+        owner, name = _resolve(rest[0])
+        original_within = getattr(owner, name)
+
+        @functools.wraps(original_within)
+        def within(*args: Any, **kwargs: Any) -> Any:
+            inside[0] += 1
+            try:
+                return original_within(*args, **kwargs)
+            finally:
+                inside[0] -= 1
+
+        setattr(owner, name, within)
+    else:
+        inside[0] = 1  # no scope: every call counts
+    if what == "execute":
+        import sqlalchemy as sa
+
+        owner, name = sa.engine.Connection, "execute"
+    elif what == "replace":
+        owner, name = os, "replace"
+    else:
+        owner, name = _resolve(target)
+    original: Callable[..., Any] = getattr(owner, name)
+    calls = [0]
+
+    @functools.wraps(original)
+    def killer(*args: Any, **kwargs: Any) -> Any:
+        if inside[0] > 0:
+            calls[0] += 1
+            if calls[0] == n and what != "after":
+                _die()
+        result = original(*args, **kwargs)
+        if inside[0] > 0 and calls[0] == n and what == "after":
+            _die()
+        return result
+
+    setattr(owner, name, killer)
+
+
+def run_steps(var: Path, as_of: date, first: str, snapshots: Path | None = None) -> None:
+    """Run STEPS from `first` on, as the ingestion and cycle DAGs' tasks call them; with `snapshots`, copy
+    the var directory (and the side file) after each step to snapshots/<step index>."""
+    from hub import cycle, ingest
+    from hub.settings import load_settings
+
+    settings = load_settings(var_dir=var)
+    run_id = f"cycle-{as_of}"
+    side = var.parent / "steps.json"
+    pulled: dict[str, str] = json.loads(side.read_text()) if side.exists() else {}
+    for step in STEPS[STEPS.index(first) :]:
+        kind, _, source = step.partition(":")
+        if kind == "pull":
+            pulled[source] = str(ingest.pull_stage(settings, source, as_of)["batch_id"])
+            side.write_text(json.dumps(pulled))
+        elif kind == "validate":
+            ingest.validate_stage(settings, source, pulled[source], as_of)
+        else:
+            getattr(cycle, f"{kind}_stage")(settings, as_of, run_id)
+        if snapshots is not None:
+            shutil.copytree(var.parent, snapshots / str(STEPS.index(step)), symlinks=True)
+    print("done")
+
+
+# -- canonical outcome ----------------------------------------------------------------------------------
+
+
+def _canonical(value: Any, var: str) -> Any:
+    """JSON content without wall-clock fields, with the var directory's own path written as {var}."""
+    if isinstance(value, dict):
+        return {k: _canonical(v, var) for k, v in sorted(value.items()) if k not in WALL_CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [_canonical(v, var) for v in value]
+    if isinstance(value, str):
+        return value.replace(var, "{var}")
+    return value
+
+
+def _frame_digest(frame: Any) -> str:
+    """SHA-256 of a table's rows sorted on every column (row order is not content)."""
+    frame = frame.drop(columns=[c for c in frame.columns if c in WALL_CLOCK_FIELDS])
+    frame = frame.reindex(sorted(frame.columns), axis=1).astype("string").fillna("<null>")
+    frame = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return hashlib.sha256(buffer.getvalue().encode()).hexdigest()
+
+
+def outcome(var: Path) -> dict[str, str]:
+    """A digest per part of what a run leaves behind: store tables, ledger, staged and landed batches,
+    partner files, run records and the report's data; plus any leftover temporary file."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    root = str(var)
+    digests: dict[str, str] = {}
+    for db, tables in (
+        ("master.sqlite", ("person", "person_version", "conflict", "id_change", "decision", "run")),
+        ("state/ledger.sqlite", ("batches", "watermarks")),
+    ):
+        engine = sa.create_engine(f"sqlite:///{var / db}")
+        with engine.connect() as conn:
+            for table in tables:
+                digests[f"{db}:{table}"] = _frame_digest(pd.read_sql(sa.text(f"SELECT * FROM {table}"), conn))
+        engine.dispose()
+    for path in sorted(p for p in var.rglob("*") if p.is_file()):
+        rel = path.relative_to(var).as_posix()
+        if rel.startswith(("sandbox/", "airflow/")) or rel.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm")):
+            continue
+        if rel.startswith("master/"):
+            continue  # the store's Arrow cache: compared through what eligibility and exchange read from it
+        if path.suffix == ".json":
+            content = json.dumps(_canonical(json.loads(path.read_text(encoding="utf-8")), root), sort_keys=True)
+            digests[rel] = hashlib.sha256(content.encode()).hexdigest()
+        elif path.suffix == ".parquet":
+            digests[rel] = _frame_digest(pd.read_parquet(path))
+        elif path.suffix == ".html":
+            digests[rel] = "present"  # rendered from the JSON beside it, which is compared; carries times
+        else:
+            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+if __name__ == "__main__":
+    var_dir, as_of, first, kill = Path(sys.argv[1]), date.fromisoformat(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if kill.startswith("snapshots="):
+        run_steps(var_dir, as_of, first, Path(kill.removeprefix("snapshots=")))
+    else:
+        if kill != "-":
+            install_kill(kill)
+        run_steps(var_dir, as_of, first)

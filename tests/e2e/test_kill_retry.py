@@ -1,0 +1,129 @@
+"""Kill-and-retry: a cycle SIGKILLed at any stage boundary or inside the store's transaction, then run
+again, leaves exactly what a clean run leaves.
+
+A 300-person sandbox is run once cleanly, step by step in one process (kill_driver.py calls the stage
+functions as the DAG tasks do), with a copy of the var directory after every step. Each trial starts
+from the copy taken before its step, runs that step and the rest in a child process that a
+monkeypatch SIGKILLs at the trial's point (no hook in production code), then runs the same steps again
+in a fresh process, as a retried task and its downstream tasks would. Its outcome (store tables,
+ledger, landed and staged batches, partner files, run records, report data; kill_driver.outcome) must
+hash as the clean run's does, wall-clock fields aside (kill_driver.WALL_CLOCK_FIELDS says which and why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kill_driver import STEPS, outcome
+
+pytestmark = pytest.mark.e2e
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PERSONS = 300
+
+# (step the child starts from, kill point); see kill_driver's docstring for the notation
+KILL_POINTS = [
+    # ingestion: stage boundaries, a landing half renamed into place, a batch staged without a verdict
+    ("pull:cdpf", "call:hub.ingest.pull_stage:1"),
+    ("pull:cdpf", "replace:-:2:connectors.landing.BatchWriter.publish"),
+    ("pull:cdpf", "call:hub.storage.Storage.record_batch:1"),
+    ("validate:cdpf", "call:hub.ingest.validate_stage:1"),
+    ("validate:cdpf", "call:hub.storage.Storage.set_verdict:1"),
+    ("pull:police", "call:hub.storage.Storage.record_batch:1"),
+    ("validate:police", "replace:-:1:hub.ingest.validate_stage"),
+    ("validate:police", "after:hub.ingest.validate_stage:1"),
+    # merge: its boundary, inside the store transaction (statements, bulk inserts), after the commit
+    ("merge", "call:hub.cycle.merge_stage:1"),
+    ("merge", "call:hub.master_store.MasterStore.apply_merge:1"),
+    ("merge", "execute:-:1:hub.master_store.MasterStore.apply_merge"),
+    ("merge", "execute:-:3:hub.master_store.MasterStore.apply_merge"),
+    ("merge", "call:hub.master_store._Bulk.insert:1"),
+    ("merge", "call:hub.master_store._Bulk.insert:3"),
+    ("merge", "after:hub.master_store.MasterStore.apply_merge:1"),
+    ("merge", "call:hub.cycle._stage_record:1"),
+    # eligibility: boundary, inside the decisions transaction, decisions stored but not filed
+    ("eligibility", "call:hub.cycle.eligibility_stage:1"),
+    ("eligibility", "execute:-:2:hub.master_store.MasterStore.write_decisions"),
+    ("eligibility", "after:hub.master_store.MasterStore.write_decisions:1"),
+    # exchange: boundary, between partner files, before the returned rejects
+    ("exchange", "call:hub.cycle.exchange_stage:1"),
+    ("exchange", "replace:-:1:hub.cycle.exchange_stage"),
+    ("exchange", "replace:-:3:hub.cycle.exchange_stage"),
+    ("exchange", "call:transforms.rejects.write_pending_rejects:1"),
+    # report: boundary, and the end of the run
+    ("report", "call:hub.cycle.report_stage:1"),
+    ("report", "after:hub.cycle.report_stage:1"),
+]
+
+
+def _driver(var: Path, first: str, arg: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(HERE / "kill_driver.py"), str(var), env["KILL_AS_OF"], first, arg],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], dict[str, str]]]:
+    """The clean run's snapshots folder, its outcome, and the environment (police simulator running)."""
+    from hub.sandbox.simulator import running_police_simulator
+
+    base = tmp_path_factory.mktemp("kill")
+    var = base / "clean" / "var"
+    env = {**os.environ, "LIANBAN_VAR": str(var), "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    subprocess.run(
+        [sys.executable, "-m", "hub.cli", "sandbox", "init", "--persons", str(PERSONS), "--seed", "11"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    env["KILL_AS_OF"] = json.loads((var / "sandbox" / "sandbox.json").read_text(encoding="utf-8"))["as_of"]
+    snapshots = base / "snapshots"
+    shutil.copytree(var.parent, snapshots / "-1", symlinks=True)
+    with running_police_simulator(var / "sandbox") as (url, token):
+        env.update({"LIANBAN_POLICE_URL": url, "LIANBAN_POLICE_TOKEN": token})
+        done = _driver(var, STEPS[0], f"snapshots={snapshots}", env)
+        assert done.returncode == 0 and "done" in done.stdout, done.stderr[-3000:]
+        yield snapshots, outcome(var), env
+
+
+@pytest.mark.parametrize(("first", "kill"), KILL_POINTS, ids=[f"{s}-{k}" for s, k in KILL_POINTS])
+def test_a_killed_run_retried_equals_a_clean_run(
+    clean: tuple[Path, dict[str, str], dict[str, str]], tmp_path: Path, first: str, kill: str
+) -> None:
+    snapshots, expected, env = clean
+    trial = tmp_path / "trial"
+    shutil.copytree(snapshots / str(STEPS.index(first) - 1), trial, symlinks=True)
+    var = trial / "var"
+    env = {**env, "LIANBAN_VAR": str(var)}
+
+    started = time.monotonic()
+    killed = _driver(var, first, kill, env)
+    assert killed.returncode == -signal.SIGKILL, (
+        f"the run was not killed at {kill} (exit {killed.returncode}):\n{killed.stderr[-3000:]}"
+    )
+    assert "done" not in killed.stdout
+    retried = _driver(var, first, "-", env)
+    assert retried.returncode == 0, retried.stderr[-3000:]
+
+    got = outcome(var)
+    differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+    assert not differ, (
+        f"after a kill at {kill} and a retry from {first} ({time.monotonic() - started:.1f} s), these differ "
+        f"from a clean run: {differ}"
+    )
