@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 from datetime import date
 from pathlib import Path
 
@@ -16,13 +18,44 @@ log = logging.getLogger(__name__)
 
 
 def ready_files(folder: Path, pattern: str, marker: str) -> list[Path]:
-    """Files matching the pattern whose marker exists; a file without its marker may still be written."""
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.with_name(p.name + marker).exists())
+    """Regular files matching the pattern whose marker exists; a file without its marker may still be written.
+
+    Symbolic links are never followed (a link to /etc/passwd must not reach landing): skipped, named
+    in a warning.
+    """
+    ready = []
+    for path in sorted(folder.glob(pattern)):
+        if not path.with_name(path.name + marker).exists():
+            continue
+        if path.is_symlink():
+            log.warning(
+                "%s: %s is a symbolic link; not taken (drop folders take regular files only)",
+                folder,
+                path.name,
+            )
+        elif path.is_file():
+            ready.append(path)
+    return ready
 
 
 def count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
+def _copy_nofollow(source: str, path: Path, target: Path) -> None:
+    """Copy a regular file, refusing one that became a link (or anything else) since it was listed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP: the name is a symbolic link now
+        raise ConnectorError(
+            source, "folder", str(path), f"cannot open without following links: {exc}"
+        ) from exc
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise ConnectorError(source, "folder", str(path), "not a regular file; refused")
+        with target.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
 
 
 def pull_folder(storage: Storage, source: str, config: FolderSource, as_of: date) -> Landed:
@@ -40,6 +73,6 @@ def pull_folder(storage: Storage, source: str, config: FolderSource, as_of: date
         )
     newest = files[-1]
     with BatchWriter(storage, source, as_of.strftime("%Y%m%d"), "folder") as batch:
-        shutil.copyfile(newest, batch.path_for(newest.name))
+        _copy_nofollow(source, newest, batch.path_for(newest.name))
         batch.added(newest.name, max(count_lines(newest) - 1, 0))
         return batch.publish(newest.name)

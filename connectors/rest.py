@@ -1,4 +1,10 @@
-"""REST transport: bearer-token JSON API with paging, timeouts, backoff retries and a rate limit."""
+"""REST transport: bearer-token JSON API with paging, timeouts, backoff retries and a rate limit.
+
+A change feed is followed from a bookmarked cursor. Its bookmark cannot be poisoned: an item whose
+updated-at lies beyond the run's clock plus `max_future_skew_seconds` stops the pull before it (the
+feed is in time order, so the cursor would otherwise jump past every later change), and it and any
+item whose updated-at is not a timestamp are held out into held-out.json, which staging quarantines.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,17 @@ import json
 import logging
 import os
 import time
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import requests
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
+from connectors.sql import canonical_ts, ts_bound
 from hub.settings import RestSource
 from hub.storage import Storage
 
@@ -99,8 +108,20 @@ def _secret(name: str, source: str) -> str:
     return value
 
 
-def pull_rest(storage: Storage, source: str, config: RestSource, as_of: date, required: list[str]) -> Landed:
-    """Page through the endpoint (or its change feed) and land each body as received, after checking it."""
+def pull_rest(
+    storage: Storage,
+    source: str,
+    config: RestSource,
+    as_of: date,
+    required: list[str],
+    updated_at: str | None = None,
+    now: datetime | None = None,
+) -> Landed:
+    """Page through the endpoint (or its change feed) and land each body as received, after checking it.
+
+    `updated_at`: the items' native updated-at field, which guards the change feed's cursor; `now`: the
+    run's clock (local wall time), default the machine's.
+    """
     base_url = config.base_url or _secret(config.base_url_env or "", source)
     token = _secret(config.token_env, source)
     with (
@@ -108,7 +129,8 @@ def pull_rest(storage: Storage, source: str, config: RestSource, as_of: date, re
         RestClient(base_url, token, config.timeout_s) as client,
     ):
         if config.mode == "changes":
-            return _pull_changes(storage, source, config, batch, client, required)
+            bound = ts_bound((now or datetime.now()) + timedelta(seconds=config.max_future_skew_seconds))
+            return _pull_changes(storage, source, config, batch, client, required, (updated_at, bound))
         page, total_pages = 1, 1
         while page <= total_pages:
             where = f"{config.endpoint} page {page}"
@@ -130,10 +152,16 @@ def _pull_changes(
     batch: BatchWriter,
     client: RestClient,
     required: list[str],
+    guard: tuple[str | None, str],
 ) -> Landed:
-    """Follow the change feed from the bookmarked cursor; the new cursor is committed after landing."""
-    cursor = storage.watermark(source)
+    """Follow the change feed from the bookmarked cursor; the new cursor is committed after landing.
+
+    The committed cursor only ever rests on an item that was landed: held-out items at the end of what
+    was read are read (and held out) again next time, and a future-dated item ends the pull.
+    """
+    committed = cursor = storage.watermark(source)
     delta = bool(cursor)  # from the start of the feed the batch is the whole register
+    held: list[dict[str, Any]] = []
     page = 1
     while True:
         params: dict[str, Any] = {"limit": config.page_size}
@@ -142,14 +170,53 @@ def _pull_changes(
         where = f"{config.endpoint} after cursor {cursor or '(start)'}"
         body = _fetch(client, config.endpoint, params, source, where)
         items = _check_page(body, required, source, where, "next_cursor")
-        if items:
-            batch.add_bytes(f"page-{page:05d}.json", body, len(items))
-            page += 1
         following = json.loads(body)["next_cursor"]
-        if not following or not items:
+        bad, future = _untrusted(items, guard)
+        kept = [item for item, b in zip(items, bad, strict=True) if not b]
+        held.extend(item for item, b in zip(items, bad, strict=True) if b)
+        if items and not bad[-1]:
+            committed = following
+        elif kept:  # the page ends in held-out items: rest on the last landed one (or re-read this page)
+            committed = _cursor_of(kept[-1], config.cursor_fields) or committed
+        if kept:
+            if len(kept) < len(items):
+                body = json.dumps({"items": kept, "next_cursor": committed}, ensure_ascii=False).encode()
+            batch.add_bytes(f"page-{page:05d}.json", body, len(kept))
+            page += 1
+        if future or not following or not items:
             break
         cursor = following
-    return batch.publish(cursor, delta=delta)
+    if held:
+        column, bound = guard
+        batch.path_for(HELD_FILE).write_bytes(json.dumps({"items": held}, ensure_ascii=False).encode())
+        reason = f"{column} later than the run's clock + skew ({bound}) or not a timestamp"
+        batch.hold_out(HELD_FILE, len(held), reason, str(column))
+        log.warning("%s: %d change(s) held out: %s", source, len(held), reason)
+    return batch.publish(committed, delta=delta)
+
+
+HELD_FILE = "held-out.json"
+
+
+def _untrusted(items: list[dict[str, Any]], guard: tuple[str | None, str]) -> tuple[np.ndarray, bool]:
+    """Items not to land (updated-at not a timestamp, or from the first future-dated item on: the feed is
+    in time order) and whether a future-dated item was met."""
+    column, bound = guard
+    if column is None or not items:
+        return np.zeros(len(items), dtype=bool), False
+    ts = canonical_ts(pd.Series([item.get(column) for item in items], dtype=object))
+    bad = ts.isna().to_numpy(dtype=bool, copy=True)
+    future = (ts > bound).fillna(False).to_numpy(dtype=bool)
+    if future.any():
+        bad[int(np.argmax(future)) :] = True
+    return bad, bool(future.any())
+
+
+def _cursor_of(item: dict[str, Any], fields: list[str]) -> str | None:
+    """The feed's cursor for an item, when the configuration says how it is formed."""
+    if not fields or any(item.get(f) is None for f in fields):
+        return None
+    return "|".join(str(item[f]) for f in fields)
 
 
 def _fetch(client: RestClient, path: str, params: dict[str, Any], source: str, where: str) -> bytes:

@@ -383,7 +383,8 @@ class SftpClient:
 
     # -- verbs -----------------------------------------------------------------------------------
     def list_ready(self, folder: str, pattern: str = "*", marker: str = ".ok") -> list[RemoteFile]:
-        """Regular files matching `pattern` whose `<name><marker>` exists, by name; unsafe names are refused."""
+        """Regular files matching `pattern` whose `<name><marker>` exists, by name; unsafe names are refused,
+        links and folders skipped with a warning (never followed)."""
         entries = self._retrying(folder, lambda: self._session().listdir_attr(folder))
         names = {e.filename for e in entries}
         ready: list[RemoteFile] = []
@@ -395,13 +396,15 @@ class SftpClient:
                 log.info("%s: %r has no %s marker yet; not taken", self.source, name, marker)
                 continue
             check_name(name, self.source, folder)
-            if not stat.S_ISREG(entry.st_mode or 0):
-                raise ConnectorError(
+            if not stat.S_ISREG(
+                entry.st_mode or 0
+            ):  # the listing's attributes are lstat's: links show as links
+                log.warning(
+                    "%s: %s is not a regular file (symbolic link or folder); not taken",
                     self.source,
-                    TRANSPORT,
                     posixpath.join(folder, name),
-                    "not a regular file (link or folder)",
                 )
+                continue
             checksum = name + CHECKSUM_SUFFIX if name + CHECKSUM_SUFFIX in names else None
             ready.append(RemoteFile(folder, name, int(entry.st_size or 0), entry.st_mtime, marker, checksum))
         return ready

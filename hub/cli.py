@@ -1,4 +1,4 @@
-"""The `hub` command line: sandbox, run, batch, master, bench."""
+"""The `hub` command line: sandbox, run, batch, approve, master, bench."""
 
 from __future__ import annotations
 
@@ -137,7 +137,9 @@ def batch_list(
     with storage.engine().connect() as conn:
         rows = conn.execute(query).mappings().all()
     table = Table(title="batches")
-    for column in ("batch", "status", "rows", "accepted", "quarantined", "note"):
+    width = max((len(row["batch_id"]) for row in rows), default=5)
+    table.add_column("batch", no_wrap=True, min_width=width)  # whole ids: `hub batch release` takes them
+    for column in ("status", "rows", "accepted", "quarantined", "note"):
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -149,19 +151,52 @@ def batch_list(
 
 @batch_app.command("release")
 def batch_release(
-    batch_id: Annotated[str, typer.Argument(help="the held batch to accept")],
+    batch_id: Annotated[str, typer.Argument(help="the held batch to accept (its id or a unique prefix)")],
     who: Annotated[str, typer.Option("--by", help="who takes the decision (kept in the ledger)")],
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="accept the readable rows, quarantine and return the bad ones (bad bytes in a few lines)",
+        ),
+    ] = False,
     config: Config = None,
 ) -> None:
-    """Accept a held batch: the next cycle merges it. An explicit decision, recorded with its author."""
-    from hub.storage import Storage
+    """Accept a held batch: the next cycle merges it. An explicit decision, recorded with its author,
+    honoured by every later staging of the batch."""
+    from hub.release import release_batch
 
     try:
-        released = Storage(load_settings(config)).release(batch_id, who)
+        released = release_batch(load_settings(config), batch_id, who, partial)
     except (KeyError, ValueError) as exc:
+        console.print(f"[red]{exc.args[0]}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]released[/green] {released['batch_id']}: {released['accepted_rows']} rows accepted, "
+        f"{released['quarantined_rows']} quarantined; {released['note']}",
+        highlight=False,
+    )
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="the run whose outbound files the guard held")],
+    who: Annotated[str, typer.Option("--by", help="who approves (recorded with the time)")],
+    reason: Annotated[str, typer.Option("--reason", help="why the mass change is right (recorded)")],
+    config: Config = None,
+) -> None:
+    """Release the outbound files the mass-change guard held for a run: recorded, then built."""
+    from hub.decision_run import approve_and_build
+
+    try:
+        done = approve_and_build(load_settings(config), run_id, who, reason)
+    except (LookupError, ValueError) as exc:
         console.print(f"[red]{exc.args[0]}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"[green]released[/green] {batch_id}: {released['note']}")
+    console.print(
+        f"[green]approved[/green] {run_id} by {done['by']} at {done['at']} ({', '.join(done['services'])}); "
+        f"{len(done['files'])} files built"
+    )
 
 
 @master_app.command("show")
@@ -265,6 +300,11 @@ def bench(
     console.print(
         f"master store {figures['master_backend']}: incremental merge after 1% changes "
         f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
+    )
+    console.print(
+        f"decision versions written: {figures['decisions_written_full']:,} on the first run, "
+        f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
+        f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
     )
     for label, key in (
         ("full merge", "merge_seconds_by_step"),

@@ -34,7 +34,7 @@ def pull_stage(settings: Settings, source: str, as_of: date) -> dict[str, Any]:
         landed = pull_sftp(storage, source, config, as_of)
     elif isinstance(config, RestSource):
         required = [c.native for c in contract.columns if c.required]
-        landed = pull_rest(storage, source, config, as_of, required)
+        landed = pull_rest(storage, source, config, as_of, required, native.get("updated_at"))
     else:  # pragma: no cover - the settings model admits no other transport
         raise TypeError(f"unknown transport for {source}")
     return {"source": source, "batch_id": landed.batch_id, "rows": landed.rows, "new": landed.new}

@@ -32,6 +32,12 @@ class SqlSource(_Source):
         default_factory=list, description="unique key, second part of the watermark"
     )
     overlap_seconds: int = Field(300, description="re-read this far behind the watermark for late commits")
+    max_future_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="incremental mode: a row whose watermark value is later than the run's clock plus this "
+        "(the department's clock may run a little ahead) is held out and quarantined, never bookmarked",
+    )
     chunk_rows: int = Field(50_000, description="rows fetched per round trip")
 
 
@@ -53,6 +59,18 @@ class RestSource(_Source):
     )
     page_size: int = 1000
     timeout_s: float = 30.0
+    max_future_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="change feed: an item updated later than the run's clock plus this is held out and "
+        "quarantined, and the cursor stops before it",
+    )
+    cursor_fields: list[str] = Field(
+        default_factory=list,
+        description="change feed: item fields whose '|'-joined values are that item's cursor (e.g. [gxsj, gmsfhm]), "
+        "so a pull stopped before a future-dated item resumes right after the last item it kept; "
+        "empty: it resumes from the start of that page",
+    )
 
 
 class SftpSource(_Source):
@@ -111,11 +129,50 @@ class Gates(BaseModel):
     type_mismatch_min_values: int = Field(
         20, ge=1, description="a column is judged for a type change only with at least this many values"
     )
+    # Change feeds (SQL incremental, REST changes): a delta batch holds only what changed, so it is judged
+    # against the source's usual daily rate instead of its last batch.
+    usual_daily: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per source, the usual changes per day of a delta batch: 'rows' (accepted rows) and each "
+        "event kind (e.g. deaths); what is not configured is learned from the source's accepted deltas",
+    )
+    delta_history: int = Field(10, ge=1, description="learn the usual daily rate from this many last deltas")
+    delta_min_history: int = Field(
+        3, ge=1, description="accepted delta batches needed before a learned rate is trusted"
+    )
+    delta_max_multiple: float = Field(
+        5.0,
+        gt=0,
+        description="a delta above this multiple of the usual rate x days covered (+ floor) is held",
+    )
+    delta_rows_floor: int = Field(
+        200, ge=0, description="accepted rows a delta batch may always carry (events use event_rise_floor)"
+    )
+    delta_max_share: float = Field(
+        0.05,
+        gt=0,
+        description="without a usual rate: a delta whose rows or events exceed this share of the source's last "
+        "full batch (+ floor) is held",
+    )
+
+
+class Guard(BaseModel):
+    """Mass-change guard: a service whose decisions change for too many persons in one run has its
+    outbound files held until `hub approve RUN --by NAME --reason TEXT` (a first run is exempt)."""
+
+    max_changed_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of a service's persons whose eligibility or amount changed above which its "
+        "outbound files are held",
+    )
 
 
 class Settings(BaseModel):
     region: str
     gates: Gates = Field(default_factory=lambda: Gates())
+    guard: Guard = Field(default_factory=lambda: Guard())
     precedence: dict[str, list[str]] = Field(
         default_factory=dict,
         description="一数一源: attribute -> sources in order (first non-null wins); defaults in transforms.merge",
@@ -128,6 +185,10 @@ class Settings(BaseModel):
     master_url: str
     sources: dict[str, SourceConfig]
     var_dir: Path = Field(default_factory=lambda: Path("var"))
+    file_mode_group: bool = Field(
+        False,
+        description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",
+    )
 
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""

@@ -21,6 +21,7 @@ ColumnType = Literal["id_number", "name", "string", "code", "date", "timestamp",
 # The Chinese text goes into the reject file the department receives.
 REASONS: dict[str, str] = {
     "DUPLICATE_ROW": "与同批次前一行完全重复(保留第一行)",
+    "ENCODING_INVALID": "该行含有不符合约定字符编码的字节(经人工决定部分接收本批次时退回)",
     "ID_MISSING": "公民身份号码为空",
     "ID_FORMAT": "公民身份号码格式错误(应为18位或15位数字,末位可为X)",
     "ID_CHECKSUM": "公民身份号码校验码错误",

@@ -2,7 +2,10 @@
 
 A gate compares the batch with its own rows (invalid ratio; a column whose values mostly no longer
 parse as its contracted type, i.e. schema drift by content) or with the source's last accepted batch
-(volume, deaths and cancellations). Any gate that trips holds the batch: the master keeps that
+(volume, deaths and cancellations). A delta batch (change feed) holds only what changed: its volume,
+deaths and cancellations are judged against the source's usual daily rate (configured, or the median
+of its last accepted deltas) times the days it covers, or, before any rate is known, against a share
+of the source's last full batch. Any gate that trips holds the batch: the master keeps that
 source's last good data until an operator releases the batch with `hub batch release`. Pure
 functions over counts, so each threshold is tested on its own.
 """
@@ -26,6 +29,23 @@ class Previous:
     batch_id: str
     accepted_rows: int
     events: dict[str, int] | None = None  # None: that batch was staged before events were counted
+
+
+@dataclass(frozen=True)
+class UsualRate:
+    """A source's usual changes per day: per measure ('rows' and each event kind), and where it comes from."""
+
+    per_day: dict[str, float]
+    basis: dict[str, str]  # measure -> "configured" or "median of N delta batches"
+
+
+@dataclass(frozen=True)
+class DeltaBasis:
+    """What a delta batch is judged against."""
+
+    days: int  # days the batch covers: since the source's previous accepted batch, at least 1
+    rate: UsualRate
+    register_rows: int | None  # accepted rows of the source's last full batch
 
 
 @dataclass(frozen=True)
@@ -135,8 +155,13 @@ def evaluate(
     previous: Previous | None,
     gates: Gates,
     columns: Sequence[ColumnParse] = (),
+    delta: DeltaBasis | None = None,
 ) -> Verdict:
-    """Every gate over one batch; the batch is held when any of them trips (each trip is in the note)."""
+    """Every gate over one batch; the batch is held when any of them trips (each trip is in the note).
+
+    A delta batch (`delta` given, `previous` None) is judged by the change-feed gates instead of volume
+    change and event rise.
+    """
     results: list[GateResult] = []
     ratio = quarantined / rows if rows else 0.0
     results.append(
@@ -178,9 +203,45 @@ def evaluate(
                     f"limit {before} x {1 + gates.max_event_rise:g} + {gates.event_rise_floor} = {allowed:g}",
                 )
             )
+    if delta is not None:
+        results.extend(_delta_gates(accepted, events, delta, gates))
     tripped = [r.detail for r in results if not r.passed]
     note = "; ".join(tripped) if tripped else ("empty batch" if rows == 0 else "")
     return Verdict("held" if tripped else "accepted", note, results)
 
 
 _EVENT_ZH = {"deaths": "死亡人数异常上升", "cancellations": "注销人数异常上升"}
+_DELTA_ZH = {"rows": "增量数据量异常", "deaths": "增量死亡人数异常", "cancellations": "增量注销人数异常"}
+
+
+def _delta_gates(accepted: int, events: dict[str, int], delta: DeltaBasis, gates: Gates) -> list[GateResult]:
+    """Rows and each event kind of a delta batch against the usual rate x days (or a share of the register)."""
+    out = []
+    for measure, now in [("rows", accepted), *sorted(events.items())]:
+        floor = gates.delta_rows_floor if measure == "rows" else gates.event_rise_floor
+        rate = delta.rate.per_day.get(measure)
+        if rate is not None:
+            allowed = gates.delta_max_multiple * rate * delta.days + floor
+            why = (
+                f"usual {rate:g}/day ({delta.rate.basis[measure]}) over {delta.days} day(s), limit "
+                f"{gates.delta_max_multiple:g} x {rate:g} x {delta.days} + {floor} = {allowed:g}"
+            )
+        elif delta.register_rows is not None:
+            allowed = gates.delta_max_share * delta.register_rows + floor
+            why = (
+                f"no usual rate yet, limit {gates.delta_max_share:.0%} of the {delta.register_rows} rows of the "
+                f"last full batch + {floor} = {allowed:g}"
+            )
+        else:
+            continue  # nothing to judge a first delta by: neither a rate nor a full batch
+        label = "accepted rows" if measure == "rows" else measure
+        out.append(
+            GateResult(
+                f"delta_{measure}",
+                now <= allowed,
+                now,
+                round(allowed, 6),
+                f"{_DELTA_ZH.get(measure, measure)} delta batch has {now} {label}, {why}",
+            )
+        )
+    return out

@@ -18,22 +18,40 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
-from hub.masking import mask_id
-from hub.settings import Settings
-from hub.storage import Storage, utcnow, write_json_atomic
+from hub.masking import mask_id, mask_structure, mask_text
+from hub.settings import Gates, Settings
+from hub.storage import (
+    Storage,
+    batches,
+    decision_note,
+    sha256_file,
+    utcnow,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
-from transforms.gates import Previous, column_parses, count_events, evaluate
-from transforms.standardise import LINEAGE, STRING, BatchUnreadable, Reasons, read_landed, standardise_rows
+from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
+from transforms.lenient import read_landed_lenient
+from transforms.standardise import (
+    LINEAGE,
+    STRING,
+    BatchUnreadable,
+    LandingCorrupt,
+    LandingDecodeError,
+    Reasons,
+    read_landed,
+    standardise_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +63,6 @@ KNOWN_COUNTY = "expect_column_values_to_have_known_county_code"
 SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
 # GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them
 SEVERITIES = ("critical", "warning", "info")
-_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})([0-9Xx]{5,})([0-9Xx]{4})(?![0-9A-Za-z])")
 
 
 class SuiteError(ValueError):
@@ -221,21 +238,6 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
 # -- staging ---------------------------------------------------------------------------------------
 
 
-def _mask_text(text: str) -> str:
-    return _ID_LIKE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
-
-
-def mask_payload(value: Any) -> Any:
-    """Mask anything shaped like an ID number anywhere in a JSON-able structure (belt and braces)."""
-    if isinstance(value, str):
-        return _mask_text(value)
-    if isinstance(value, dict):
-        return {k: mask_payload(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_payload(v) for v in value]
-    return value
-
-
 def _sample(frame: pd.DataFrame, column: str, index: np.ndarray) -> list[Any]:
     """A few unexpected values for the report; ID-bearing columns masked."""
     if column not in frame.columns or index.size == 0:
@@ -243,12 +245,6 @@ def _sample(frame: pd.DataFrame, column: str, index: np.ndarray) -> list[Any]:
     values = frame[column].iloc[index[:SAMPLE_SIZE]]
     out = [None if pd.isna(v) else str(v) for v in values]
     return [mask_id(v) if v and column in ID_COLUMNS else v for v in out]
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _raw_json(native: pd.DataFrame) -> pd.Series:
@@ -277,7 +273,7 @@ def _id_fix_counts(fixes: pd.Series) -> dict[str, int]:
 
 def _write_summary(summary: dict[str, Any], out: Path) -> None:
     """validation.json (masked) and the offline validation.html rendered from it."""
-    masked = mask_payload(summary)
+    masked = mask_structure(summary)
     write_json_atomic(out / "validation.json", masked)
     write_validation_report(masked, out / "validation.html")
 
@@ -287,7 +283,7 @@ def _held(
 ) -> StageResult:
     """The batch cannot be read as contracted: no rows are staged, the verdict says why."""
     out = storage.staged(source, batch_id)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(out)
     for stale in ("accepted.parquet", "quarantine.parquet"):
         (out / stale).unlink(missing_ok=True)
     note = str(exc)
@@ -310,9 +306,10 @@ def _held(
         "error": type(exc).__name__,
     }
     _write_summary(summary, out)
-    storage.set_verdict(batch_id, "held", 0, 0, note=_mask_text(note))
-    log.warning("%s batch %s held: %s", source, batch_id, _mask_text(note))
-    return StageResult(source, batch_id, "held", rows, 0, 0, {}, _mask_text(note), out)
+    storage.seal(out)
+    storage.set_verdict(batch_id, "held", 0, 0, note=mask_text(note))
+    log.warning("%s batch %s held: %s", source, batch_id, mask_text(note))
+    return StageResult(source, batch_id, "held", rows, 0, 0, {}, mask_text(note), out)
 
 
 def _apply_suite(
@@ -371,6 +368,98 @@ def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
     return Previous(str(last["batch_id"]), int(last["accepted_rows"] or 0), events)
 
 
+def _day(window: str) -> date | None:
+    try:
+        return datetime.strptime(window, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _days_between(later: str, earlier: str) -> int:
+    """Days a batch covers after the previous one, from their windows (YYYYMMDD); at least 1."""
+    a, b = _day(later), _day(earlier)
+    return max((a - b).days, 1) if a and b else 1
+
+
+def _delta_basis(storage: Storage, source: str, batch_id: str, window: str, gates: Gates) -> DeltaBasis:
+    """The usual daily rate of a source's deltas (configured, else the median of its last accepted deltas,
+    each divided by the days it covered) and the size of its last full batch."""
+    with storage.engine().connect() as conn:
+        history = (
+            conn.execute(
+                sa.select(batches.c.batch_id, batches.c.window, batches.c.accepted_rows)
+                .where(
+                    batches.c.source == source, batches.c.status == "accepted", batches.c.batch_id != batch_id
+                )
+                .order_by(batches.c.landed_at, batches.c.batch_id)
+            )
+            .mappings()
+            .all()
+        )
+    samples: dict[str, list[float]] = {}
+    deltas, register = 0, None
+    for i in range(len(history) - 1, -1, -1):
+        if deltas >= gates.delta_history and register is not None:
+            break
+        row = history[i]
+        manifest = _read_json(storage.landing(source, row["batch_id"]) / "manifest.json")
+        if not manifest.get("delta"):
+            register = register if register is not None else int(row["accepted_rows"] or 0)
+            continue
+        if deltas >= gates.delta_history:
+            continue
+        summary = _read_json(storage.staged(source, row["batch_id"]) / "validation.json")
+        days = _days_between(str(row["window"]), str(history[i - 1]["window"])) if i else 1
+        deltas += 1
+        for measure, count in [("rows", row["accepted_rows"] or 0), *(summary.get("events") or {}).items()]:
+            samples.setdefault(measure, []).append(float(count) / days)
+    per_day = {m: float(np.median(v)) for m, v in samples.items() if len(v) >= gates.delta_min_history}
+    basis = {m: f"median of {len(samples[m])} delta batches" for m in per_day}
+    for measure, rate in gates.usual_daily.get(source, {}).items():
+        per_day[measure], basis[measure] = float(rate), "configured"
+    days = _days_between(window, str(history[-1]["window"])) if history else 1
+    return DeltaBasis(days, UsualRate(per_day, basis), register)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+HELD_OUT_ZH = "更新时间晚于运行时间(超出允许的时钟偏差)或不是有效时间，未计入增量书签"
+
+
+def _with_held_out(
+    landing: Path, manifest: dict[str, Any], contract: SourceContract, native: pd.DataFrame
+) -> tuple[pd.DataFrame, list[tuple[str, np.ndarray]]]:
+    """Append the rows the connector held out of the data (a watermark value it could not trust) so they
+    are quarantined with their reason and returned to the department; one (field, mask) per held-out file."""
+    frames, held = [native.reset_index(drop=True)], []
+    by_native = {c.native: c.name for c in contract.columns}
+    for entry in manifest.get("held_out") or []:
+        path = landing / entry["name"]
+        if sha256_file(path) != entry["sha256"]:
+            raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
+        if path.suffix == ".json":  # a change feed's held-out items, as received
+            rows = pd.DataFrame.from_records(json.loads(path.read_bytes())["items"])
+        else:
+            rows = pd.read_parquet(path)
+        rows = rows.reindex(columns=contract.natives).astype(STRING)
+        rows["_source_file"] = pd.Series(entry["name"], index=rows.index, dtype=STRING)
+        rows["_source_line"] = np.arange(1, len(rows) + 1, dtype=np.int64)
+        frames.append(rows[[*contract.natives, *LINEAGE]])
+        held.append((by_native.get(str(entry.get("column")), ""), len(rows)))
+    if len(frames) == 1:
+        return frames[0], []
+    out = pd.concat(frames, ignore_index=True)
+    masks, start = [], len(native)
+    for field_name, count in held:
+        mask = np.zeros(len(out), dtype=bool)
+        mask[start : start + count] = True
+        masks.append((field_name, mask))
+        start += count
+    return out, masks
+
+
 def stage_batch(
     settings: Settings,
     source: str,
@@ -397,14 +486,29 @@ def stage_batch(
         manifest.get("rows"),
         manifest.get("transport"),
     )
+    decision = storage.decision(batch_id)  # an operator's release: honoured by every re-staging
+    undecodable: np.ndarray | None = None
     try:
-        native = read_landed(landing, contract)
+        try:
+            read = read_landed(landing, contract)
+        except LandingDecodeError:
+            if decision is None or decision["decision"] != "partial":
+                raise
+            read, undecodable = read_landed_lenient(
+                landing, contract, storage.staged(source, batch_id).parent
+            )
+        native, held_out = _with_held_out(landing, manifest, contract, read)
     except BatchUnreadable as exc:
         return _held(storage, source, batch_id, as_of, manifest, exc)
 
-    native = native.reset_index(drop=True)
     n = len(native)
     frame, reasons = standardise_rows(native, contract, as_of)
+    for field_name, mask in held_out:
+        reasons.add("DATE_INVALID", mask, field_name, HELD_OUT_ZH)
+    if undecodable is not None:
+        reasons.add(
+            "ENCODING_INVALID", np.concatenate([undecodable, np.zeros(n - len(undecodable), dtype=bool)])
+        )
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
@@ -419,19 +523,30 @@ def stage_batch(
     events = count_events(accepted, contract)
     field_counts = reasons.field_counts()
     columns = column_parses(frame, field_counts, contract)
-    # a delta batch holds only the changed rows: comparing its volume or events with a full batch is meaningless
-    previous = None if manifest.get("delta") else _previous(storage, source, batch_id)
-    verdict = evaluate(n, quarantined, events, previous, gates, columns)
+    # a delta batch holds only the changed rows: it is judged against the usual daily rate, not the last batch
+    if manifest.get("delta"):
+        previous, delta = (
+            None,
+            _delta_basis(storage, source, batch_id, str(manifest.get("window", "")), gates),
+        )
+    else:
+        previous, delta = _previous(storage, source, batch_id), None
+    verdict = evaluate(n, quarantined, events, previous, gates, columns, delta)
     status, note = verdict.status, verdict.note
+    if decision is not None:
+        status, note = "accepted", decision_note(decision)
+        if decision["decision"] == "partial":
+            storage.count_decision(batch_id, accepted_rows, quarantined)
+            decision = storage.decision(batch_id)
 
     out = storage.staged(source, batch_id)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(out)
     accepted.insert(
         len(accepted.columns), "_batch_id", pd.Series(batch_id, index=accepted.index, dtype=STRING)
     )
     for lineage in LINEAGE:
         accepted[lineage] = native.loc[~bad, lineage]
-    _write_parquet(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
+    write_parquet_atomic(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
 
     id_native = contract.column("id_number").native
     rejected = native.loc[bad]
@@ -446,7 +561,7 @@ def stage_batch(
             "raw": _raw_json(rejected[contract.natives]),
         }
     )
-    _write_parquet(quarantine.reset_index(drop=True), out / "quarantine.parquet")
+    write_parquet_atomic(quarantine.reset_index(drop=True), out / "quarantine.parquet")
 
     summary = {
         "source": source,
@@ -469,6 +584,7 @@ def stage_batch(
         "field_reason_counts": field_counts,
         "id_fixes": _id_fix_counts(frame["_id_fix"]),
         "schema_drift": None,
+        "decision": None if decision is None else {k: v for k, v in decision.items() if k != "id"},
         "gx": {
             "success": all(r["success"] for r in gx_results),
             "evaluated": len(gx_results),
@@ -477,6 +593,7 @@ def stage_batch(
         },
     }
     _write_summary(summary, out)
+    storage.seal(out)
     storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
     log.info(
         "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",

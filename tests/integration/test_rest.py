@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from connectors.errors import ConnectorError
@@ -14,6 +15,7 @@ from connectors.rest import RestClient, pull_rest
 from hub.sandbox.simulator import Faults, create_app, serve
 from hub.settings import RestSource
 from hub.storage import Storage
+from transforms.validate import stage_batch
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-for-tests"
@@ -117,4 +119,54 @@ def test_change_feed_resumes_from_the_cursor_without_gaps_or_repeats(settings, t
         "330112199001020001",
     ]
     assert _landed_items(third.path) == [] and third.rows == 0
+    assert storage.watermark("police") == "2026-11-01 09:00:00|330112199001020001"
+
+
+def test_a_change_dated_9999_neither_lands_nor_moves_the_cursor(settings, tmp_path, monkeypatch) -> None:
+    data = _data(tmp_path, 20)
+    poison = {"gmsfhm": "330112199001010777", "xm": "李㵘", "xbdm": "1", "csrq": "19900101",
+              "hjdz_xzqhdm": "330112", "hkztdm": "1", "swrq": "20261101", "gxsj": "9999-12-31 23:59:59"}  # fmt: skip
+    junk = {**poison, "gmsfhm": "330112199001010888", "gxsj": "2026-10-31 25:00:00"}  # not a time
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(poison, ensure_ascii=False) + "\n" + json.dumps(junk, ensure_ascii=False) + "\n")
+    config = _config(page_size=7).model_copy(
+        update={"mode": "changes", "endpoint": "/api/v1/hukou/changes", "cursor_fields": ["gxsj", "gmsfhm"]}
+    )
+    monkeypatch.setenv("TEST_POLICE_TOKEN", TOKEN)
+    storage = Storage(settings)
+    day = datetime(2026, 11, 1, 6, 0)
+    with serve(create_app(data, TOKEN)) as url:
+        monkeypatch.setenv("TEST_POLICE_URL", url)
+        first = pull_rest(storage, "police", config, date(2026, 11, 1), REQUIRED, "gxsj", now=day)
+    assert sorted(i["gmsfhm"] for i in _landed_items(first.path)) == [
+        f"33011219900101{i:04d}" for i in range(20)
+    ]
+    held = json.loads((first.path / "held-out.json").read_bytes())["items"]
+    assert sorted(i["gmsfhm"] for i in held) == ["330112199001010777", "330112199001010888"]
+    assert first.manifest["held_out"][0]["rows"] == 2 and first.manifest["rows"] == 20
+    # not the unreadable item's place ('2026-10-31 25:00:00' sorts after every real time of that day)
+    assert storage.watermark("police") == "2026-10-31 08:00:00|330112199001010019"
+
+    staged = stage_batch(settings, "police", first.batch_id, date(2026, 11, 1))
+    quarantine = pd.read_parquet(staged.path / "quarantine.parquet")
+    from_held = quarantine[quarantine["_source_file"] == "held-out.json"]
+    assert sorted(from_held["id_raw"]) == ["330112199001010777", "330112199001010888"]
+    assert from_held["reason_codes"].str.contains("DATE_INVALID").all()
+
+    newer = {**poison, "gmsfhm": "330112199001020001", "gxsj": "2026-11-01 09:00:00"}
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(newer, ensure_ascii=False) + "\n")
+    with serve(create_app(data, TOKEN)) as url:
+        monkeypatch.setenv("TEST_POLICE_URL", url)
+        second = pull_rest(
+            storage, "police", config, date(2026, 11, 2), REQUIRED, "gxsj", now=day + timedelta(days=1)
+        )
+    assert [i["gmsfhm"] for i in _landed_items(second.path)] == [
+        "330112199001020001"
+    ]  # later pulls still land
+    # the cursor rested on the last landed item, so the unreadable one is met (and held out) once more
+    assert [i["gmsfhm"] for i in json.loads((second.path / "held-out.json").read_bytes())["items"]] == [
+        "330112199001010888",
+        "330112199001010777",
+    ]
     assert storage.watermark("police") == "2026-11-01 09:00:00|330112199001020001"

@@ -330,3 +330,18 @@ def test_unreachable_server_is_retried_then_reported(
     with pytest.raises(ConnectorError, match="gave up after 3 attempts"):
         pull_sftp(Storage(settings), "hrss", _config(drop, attempts=3), AS_OF)
     assert caplog.text.count("reconnecting") == 2
+
+
+def test_a_symbolic_link_on_the_server_is_skipped_not_followed(
+    settings, sftp_env: str, drop: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    drop_file(drop, "hrss_persons_20261030.csv", HRSS_CSV)
+    (drop / "hrss_persons_20261031.csv").symlink_to("/etc/passwd")
+    (drop / "hrss_persons_20261031.csv.ok").touch()
+    with caplog.at_level(logging.WARNING, logger="connectors.sftp"):
+        landed = pull_sftp(Storage(settings), "hrss", _config(drop), AS_OF)
+    assert _names(landed.manifest) == ["hrss_persons_20261030.csv"]
+    assert (
+        "hrss_persons_20261031.csv is not a regular file (symbolic link or folder); not taken" in caplog.text
+    )
+    assert not any(b"root:" in p.read_bytes() for p in landed.path.iterdir())

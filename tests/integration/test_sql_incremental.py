@@ -124,3 +124,66 @@ def test_million_row_table_streams_under_memory_ceiling(pg_url: str, tmp_path: P
     assert figures["rows"] == 1_000_000
     print(f"1,000,000-row pull: peak RSS {figures['max_rss_mib']:.0f} MiB")
     assert figures["max_rss_mib"] < MEMORY_CEILING_MIB, figures
+
+
+def _incremental(url: str, **extra: int) -> SqlSource:
+    return SqlSource(
+        transport="sql", contract="x", url=url, table="CJR_CJRZ", mode="incremental",
+        watermark_column="GXSJ", key_columns=["ID"], chunk_rows=10, overlap_seconds=300, **extra,
+    )  # fmt: skip
+
+
+def test_a_row_dated_9999_neither_lands_nor_moves_the_bookmark(settings, front_url: str) -> None:
+    engine = sa.create_engine(front_url)
+    table = _table(engine)
+    _insert(engine, table, range(100, 112), T1)
+    _insert(engine, table, [666], datetime(9999, 12, 31, 23, 59, 59))  # poison
+    _insert(engine, table, [667], T1 + timedelta(minutes=10))  # 10 min ahead of the run's clock
+    storage = Storage(settings)
+    config = _incremental(front_url, max_future_skew_seconds=300)
+    first = pull_sql(storage, "cdpf", config, date(2026, 10, 31), [], now=T1)
+    assert sorted(_landed_ids(storage, first.batch_id)) == list(range(100, 112))
+    (held,) = first.manifest["held_out"]
+    assert (held["name"], held["rows"], held["column"]) == ("held-out.parquet", 2, "GXSJ")
+    held_rows = pd.read_parquet(first.path / "held-out.parquet")
+    assert sorted(held_rows["ID"].astype(int)) == [666, 667]
+    assert set(held_rows["_held_reason"].str.startswith("later than the run's clock + skew")) == {True}
+    assert json.loads(storage.watermark("cdpf") or "{}") == {"ts": "2026-10-31 08:00:00.000000", "key": "111"}
+
+    # a day later: new rows land; 667's time has come (it lands now), the 9999 row is still held out
+    _insert(engine, table, range(200, 203), T1 + timedelta(hours=1))
+    second = pull_sql(storage, "cdpf", config, date(2026, 11, 1), [], now=T1 + timedelta(days=1))
+    assert sorted(_landed_ids(storage, second.batch_id)) == [200, 201, 202, 667]
+    assert [h["rows"] for h in second.manifest["held_out"]] == [1]
+    assert json.loads(storage.watermark("cdpf") or "{}")["ts"] == "2026-10-31 09:00:00.000000"
+    _insert(engine, table, [300], T1 + timedelta(hours=2))
+    third = pull_sql(storage, "cdpf", config, date(2026, 11, 2), [], now=T1 + timedelta(days=2))
+    assert _landed_ids(storage, third.batch_id) == [300]
+    engine.dispose()
+
+
+def test_text_timestamps_of_mixed_precision_compare_as_times(settings, front_url: str) -> None:
+    engine = sa.create_engine(front_url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "CJR_CJRZ", meta, sa.Column("ID", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("XM", sa.String(50)), sa.Column("GXSJ", sa.String(32)),
+    )  # fmt: skip
+    meta.create_all(engine)
+    stamps = {1: "2026-10-31 08:00:15", 2: "2026-10-31 08:00:15.500000", 3: "2026-10-31 08:00:15.25",
+              4: "2026-10-31 08:00:14.999", 5: "not a time", 6: "2023-02-30 00:00:00"}  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"ID": i, "XM": "x", "GXSJ": t} for i, t in stamps.items()])
+    storage = Storage(settings)
+    config = _incremental(front_url)
+    first = pull_sql(storage, "cdpf", config, date(2026, 10, 31), [], now=T1 + timedelta(days=1))
+    assert sorted(_landed_ids(storage, first.batch_id)) == [1, 2, 3, 4]
+    assert [h["rows"] for h in first.manifest["held_out"]] == [2]  # not timestamps: quarantined by staging
+    assert json.loads(storage.watermark("cdpf") or "{}") == {"ts": "2026-10-31 08:00:15.500000", "key": "2"}
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"ID": 7, "XM": "x", "GXSJ": "2026-10-31 08:00:15.6"},
+                                      {"ID": 8, "XM": "x", "GXSJ": "2026-10-31 08:00:16"}])  # fmt: skip
+    second = pull_sql(storage, "cdpf", config, date(2026, 11, 1), [], now=T1 + timedelta(days=1))
+    assert sorted(_landed_ids(storage, second.batch_id)) == [7, 8]
+    assert json.loads(storage.watermark("cdpf") or "{}")["ts"] == "2026-10-31 08:00:16.000000"
+    engine.dispose()

@@ -9,7 +9,15 @@ import pytest
 
 from hub.settings import ROOT, Gates
 from transforms.contracts import ContractError, load_contract
-from transforms.gates import ColumnParse, Previous, column_parses, count_events, evaluate
+from transforms.gates import (
+    ColumnParse,
+    DeltaBasis,
+    Previous,
+    UsualRate,
+    column_parses,
+    count_events,
+    evaluate,
+)
 from transforms.standardise import standardise_rows
 
 GATES = Gates(
@@ -138,3 +146,32 @@ def test_column_parses_count_unparsed_and_present_values() -> None:
         "death_date": (1, 2),
         "updated_at": (0, 4),
     }
+
+
+def _delta(rate: dict[str, float], days: int = 1, register: int | None = None) -> DeltaBasis:
+    return DeltaBasis(days, UsualRate(rate, {m: "configured" for m in rate}), register)
+
+
+def test_delta_gates_judge_against_the_usual_daily_rate_times_days() -> None:
+    gates = GATES.model_copy(update={"delta_max_multiple": 5.0, "delta_rows_floor": 200})
+    basis = _delta({"rows": 10.0, "deaths": 2.0}, days=2)
+    # rows: 5 x 10 x 2 + 200 = 300; deaths: 5 x 2 x 2 + 20 = 40
+    assert evaluate(300, 0, {"deaths": 40}, None, gates, delta=basis).status == "accepted"
+    held = evaluate(301, 0, {"deaths": 41}, None, gates, delta=basis)
+    assert tripped(held.results) == ["delta_rows", "delta_deaths"]
+    assert "usual 2/day (configured) over 2 day(s), limit 5 x 2 x 2 + 20 = 40" in held.note
+    assert "增量死亡人数异常" in held.note
+
+
+def test_a_first_delta_is_bounded_by_a_share_of_the_last_full_batch() -> None:
+    gates = GATES.model_copy(update={"delta_max_share": 0.05, "delta_rows_floor": 200})
+    basis = _delta({}, register=2000)  # events: 5% of 2000 + 20 = 120; rows: 100 + 200 = 300
+    assert (
+        evaluate(300, 0, {"deaths": 120, "cancellations": 0}, None, gates, delta=basis).status == "accepted"
+    )
+    held = evaluate(300, 0, {"deaths": 500, "cancellations": 0}, None, gates, delta=basis)
+    assert tripped(held.results) == ["delta_deaths"] and "no usual rate yet" in held.note
+    # nothing to judge by: neither a rate nor a full batch
+    assert [r.gate for r in evaluate(10, 0, {"deaths": 9}, None, gates, delta=_delta({})).results] == [
+        "invalid_ratio"
+    ]
