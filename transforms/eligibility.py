@@ -166,7 +166,8 @@ def load_policy(path: Path, as_of: date) -> Policy:
             raise r.fail(keys, "a mapping with effective_from, effective_to, parameters", period)
         start = r.date(period.get("effective_from"), (*keys, "effective_from"), nullable=False)
         end = r.date(period.get("effective_to"), (*keys, "effective_to"), nullable=True)
-        assert start is not None
+        if start is None:  # nullable=False has already refused a missing date; this narrows the type
+            raise r.fail((*keys, "effective_from"), "a date", "nothing")
         if end is not None and end < start:
             raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
         params = r.get(period, (*keys, "parameters"), dict, "a mapping of parameter name -> number")

@@ -182,23 +182,27 @@ def outcome(var: Path) -> dict[str, str]:
 
     root = str(var)
     digests: dict[str, str] = {}
-    for db, tables in (
-        ("master.sqlite", ("person", "person_version", "conflict", "id_change", "decision", "run")),
-        ("state/ledger.sqlite", ("batches", "watermarks")),
-    ):
+    for db in ("master.sqlite", "state/ledger.sqlite"):
         engine = sa.create_engine(f"sqlite:///{var / db}")
-        with engine.connect() as conn:
-            for table in tables:
-                digests[f"{db}:{table}"] = _frame_digest(pd.read_sql(sa.text(f"SELECT * FROM {table}"), conn))
+        inspector = sa.inspect(engine)
+        # every table and view (the person view is the current master), whatever the schema's version
+        for name in sorted({*inspector.get_table_names(), *inspector.get_view_names()} - {"alembic_version"}):
+            table = sa.Table(name, sa.MetaData(), autoload_with=engine)
+            with engine.connect() as conn:
+                digests[f"{db}:{name}"] = _frame_digest(pd.read_sql(sa.select(table), conn))
         engine.dispose()
     for path in sorted(p for p in var.rglob("*") if p.is_file()):
         rel = path.relative_to(var).as_posix()
-        if rel.startswith(("sandbox/", "airflow/")) or rel.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm")):
+        if rel.startswith(("sandbox/", "airflow/")) or rel.endswith(
+            (".sqlite", ".sqlite-wal", ".sqlite-shm")
+        ):
             continue
         if rel.startswith("master/"):
             continue  # the store's Arrow cache: compared through what eligibility and exchange read from it
         if path.suffix == ".json":
-            content = json.dumps(_canonical(json.loads(path.read_text(encoding="utf-8")), root), sort_keys=True)
+            content = json.dumps(
+                _canonical(json.loads(path.read_text(encoding="utf-8")), root), sort_keys=True
+            )
             digests[rel] = hashlib.sha256(content.encode()).hexdigest()
         elif path.suffix == ".parquet":
             digests[rel] = _frame_digest(pd.read_parquet(path))
