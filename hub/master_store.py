@@ -12,12 +12,6 @@ as_of) and a new version is inserted. `person`, the current master, is a view of
 (migration 0002), never a second copy. "The file as of date D" is then
 a query over person_version. Bulk writes go through COPY on PostgreSQL (psycopg 3) and executemany on
 SQLite; large sets of keys travel in a temporary table, never in a giant IN list.
-
-Test-only hook (documented here because it is the only environment variable the store reads):
-LIANBAN_STORE_TEST_PAUSE_AT=<table name or "commit"> makes apply_merge stop after writing its first
-chunk into that table (or just before the commit), touch the file named by
-LIANBAN_STORE_TEST_PAUSE_MARKER and sleep up to LIANBAN_STORE_TEST_PAUSE_SECONDS (default 120). The
-kill-mid-merge test SIGKILLs the process while it sleeps inside the open transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -59,9 +52,6 @@ ID_CHANGE_FIELDS = ("old_id", "new_id", "source", "batch_id")
 
 # PostgreSQL: persons written beyond which a merge refreshes the planner's statistics
 ANALYZE_AFTER_ROWS = 50_000
-PAUSE_AT_ENV = "LIANBAN_STORE_TEST_PAUSE_AT"
-PAUSE_MARKER_ENV = "LIANBAN_STORE_TEST_PAUSE_MARKER"
-PAUSE_SECONDS_ENV = "LIANBAN_STORE_TEST_PAUSE_SECONDS"
 
 metadata = sa.MetaData()
 
@@ -228,17 +218,6 @@ def _engine(url: str) -> sa.Engine:
         cursor.close()
 
     return engine
-
-
-def _test_pause(point: str) -> None:
-    """The kill-mid-merge test's hook (see the module docstring); a no-op unless the variable names `point`."""
-    if os.environ.get(PAUSE_AT_ENV) != point:
-        return
-    marker = os.environ.get(PAUSE_MARKER_ENV)
-    if marker:
-        Path(marker).write_text(point, encoding="utf-8")
-    log.warning("master store: test pause at %s (%s is set)", point, PAUSE_AT_ENV)
-    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "120")))
 
 
 # -- conversions ------------------------------------------------------------------------------------------
@@ -511,8 +490,6 @@ class _Bulk:
         with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
             for start in range(0, len(frame), self.chunk_rows):
                 copy.write(_csv_bytes(frame.iloc[start : start + self.chunk_rows], table))
-                if start == 0:
-                    _test_pause(table.name)
         self.stats["copy_statements"] += 1
         self.stats["copy_rows"] += len(frame)
 
@@ -532,8 +509,6 @@ class _Bulk:
                 cursor.close()
             else:
                 self.conn.exec_driver_sql(str(compiled), [dict(zip(order, r, strict=True)) for r in rows])
-            if start == 0:
-                _test_pause(table.name)
         self.stats["executemany_rows"] += len(frame)
 
     def keys(self, name: str, frame: pd.DataFrame) -> sa.Table:
@@ -711,7 +686,6 @@ class MasterStore:
                 added={"written": counts["new"] + counts["changed"] + counts["removed"]},
             )
             bulk.drop_temps()
-            _test_pause("commit")
         paths = {k: v - before.get(k, 0) for k, v in self.stats.items() if v != before.get(k, 0)}
         log.info(
             "master store %s: %d new, %d changed, %d removed, %d unchanged; conflicts %d open, %d resolved; "
@@ -1262,13 +1236,14 @@ class MasterStore:
             ).scalar_one_or_none()
         return None if text is None else dict(json.loads(text))
 
-    def last_merge(self) -> dict[str, Any] | None:
-        """The last merge: run_id, as_of, the batches it used and when it was written; None before any merge."""
+    def last_merge(self, exclude_run: str | None = None) -> dict[str, Any] | None:
+        """The last merge (other than `exclude_run`'s): run_id, as_of, the batches it used and when it was
+        written; None before any merge."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
                     sa.select(run.c.run_id, run.c.as_of, run.c.batches, run.c.master_written_at)
-                    .where(run.c.mode.is_not(None))
+                    .where(run.c.mode.is_not(None), run.c.run_id != (exclude_run or ""))
                     .order_by(run.c.master_written_at.desc(), run.c.run_id.desc())
                     .limit(1)
                 )

@@ -24,6 +24,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -60,6 +61,18 @@ WALL_CLOCK_FIELDS = frozenset(
         "seconds",
     }
 )
+# Per attempt, not per run: a stage record's count of what this attempt itself wrote. A merge retried
+# after its first attempt committed writes nothing, so its `written` counts are zeros (the run's total,
+# the store's run.written, accumulates over attempts and is compared); an eligibility retried after its
+# decisions committed first undoes that attempt's versions (`undone`, zero on a first attempt), then
+# writes the same ones again (its other counts are compared).
+ATTEMPT_FIELDS = {"merge.json": frozenset({"written"}), "eligibility.json": frozenset({"undone"})}
+# Empty lock files of the landing (connectors/landing.py): a pull killed after renaming its batch into
+# place leaves its `.tmp-<id>.lock`; the next pulls remove it once it is old enough to belong to no
+# starting pull. They hold no data (checked: they must be empty).
+EMPTY_LOCKS = re.compile(r"landing/[^/]+/\.tmp-[0-9a-f]+\.lock")
+# Absolute paths in records written by the run: the var directory's own path differs between runs
+VAR_PATH = re.compile(r"/[^\s\"']*/var(?=/|$)")
 
 
 def _resolve(dotted: str) -> tuple[Any, str]:
@@ -153,14 +166,18 @@ def run_steps(var: Path, as_of: date, first: str, snapshots: Path | None = None)
 # -- canonical outcome ----------------------------------------------------------------------------------
 
 
-def _canonical(value: Any, var: str) -> Any:
-    """JSON content without wall-clock fields, with the var directory's own path written as {var}."""
+def _canonical(value: Any, skip: frozenset[str] = frozenset()) -> Any:
+    """JSON content without wall-clock (and `skip`) fields, with any var directory's path written as {var}."""
     if isinstance(value, dict):
-        return {k: _canonical(v, var) for k, v in sorted(value.items()) if k not in WALL_CLOCK_FIELDS}
+        return {
+            k: _canonical(v, skip)
+            for k, v in sorted(value.items())
+            if k not in WALL_CLOCK_FIELDS and k not in skip
+        }
     if isinstance(value, list):
-        return [_canonical(v, var) for v in value]
+        return [_canonical(v, skip) for v in value]
     if isinstance(value, str):
-        return value.replace(var, "{var}")
+        return VAR_PATH.sub("{var}", value)
     return value
 
 
@@ -180,7 +197,6 @@ def outcome(var: Path) -> dict[str, str]:
     import pandas as pd
     import sqlalchemy as sa
 
-    root = str(var)
     digests: dict[str, str] = {}
     for db in ("master.sqlite", "state/ledger.sqlite"):
         engine = sa.create_engine(f"sqlite:///{var / db}")
@@ -199,9 +215,12 @@ def outcome(var: Path) -> dict[str, str]:
             continue
         if rel.startswith("master/"):
             continue  # the store's Arrow cache: compared through what eligibility and exchange read from it
+        if EMPTY_LOCKS.fullmatch(rel) and path.stat().st_size == 0:
+            continue
         if path.suffix == ".json":
+            skip = ATTEMPT_FIELDS.get(path.name, frozenset())
             content = json.dumps(
-                _canonical(json.loads(path.read_text(encoding="utf-8")), root), sort_keys=True
+                _canonical(json.loads(path.read_text(encoding="utf-8")), skip), sort_keys=True
             )
             digests[rel] = hashlib.sha256(content.encode()).hexdigest()
         elif path.suffix == ".parquet":

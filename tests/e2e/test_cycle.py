@@ -30,6 +30,8 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     done = subprocess.run([*HUB, "run"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the run's own output (python logging, Airflow's console) beside var/, for the personal-data scan
+    (var.parent / "hub-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     return var
 
 
@@ -205,3 +207,20 @@ def test_validation_reports_are_offline_and_masked(cycle: Path) -> None:
         html = page.read_text(encoding="utf-8")
         assert not re.search(r"https?:|//|\bsrc=|\bhref=|url\(|@import", html), page
         assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", html), f"unmasked ID in {page}"
+
+
+def test_no_personal_data_where_none_is_contracted(cycle: Path) -> None:
+    """No valid ID number, certificate number or sandbox name in logs, reports, run records, XCom, the
+    audit log, manifests, or any partner file whose contract does not carry them (tests/e2e/pii_scan.py)."""
+    from pii_scan import scan, scanned_files, valid_ids
+
+    output = (cycle.parent / "hub-run.log").read_text(encoding="utf-8")
+    hits, places = scan(cycle, ROOT, [("hub run output", output)])
+    assert not hits, f"{len(hits)} personal data found, e.g. {hits[:10]}"
+    # the scan looked where the data would be: Airflow task logs, XCom, reports, run records, manifests
+    scanned = {p.relative_to(cycle).parts[0] for p in scanned_files(cycle, ROOT)}
+    assert {"airflow", "reports", "runs", "outbox", "staged"} <= scanned, scanned
+    assert places > 20
+    # and it finds what it looks for: the contracted civil file carries raw numbers and names
+    civil = next((cycle / "outbox" / "civil").glob("*/civil_two_subsidies_*.csv"))
+    assert any(valid_ids(civil.read_bytes().decode("gb18030")))

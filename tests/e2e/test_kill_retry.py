@@ -19,7 +19,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,15 @@ PERSONS = 300
 
 # (step the child starts from, kill point); see kill_driver's docstring for the notation
 KILL_POINTS = [
-    # ingestion: stage boundaries, a landing half renamed into place, a batch staged without a verdict
+    # ingestion (cdpf: SQL, police: REST, the last source): boundaries, a batch not yet renamed into
+    # place, a landed batch not in the ledger, a batch staged without its verdict, a staged file half
+    # published
     ("pull:cdpf", "call:hub.ingest.pull_stage:1"),
     ("pull:cdpf", "replace:-:2:connectors.landing.BatchWriter.publish"),
     ("pull:cdpf", "call:hub.storage.Storage.record_batch:1"),
     ("validate:cdpf", "call:hub.ingest.validate_stage:1"),
     ("validate:cdpf", "call:hub.storage.Storage.set_verdict:1"),
-    ("pull:police", "call:hub.storage.Storage.record_batch:1"),
+    ("pull:police", "call:hub.ingest.pull_stage:1"),
     ("validate:police", "replace:-:1:hub.ingest.validate_stage"),
     ("validate:police", "after:hub.ingest.validate_stage:1"),
     # merge: its boundary, inside the store transaction (statements, bulk inserts), after the commit
@@ -53,8 +56,9 @@ KILL_POINTS = [
     ("merge", "call:hub.cycle._stage_record:1"),
     # eligibility: boundary, inside the decisions transaction, decisions stored but not filed
     ("eligibility", "call:hub.cycle.eligibility_stage:1"),
-    ("eligibility", "execute:-:2:hub.master_store.MasterStore.write_decisions"),
-    ("eligibility", "after:hub.master_store.MasterStore.write_decisions:1"),
+    ("eligibility", "execute:-:2:hub.master_store.MasterStore.apply_decisions"),
+    ("eligibility", "after:hub.master_store.MasterStore.apply_decisions:1"),
+    ("eligibility", "call:hub.cycle._stage_record:1"),
     # exchange: boundary, between partner files, before the returned rejects
     ("exchange", "call:hub.cycle.exchange_stage:1"),
     ("exchange", "replace:-:1:hub.cycle.exchange_stage"),
@@ -64,30 +68,57 @@ KILL_POINTS = [
     ("report", "call:hub.cycle.report_stage:1"),
     ("report", "after:hub.cycle.report_stage:1"),
 ]
+# trials run side by side in child processes (each in its own copy of var/)
+WORKERS = int(os.environ.get("LIANBAN_KILL_WORKERS", "3"))
+
+
+@dataclass
+class Trial:
+    killed: subprocess.CompletedProcess[str]
+    retried: subprocess.CompletedProcess[str] | None
+    differ: list[str]
+    seconds: float
 
 
 def _driver(var: Path, first: str, arg: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(HERE / "kill_driver.py"), str(var), env["KILL_AS_OF"], first, arg],
-        env=env,
+        env={**env, "LIANBAN_VAR": str(var)},
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
+def _trial(
+    snapshots: Path, expected: dict[str, str], env: dict[str, str], trial: Path, first: str, kill: str
+) -> Trial:
+    """Kill a run from `first` at `kill`, run it again from `first`, and list what differs from clean."""
+    started = time.monotonic()
+    shutil.copytree(snapshots / str(STEPS.index(first) - 1), trial, symlinks=True)
+    var = trial / "var"
+    killed = _driver(var, first, kill, env)
+    if killed.returncode != -signal.SIGKILL:
+        return Trial(killed, None, [], time.monotonic() - started)
+    retried = _driver(var, first, "-", env)
+    got = outcome(var) if retried.returncode == 0 else {}
+    differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+    return Trial(killed, retried, differ, time.monotonic() - started)
+
+
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str], dict[str, str]]]:
-    """The clean run's snapshots folder, its outcome, and the environment (police simulator running)."""
+def trials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trial]:
+    """A clean run with a snapshot after each step, then every kill point's trial."""
     from hub.sandbox.simulator import running_police_simulator
 
     base = tmp_path_factory.mktemp("kill")
     var = base / "clean" / "var"
-    env = {**os.environ, "LIANBAN_VAR": str(var), "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    env.pop("LIANBAN_VAR", None)
     subprocess.run(
         [sys.executable, "-m", "hub.cli", "sandbox", "init", "--persons", str(PERSONS), "--seed", "11"],
-        env=env,
+        env={**env, "LIANBAN_VAR": str(var)},
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -99,31 +130,33 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
         env.update({"LIANBAN_POLICE_URL": url, "LIANBAN_POLICE_TOKEN": token})
         done = _driver(var, STEPS[0], f"snapshots={snapshots}", env)
         assert done.returncode == 0 and "done" in done.stdout, done.stderr[-3000:]
-        yield snapshots, outcome(var), env
+        expected = outcome(var)
+        with ThreadPoolExecutor(WORKERS) as pool:
+            futures = {
+                f"{first}|{kill}": pool.submit(
+                    _trial, snapshots, expected, env, base / f"trial-{i}", first, kill
+                )
+                for i, (first, kill) in enumerate(KILL_POINTS)
+            }
+            return {key: future.result() for key, future in futures.items()}
+
+
+def test_the_harness_kills_at_twenty_points_or_more() -> None:
+    assert len(set(KILL_POINTS)) >= 20
+    assert {step.partition(":")[0] for step, _ in KILL_POINTS} == {s.partition(":")[0] for s in STEPS}
 
 
 @pytest.mark.parametrize(("first", "kill"), KILL_POINTS, ids=[f"{s}-{k}" for s, k in KILL_POINTS])
-def test_a_killed_run_retried_equals_a_clean_run(
-    clean: tuple[Path, dict[str, str], dict[str, str]], tmp_path: Path, first: str, kill: str
-) -> None:
-    snapshots, expected, env = clean
-    trial = tmp_path / "trial"
-    shutil.copytree(snapshots / str(STEPS.index(first) - 1), trial, symlinks=True)
-    var = trial / "var"
-    env = {**env, "LIANBAN_VAR": str(var)}
-
-    started = time.monotonic()
-    killed = _driver(var, first, kill, env)
-    assert killed.returncode == -signal.SIGKILL, (
-        f"the run was not killed at {kill} (exit {killed.returncode}):\n{killed.stderr[-3000:]}"
+def test_a_killed_run_retried_equals_a_clean_run(trials: dict[str, Trial], first: str, kill: str) -> None:
+    trial = trials[f"{first}|{kill}"]
+    assert trial.killed.returncode == -signal.SIGKILL, (
+        f"the run was not killed at {kill} (exit {trial.killed.returncode}):\n{trial.killed.stderr[-3000:]}"
     )
-    assert "done" not in killed.stdout
-    retried = _driver(var, first, "-", env)
-    assert retried.returncode == 0, retried.stderr[-3000:]
-
-    got = outcome(var)
-    differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
-    assert not differ, (
-        f"after a kill at {kill} and a retry from {first} ({time.monotonic() - started:.1f} s), these differ "
-        f"from a clean run: {differ}"
+    assert "done" not in trial.killed.stdout
+    assert trial.retried is not None and trial.retried.returncode == 0, (
+        trial.retried.stderr[-3000:] if trial.retried else ""
+    )
+    assert not trial.differ, (
+        f"after a kill at {kill} and a retry from {first} ({trial.seconds:.1f} s), these differ "
+        f"from a clean run: {trial.differ}"
     )

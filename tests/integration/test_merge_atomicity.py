@@ -1,9 +1,9 @@
 """A merge killed mid-write (SIGKILL) leaves the previous master intact; running it again equals a clean run.
 
-The merge runs in a child process with the store's test-only pause hook
-(LIANBAN_STORE_TEST_PAUSE_AT, see hub/master_store.py): it stops inside the open transaction after
-writing its first chunk into the named table (or just before the commit) and touches a marker file;
-the test then kills it with SIGKILL, which no cleanup code can intercept.
+The merge runs in a child process that monkeypatches the store's bulk writer (no hook in production
+code): it stops inside the open transaction once it has written the named table's rows (COPY on
+PostgreSQL, executemany on SQLite), or just before the commit, and touches a marker file; the test then kills it with SIGKILL, which no
+cleanup code can intercept.
 """
 
 from __future__ import annotations
@@ -27,15 +27,38 @@ from master_frames import (
     state,
 )
 
-from hub.master_store import PAUSE_AT_ENV, PAUSE_MARKER_ENV, MasterStore
+from hub.master_store import MasterStore
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PERSONS = 3000
 CHILD = """
-import sys
+import sys, time
+from pathlib import Path
 from master_frames import DAY2, second_merge
+from hub import master_store
 from hub.master_store import MasterStore
+
+point, marker = sys.argv[3], Path(sys.argv[4])
+
+def pause():
+    marker.write_text(point, encoding="utf-8")
+    time.sleep(120)
+
+insert, drop_temps = master_store._Bulk.insert, master_store._Bulk.drop_temps
+
+def insert_paused(self, table, frame):
+    insert(self, table, frame)
+    if table.name == point and len(frame):
+        pause()
+
+def drop_temps_paused(self):
+    drop_temps(self)
+    if point == "commit":
+        pause()
+
+master_store._Bulk.insert = insert_paused
+master_store._Bulk.drop_temps = drop_temps_paused
 
 store = MasterStore(sys.argv[1], chunk_rows=500)
 store.apply_merge(second_merge(int(sys.argv[2])), "run-2", DAY2, batches={"hrss": "hrss-b2"})
@@ -47,11 +70,9 @@ def _merge_killed_at(url: str, point: str, marker: Path) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        PAUSE_AT_ENV: point,
-        PAUSE_MARKER_ENV: str(marker),
     }
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(PERSONS)],
+        [sys.executable, "-c", CHILD, url, str(PERSONS), point, str(marker)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
