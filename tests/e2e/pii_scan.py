@@ -52,8 +52,9 @@ def sandbox_names(var: Path) -> set[str]:
     return {n for n in names.str.strip() if len(n) >= MIN_NAME_CHARS and not n.isascii()}
 
 
-def _name_pattern(names: set[str]) -> re.Pattern[str]:
-    # longest first, so 欧阳娜娜 is reported rather than 欧阳娜
+def name_pattern(var: Path) -> re.Pattern[str]:
+    """Any sandbox name; the longest first, so 欧阳娜娜 is reported rather than 欧阳娜."""
+    names = sandbox_names(var)
     return re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
 
 
@@ -65,12 +66,16 @@ def scan_text(where: str, text: str, names: re.Pattern[str]) -> list[Hit]:
     return hits
 
 
-def _xcom_texts(db: Path) -> Iterator[tuple[str, str]]:
+def _airflow_texts(db: Path) -> Iterator[tuple[str, str]]:
+    """Every table of the Airflow metadata database as text, XCom first (it must exist and hold values)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        for dag_id, task_id, key, value in con.execute("SELECT dag_id, task_id, key, value FROM xcom"):
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            yield f"xcom {dag_id}.{task_id}[{key}]", text
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "xcom" in tables and con.execute("SELECT count(*) FROM xcom").fetchone()[0] > 0
+        for table in sorted(tables, key=lambda t: t != "xcom"):
+            for row in con.execute(f'SELECT * FROM "{table}"'):
+                values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row]
+                yield f"airflow.db {table}", "\t".join(values)
     finally:
         con.close()
 
@@ -112,14 +117,12 @@ def scanned_files(var: Path, root: Path) -> Iterator[Path]:
 
 def scan(var: Path, root: Path, extra_texts: Iterable[tuple[str, str]] = ()) -> tuple[list[Hit], int]:
     """Every hit in the places scanned, and how many places (files, XCom values, texts) were scanned."""
-    names = _name_pattern(sandbox_names(var))
+    names = name_pattern(var)
     hits: list[Hit] = []
     places = 0
     texts: list[tuple[str, str]] = list(extra_texts)
     texts += [(p.relative_to(var).as_posix(), _decoded(p.read_bytes())) for p in scanned_files(var, root)]
-    xcom_db = var / "airflow" / "airflow.db"
-    if xcom_db.exists():
-        texts += list(_xcom_texts(xcom_db))
+    texts += list(_airflow_texts(var / "airflow" / "airflow.db"))
     for where, text in texts:
         places += 1
         hits += scan_text(where, text, names)
