@@ -246,6 +246,53 @@ def master_show(
 
 
 @app.command()
+def explain(
+    id_number: Annotated[
+        str, typer.Argument(metavar="ID", help="18-character ID number (a former number is followed)")
+    ],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="decide as of YYYY-MM-DD (default: the sandbox's date)")
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="zh or en")] = "zh",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False,
+    unmasked: Annotated[
+        bool, typer.Option("--unmasked", help="show raw ID, certificate number and name (audited)")
+    ] = False,
+    config: Config = None,
+) -> None:
+    """Explain every service for one person: each criterion with its facts, sources and parameters."""
+    from hub.explain import explain as explain_person
+    from hub.explain import render
+    from hub.master_store import MasterStore
+    from hub.master_view import MalformedId, RecordNotFound, audit_unmasked, lookup
+    from transforms.eligibility import PolicyError, load_policy
+
+    if lang not in ("zh", "en"):
+        raise typer.BadParameter("expected zh or en", param_hint="--lang")
+    settings = load_settings(config)
+    day = _date(as_of) or _sandbox_as_of(settings.var_dir) or date.today()
+    store = MasterStore(settings.expand(settings.master_url))
+    try:
+        view = lookup(store, id_number, day, date.today())
+        policy = load_policy(settings.path(settings.policy), day)
+    except MalformedId as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from exc
+    except (RecordNotFound, PolicyError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
+    if unmasked:
+        audit_unmasked(settings.var_dir, "hub explain --unmasked")
+    result = explain_person(view, policy, day, unmasked)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    for line in render(result, lang):
+        console.print(line, highlight=False, markup=False)
+
+
+@app.command()
 def merge(
     run_date: Annotated[
         str | None, typer.Option("--date", help="the run's date YYYY-MM-DD (default: the sandbox's)")

@@ -210,6 +210,8 @@ def hold_contracts(
     for contract in contracts:
         rows = datasets.get(contract.dataset)
         services = set() if rows is None or "service" not in rows else set(rows["service"].astype(str))
+        if contract.services:  # a file carrying some services only waits for those
+            services &= set(contract.services)
         hit = sorted(services & held) if contract.dataset in DECISION_DATASETS else []
         if hit:
             wait.append({"contract": contract.name, "partner": contract.partner, "services": hit})

@@ -1,27 +1,41 @@
-"""Eligibility for the one-thing services (一件事), starting with the two subsidies (两项补贴).
+"""Eligibility for the one-thing services (一件事) decided from policies/*.yaml.
 
-Rules live in policies/*.yaml as pandas expressions over master-file columns; amounts are
-effective-dated parameters of the period in force on the run date (国发〔2015〕52号 and local
-extensions), so changing a rule or an amount is a reviewed data change, not code. Evaluation is
-vectorised over the whole master with DataFrame.eval: no Python loop over people.
+Rules live in policy files as expressions of the safe grammar of transforms.policy_expr over master
+attributes (never pandas or Python code); amounts are effective-dated parameters, with overrides by
+address-code prefix and temporary adjustments layered on the period in force, so changing a rule or
+an amount is a reviewed data change, not code. Every expression is checked and compiled when the
+file is loaded, and evaluated vectorised over the whole master: no Python loop over people.
 
 Unknown facts never make anyone eligible: a null criterion counts as failed, a null exclusion as hit,
-and a null amount for an otherwise eligible person turns the decision into AMOUNT_UNKNOWN.
+and a null amount for an otherwise eligible person turns the decision into AMOUNT_UNKNOWN (a
+negative one into AMOUNT_NEGATIVE).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from transforms.merge import ATTRIBUTE_COLUMNS
+from transforms.policy_expr import (
+    BOOL,
+    KIND_TYPES,
+    NUM,
+    TEXT,
+    Compiled,
+    Env,
+    ExprError,
+    Names,
+    compile_expression,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +50,60 @@ DECISION_COLUMNS = (
     "policy_version",
 )
 AMOUNT_UNKNOWN = "AMOUNT_UNKNOWN"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+AMOUNT_NEGATIVE = "AMOUNT_NEGATIVE"
+UNITS = ("month", "year", "once", "none")
+TOP_KEYS = (
+    "policy",
+    "version",
+    "region",
+    "region_fact",
+    "periods",
+    "adjustments",
+    "facts",
+    "reasons",
+    "services",
+)
+PERIOD_KEYS = ("effective_from", "effective_to", "parameters", "regions", "note")
+ADJUSTMENT_KEYS = ("name", "effective_from", "effective_to", "add", "region", "note")
+SERVICE_KEYS = ("title", "unit", "criteria", "exclusions", "amount", "note")
+REGION_PREFIX_LENGTHS = (2, 4, 6)  # province, prefecture, county
+MASTER_TYPES = {name: KIND_TYPES[kind] for name, kind in ATTRIBUTE_COLUMNS.items()}
 
 
 class PolicyError(ValueError):
-    """A policy file is malformed, has no period in force, or one of its expressions cannot be evaluated."""
+    """A policy file is malformed, has no period in force, or one of its expressions is outside the grammar."""
 
 
 @dataclass(frozen=True)
 class Service:
-    """One service of a policy: named criteria (reason code -> expression), exclusions and the amount."""
+    """One service: named criteria and exclusions (reason code -> compiled expression) and the amount."""
 
     name: str
     title: str
-    criteria: dict[str, str]
-    exclusions: dict[str, str]
-    amount: str
+    unit: str
+    criteria: dict[str, Compiled]
+    exclusions: dict[str, Compiled]
+    amount: Compiled
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A temporary addition to parameters (e.g. +50 yuan March-June 2020), optionally for one region prefix."""
+
+    name: str
+    effective_from: date
+    effective_to: date
+    add: dict[str, float]
+    region: str | None
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A policy file narrowed to the period in force on one date."""
+    """A policy file narrowed to the period (and adjustments) in force on one date.
+
+    `parameters` are the period's base values; `regional` maps an address-code prefix to the values it
+    overrides (the longest matching prefix of the person's `region_fact` wins); `adjustments` in force
+    are added on top."""
 
     name: str
     version: str
@@ -64,9 +111,29 @@ class Policy:
     path: Path
     effective_from: date
     effective_to: date | None
-    parameters: dict[str, Any]
-    facts: dict[str, str]
+    parameters: dict[str, float]
+    facts: dict[str, Compiled]
     services: dict[str, Service] = field(default_factory=dict)
+    regional: dict[str, dict[str, float]] = field(default_factory=dict)
+    adjustments: tuple[Adjustment, ...] = ()
+    region_fact: str = "hukou_county"
+    period_index: int = 0
+    reason_texts: dict[str, str] = field(default_factory=dict)  # reason code -> text for people
+
+    def parameter_sources(self, name: str, region: str | None) -> tuple[float, list[str]]:
+        """The value of a parameter for one region code and where each part came from (for explanations)."""
+        period = f"periods[{self.period_index}] {self.effective_from}..{self.effective_to or 'open'}"
+        value, parts = self.parameters[name], [f"{name}={self.parameters[name]:g} ({period})"]
+        code = region or ""
+        for prefix in sorted(self.regional, key=len):
+            if code.startswith(prefix) and name in self.regional[prefix]:
+                value = self.regional[prefix][name]
+                parts.append(f"{name}={value:g} (region {prefix}, {period})")
+        for adj in self.adjustments:
+            if name in adj.add and (adj.region is None or code.startswith(adj.region)):
+                value += adj.add[name]
+                parts.append(f"{adj.add[name]:+g} ({adj.name} {adj.effective_from}..{adj.effective_to})")
+        return value, parts
 
 
 # -- loading -------------------------------------------------------------------------------------------
@@ -81,7 +148,7 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int | None:
     line = None
     for key in path:
         if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
             if match is None:
                 break
             line, node = match[0].start_mark.line + 1, match[1]
@@ -118,6 +185,13 @@ class _Reader:
             raise self.fail(keys, expected, value)
         return value
 
+    def known_keys(
+        self, mapping: dict[Any, Any], keys: tuple[str | int, ...], allowed: tuple[str, ...]
+    ) -> None:
+        for key in mapping:
+            if key not in allowed:
+                raise self.fail((*keys, str(key)), f"one of the fields {', '.join(allowed)}", str(key))
+
     def date(self, value: Any, keys: tuple[str | int, ...], nullable: bool) -> date | None:
         if value is None and nullable:
             return None
@@ -130,16 +204,134 @@ class _Reader:
                 pass
         raise self.fail(keys, "a date YYYY-MM-DD" + (" or null" if nullable else ""), value)
 
-    def expressions(self, value: Any, keys: tuple[str | int, ...]) -> dict[str, str]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) and v.strip() for v in value.values()):
-            raise self.fail(keys, "a mapping of name -> pandas expression (text)", value)
-        return {str(k): str(v) for k, v in value.items()}
+    def numbers(self, value: Any, keys: tuple[str | int, ...], allowed: set[str] | None) -> dict[str, float]:
+        if not isinstance(value, dict):
+            raise self.fail(keys, "a mapping of parameter name -> number", value)
+        out: dict[str, float] = {}
+        for key, number in value.items():
+            name = str(key)
+            if allowed is not None and name not in allowed:
+                raise self.fail(
+                    (*keys, name), f"a parameter of the period ({', '.join(sorted(allowed))})", name
+                )
+            if not name.isidentifier() or name.startswith("_"):
+                raise self.fail(
+                    (*keys, name), "a parameter name (letters, digits, _; not starting with _)", name
+                )
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise self.fail((*keys, name), "a number", number)
+            out[name] = float(number)
+        return out
+
+    def expression(self, value: Any, keys: tuple[str | int, ...], names: Names, want: str) -> Compiled:
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
+            raise self.fail(keys, "an expression (text)", value)
+        try:
+            compiled = compile_expression(str(value), names)
+        except ExprError as exc:
+            at = "" if exc.column is None else f" at column {exc.column + 1}"
+            raise self.fail(keys, f"an expression of the policy grammar ({exc}){at}", str(value)) from None
+        if want != "any" and compiled.type != want and not (want == NUM and compiled.type == BOOL):
+            what = "true/false" if want == BOOL else "number"
+            raise self.fail(keys, f"a {what} expression, this one gives a {compiled.type}", str(value))
+        return compiled
+
+
+def _periods(
+    r: _Reader, raw: dict[str, Any]
+) -> list[tuple[date, date | None, dict[str, float], dict[str, dict[str, float]]]]:
+    """Every period, checked: same parameters in each, contiguous (no gap, no overlap), only the last open."""
+    periods = r.get(raw, ("periods",), list, "a non-empty list of periods")
+    if not periods:
+        raise r.fail(("periods",), "a non-empty list of periods", periods)
+    out: list[tuple[date, date | None, dict[str, float], dict[str, dict[str, float]]]] = []
+    names: set[str] | None = None
+    for i, period in enumerate(periods):
+        keys: tuple[str | int, ...] = ("periods", i)
+        if not isinstance(period, dict):
+            raise r.fail(keys, "a mapping with effective_from, effective_to, parameters", period)
+        r.known_keys(period, keys, PERIOD_KEYS)
+        start = r.date(period.get("effective_from"), (*keys, "effective_from"), nullable=False)
+        end = r.date(period.get("effective_to"), (*keys, "effective_to"), nullable=True)
+        if start is None:  # nullable=False has already refused a missing date; this narrows the type
+            raise r.fail((*keys, "effective_from"), "a date", "nothing")
+        if end is not None and end < start:
+            raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
+        params = r.numbers(
+            r.get(period, (*keys, "parameters"), dict, "a mapping of parameter name -> number"),
+            (*keys, "parameters"),
+            None,
+        )
+        if names is None:
+            names = set(params)
+        elif set(params) != names:
+            missing, extra = sorted(names - set(params)), sorted(set(params) - names)
+            raise r.fail(
+                (*keys, "parameters"), f"the parameters of periods[0] (missing {missing}, extra {extra})"
+            )
+        regions: dict[str, dict[str, float]] = {}
+        for prefix, overrides in (period.get("regions") or {}).items():
+            code = str(prefix)
+            if not code.isdigit() or len(code) not in REGION_PREFIX_LENGTHS:
+                raise r.fail(
+                    (*keys, "regions", code), "an address-code prefix of 2, 4 or 6 digits (quote it)", code
+                )
+            regions[code] = r.numbers(overrides, (*keys, "regions", code), names)
+        out.append((start, end, params, regions))
+    for i in range(1, len(out)):
+        previous_end, start = out[i - 1][1], out[i][0]
+        if previous_end is None or start <= previous_end:
+            raise r.fail(
+                ("periods", i, "effective_from"),
+                f"a start after periods[{i - 1}] ends: periods in date order that do not overlap",
+                f"overlapping periods[{i - 1}], periods[{i}]",
+            )
+        if start != previous_end + timedelta(days=1):
+            raise r.fail(
+                ("periods", i, "effective_from"),
+                f"{previous_end + timedelta(days=1)} (the day after periods[{i - 1}] ends): periods leave no gap",
+                str(start),
+            )
+    return out
+
+
+def _adjustments(r: _Reader, raw: dict[str, Any], names: set[str]) -> list[Adjustment]:
+    out: list[Adjustment] = []
+    for i, adj in enumerate(raw.get("adjustments") or []):
+        keys: tuple[str | int, ...] = ("adjustments", i)
+        if not isinstance(adj, dict):
+            raise r.fail(keys, "a mapping with name, effective_from, effective_to, add", adj)
+        r.known_keys(adj, keys, ADJUSTMENT_KEYS)
+        start = r.date(adj.get("effective_from"), (*keys, "effective_from"), nullable=False)
+        end = r.date(adj.get("effective_to"), (*keys, "effective_to"), nullable=False)
+        if start is None or end is None:  # nullable=False has already refused a missing date
+            raise r.fail(keys, "effective_from and effective_to dates", "nothing")
+        if end < start:
+            raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
+        region = adj.get("region")
+        if region is not None and (
+            not str(region).isdigit() or len(str(region)) not in REGION_PREFIX_LENGTHS
+        ):
+            raise r.fail((*keys, "region"), "an address-code prefix of 2, 4 or 6 digits (quote it)", region)
+        add = r.numbers(
+            r.get(adj, (*keys, "add"), dict, "a mapping of parameter name -> amount added"),
+            (*keys, "add"),
+            names,
+        )
+        out.append(
+            Adjustment(
+                str(adj.get("name", f"adjustments[{i}]")),
+                start,
+                end,
+                add,
+                None if region is None else str(region),
+            )
+        )
+    return out
 
 
 def load_policy(path: Path, as_of: date) -> Policy:
-    """Read a policy file and keep the period in force on `as_of` (effective_from <= as_of <= effective_to)."""
+    """Read and check a whole policy file, compile its expressions, and keep what is in force on `as_of`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -152,65 +344,93 @@ def load_policy(path: Path, as_of: date) -> Policy:
     r = _Reader(path, text)
     if not isinstance(raw, dict):
         raise r.fail((), "a mapping at the top level", type(raw).__name__)
+    r.known_keys(raw, (), TOP_KEYS)
     name = str(r.get(raw, ("policy",), str, "the policy name (text)"))
     version = str(r.get(raw, ("version",), (str, int, float), 'a version (quote it: "2026.1")'))
     region = str(raw.get("region", ""))
-    periods = r.get(raw, ("periods",), list, "a non-empty list of periods")
-    if not periods:
-        raise r.fail(("periods",), "a non-empty list of periods", periods)
+    region_fact = str(raw.get("region_fact", "hukou_county"))
+    if MASTER_TYPES.get(region_fact) != TEXT:
+        raise r.fail(("region_fact",), "a text master attribute holding an address code", region_fact)
 
-    in_force: list[tuple[int, date, date | None, dict[str, Any]]] = []
-    for i, period in enumerate(periods):
-        keys: tuple[str | int, ...] = ("periods", i)
-        if not isinstance(period, dict):
-            raise r.fail(keys, "a mapping with effective_from, effective_to, parameters", period)
-        start = r.date(period.get("effective_from"), (*keys, "effective_from"), nullable=False)
-        end = r.date(period.get("effective_to"), (*keys, "effective_to"), nullable=True)
-        if start is None:  # nullable=False has already refused a missing date; this narrows the type
-            raise r.fail((*keys, "effective_from"), "a date", "nothing")
-        if end is not None and end < start:
-            raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
-        params = r.get(period, (*keys, "parameters"), dict, "a mapping of parameter name -> number")
-        for key, value in params.items():
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise r.fail((*keys, "parameters", key), "a number", value)
-            if not str(key).isidentifier():
-                raise r.fail((*keys, "parameters", key), "a parameter name usable as @name", key)
-        if start <= as_of and (end is None or as_of <= end):
-            in_force.append((i, start, end, dict(params)))
+    periods = _periods(r, raw)
+    parameter_names = set(periods[0][2])
+    adjustments = _adjustments(r, raw, parameter_names)
+    in_force = [
+        i for i, (start, end, _, _) in enumerate(periods) if start <= as_of and (end is None or as_of <= end)
+    ]
     if not in_force:
         raise r.fail(
             ("periods",), f"a period in force on {as_of} (effective_from <= {as_of} <= effective_to)"
         )
-    if len(in_force) > 1:
-        which = ", ".join(f"periods[{i}]" for i, *_ in in_force)
-        raise r.fail(("periods",), f"exactly one period in force on {as_of}", f"overlapping {which}")
-    _, start, end, parameters = in_force[0]
+    index = in_force[0]
+    start, end, parameters, regional = periods[index]
 
-    facts = r.expressions(raw.get("facts"), ("facts",))
+    facts_raw = raw.get("facts") or {}
+    if not isinstance(facts_raw, dict):
+        raise r.fail(("facts",), "a mapping of fact name -> expression", facts_raw)
+    fact_types: dict[str, str] = {}
+    facts: dict[str, Compiled] = {}
+    for fact, expr in facts_raw.items():
+        fact = str(fact)
+        if fact in MASTER_TYPES or fact in parameter_names or not fact.isidentifier() or fact.startswith("_"):
+            raise r.fail(
+                ("facts", fact), "a new name (not a master attribute or parameter, not starting with _)", fact
+            )
+        compiled = r.expression(
+            expr, ("facts", fact), Names(MASTER_TYPES, fact_types, frozenset(parameter_names)), "any"
+        )
+        facts[fact] = compiled
+        fact_types[fact] = compiled.type
+    names = Names(MASTER_TYPES, fact_types, frozenset(parameter_names))
+
     services_raw = r.get(raw, ("services",), dict, "a mapping of service name -> service")
     if not services_raw:
         raise r.fail(("services",), "at least one service", services_raw)
     services: dict[str, Service] = {}
     for svc, body in services_raw.items():
-        keys = ("services", svc)
+        keys: tuple[str | int, ...] = ("services", str(svc))
         if not isinstance(body, dict):
             raise r.fail(keys, "a mapping with title, criteria, exclusions, amount", body)
-        criteria = r.expressions(body.get("criteria"), (*keys, "criteria"))
+        r.known_keys(body, keys, SERVICE_KEYS)
+        compiled_sets: list[dict[str, Compiled]] = []
+        for kind in ("criteria", "exclusions"):
+            entries = body.get(kind) or {}
+            if not isinstance(entries, dict):
+                raise r.fail((*keys, kind), "a mapping of reason code -> true/false expression", entries)
+            compiled_sets.append(
+                {
+                    str(code): r.expression(expr, (*keys, kind, str(code)), names, BOOL)
+                    for code, expr in entries.items()
+                }
+            )
+        criteria, exclusions = compiled_sets
         if not criteria:
             raise r.fail((*keys, "criteria"), "at least one criterion (reason code -> expression)")
-        exclusions = r.expressions(body.get("exclusions"), (*keys, "exclusions"))
         clash = sorted(set(criteria) & set(exclusions))
         if clash:
             raise r.fail((*keys, "exclusions"), "reason codes distinct from the criteria", clash)
-        amount = r.get(body, (*keys, "amount"), (str, int, float), "an amount expression")
-        services[str(svc)] = Service(
-            name=str(svc),
-            title=str(body.get("title", svc)),
-            criteria=criteria,
-            exclusions=exclusions,
-            amount=str(amount),
+        unit = str(body.get("unit", "month"))
+        if unit not in UNITS:
+            raise r.fail((*keys, "unit"), f"one of {', '.join(UNITS)}", unit)
+        amount = r.expression(
+            r.get(body, (*keys, "amount"), (str, int, float), "an amount expression"),
+            (*keys, "amount"),
+            names,
+            NUM,
         )
+        services[str(svc)] = Service(
+            str(svc), str(body.get("title", svc)), unit, criteria, exclusions, amount
+        )
+    reason_texts = raw.get("reasons") or {}
+    if not isinstance(reason_texts, dict) or not all(isinstance(v, str) and v for v in reason_texts.values()):
+        raise r.fail(("reasons",), "a mapping of reason code -> text", reason_texts)
+    if reason_texts:
+        for svc in services.values():
+            for code in (*svc.criteria, *svc.exclusions):
+                if code not in reason_texts:
+                    raise r.fail(
+                        ("services", svc.name), f"a text for reason code {code} under 'reasons'", code
+                    )
     return Policy(
         name=name,
         version=version,
@@ -221,44 +441,73 @@ def load_policy(path: Path, as_of: date) -> Policy:
         parameters=parameters,
         facts=facts,
         services=services,
+        regional=regional,
+        adjustments=tuple(a for a in adjustments if a.effective_from <= as_of <= a.effective_to),
+        region_fact=region_fact,
+        period_index=index,
+        reason_texts={str(k): str(v) for k, v in reason_texts.items()},
     )
 
 
 # -- evaluation ----------------------------------------------------------------------------------------
 
 
-def _eval(frame: pd.DataFrame, expr: str, local: dict[str, Any], policy: Policy, where: str) -> pd.Series:
-    """Evaluate one policy expression over the frame; a scalar result is broadcast to every person."""
-    try:
-        result = frame.eval(expr, engine="python", local_dict=local)
-    except Exception as exc:  # the expression is user data: name where it came from
-        raise PolicyError(f"{policy.path}: key '{where}': cannot evaluate {expr!r}: {exc}") from exc
-    if isinstance(result, pd.DataFrame):
-        raise PolicyError(f"{policy.path}: key '{where}': {expr!r} is an assignment, expected a value")
-    if not isinstance(result, pd.Series):
-        return pd.Series(result, index=frame.index)
-    return result
+def _parameter(policy: Policy) -> Any:
+    """The parameter resolver of an evaluation: a scalar, or one value per person when regions or
+    region-bound adjustments apply (the longest matching address-code prefix wins; adjustments add)."""
+
+    def resolve(name: str, env: Env) -> Any:
+        overrides = [
+            (p, v[name]) for p, v in sorted(policy.regional.items(), key=lambda kv: len(kv[0])) if name in v
+        ]
+        adjustments = [a for a in policy.adjustments if name in a.add]
+        flat = policy.parameters[name] + sum(a.add[name] for a in adjustments if a.region is None)
+        regional = [a for a in adjustments if a.region is not None]
+        if not overrides and not regional:
+            return flat
+        code = env.name(policy.region_fact)
+        values = np.full(len(env.index), policy.parameters[name], dtype=np.float64)
+        for prefix, value in overrides:
+            values[code.str.startswith(prefix).fillna(False).to_numpy(dtype=bool)] = value
+        for adj in adjustments:
+            hit = np.ones(len(env.index), dtype=bool)
+            if adj.region is not None:
+                hit = code.str.startswith(adj.region).fillna(False).to_numpy(dtype=bool)
+            values[hit] += adj.add[name]
+        return pd.Series(pd.array(values, dtype="Float64"), index=env.index)
+
+    return resolve
 
 
-def _truth(values: pd.Series, unknown: bool, policy: Policy, where: str) -> pd.Series:
-    """Booleans from an expression result; null (an unknown fact) becomes `unknown`."""
+def environment(master: pd.DataFrame, policy: Policy, as_of: date) -> Env:
+    """The evaluation context of a policy over a master frame (facts computed once, on demand)."""
+    env = Env(master, as_of, MASTER_TYPES, _parameter(policy))
+    for name, compiled in policy.facts.items():
+        env.facts[name] = compiled.run
+    return env
+
+
+def run_expression(env: Env, compiled: Compiled, policy: Policy, where: str) -> pd.Series:
+    """One expression's values per person; a column the frame lacks names the key that needed it."""
     try:
-        flags = values.astype("boolean")
-    except (TypeError, ValueError) as exc:
-        raise PolicyError(f"{policy.path}: key '{where}': expected a true/false expression ({exc})") from exc
-    return flags.fillna(unknown).astype(bool)
+        return compiled.evaluate(env)
+    except KeyError as exc:
+        raise PolicyError(
+            f"{policy.path}: key '{where}': the master frame has no column {exc.args[0]!r} ({compiled.text!r})"
+        ) from None
 
 
 def columns_read(policy: Policy, available: Iterable[str]) -> list[str]:
-    """The master columns the policy's expressions can name, with id_number, in `available`'s order.
+    """The master columns the policy's expressions name, with id_number, in `available`'s order.
 
     The eligibility stage reads only these from the store (half the master's columns, and none of
-    the long provenance strings); a word that merely looks like a column costs a column, never a
-    decision."""
-    expressions = [*policy.facts.values()]
+    the long provenance strings)."""
+    named: set[str] = {policy.region_fact} if policy.regional or policy.adjustments else set()
+    compiled = [*policy.facts.values()]
     for svc in policy.services.values():
-        expressions += [*svc.criteria.values(), *svc.exclusions.values(), svc.amount]
-    named = set(_NAME.findall(" ".join(expressions)))
+        compiled += [*svc.criteria.values(), *svc.exclusions.values(), svc.amount]
+    for c in compiled:
+        named |= c.names
     return [c for c in available if c == "id_number" or c in named]
 
 
@@ -267,50 +516,39 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     period = f"{as_of:%Y-%m}"
     if master.empty:
         return _typed(pd.DataFrame({c: pd.Series([], dtype=object) for c in DECISION_COLUMNS}))
-    local: dict[str, Any] = {**policy.parameters, "as_of": pd.Timestamp(as_of)}
-    frame = master.reset_index(drop=True).copy(deep=False)
-    for name, expr in policy.facts.items():
-        frame[name] = _eval(frame, expr, local, policy, f"facts.{name}")
-
-    # eval refuses arithmetic on nullable booleans; amounts see them as 1.0 / 0.0 / null instead
-    numeric = frame.copy(deep=False)
-    for col in frame.columns:
-        if isinstance(frame[col].dtype, pd.BooleanDtype):
-            numeric[col] = frame[col].astype("Float64")
+    frame = master.reset_index(drop=True)
+    env = environment(frame, policy, as_of)
 
     out: list[pd.DataFrame] = []
     for svc in policy.services.values():
-        eligible = pd.Series(True, index=frame.index)
+        eligible = np.ones(len(frame), dtype=bool)
         checks = [(code, expr, "criteria") for code, expr in svc.criteria.items()]
         checks += [(code, expr, "exclusions") for code, expr in svc.exclusions.items()]
-        codes = [code for code, _, _ in checks] + [AMOUNT_UNKNOWN]
+        codes = [code for code, _, _ in checks] + [AMOUNT_UNKNOWN, AMOUNT_NEGATIVE]
         failures = np.zeros(len(frame), dtype=np.int64)  # bit i: codes[i] failed
         for bit, (code, expr, kind) in enumerate(checks):
-            where = f"services.{svc.name}.{kind}.{code}"
+            values = run_expression(env, expr, policy, f"services.{svc.name}.{kind}.{code}")
             if kind == "criteria":
-                failed = ~_truth(_eval(frame, expr, local, policy, where), False, policy, where)
+                failed = ~values.fillna(False).to_numpy(dtype=bool)
             else:
-                failed = _truth(_eval(frame, expr, local, policy, where), True, policy, where)
+                failed = values.fillna(True).to_numpy(dtype=bool)
             eligible &= ~failed
-            failures |= failed.to_numpy(dtype=np.int64) << bit
-        where = f"services.{svc.name}.amount"
-        try:
-            raw = pd.to_numeric(_eval(numeric, svc.amount, local, policy, where), errors="raise").astype(
-                "Float64"
-            )
-        except (TypeError, ValueError) as exc:
-            raise PolicyError(f"{policy.path}: key '{where}': expected a number ({exc})") from exc
+            failures |= failed.astype(np.int64) << bit
+        raw = run_expression(env, svc.amount, policy, f"services.{svc.name}.amount").astype("Float64")
         unknown = eligible & raw.isna().to_numpy()
-        eligible &= ~unknown
-        failures |= unknown.to_numpy(dtype=np.int64) << len(checks)
-        amount = raw.where(eligible, 0.0).fillna(0.0).astype("float64").round(2)
+        negative = eligible & (raw < 0).fillna(False).to_numpy(dtype=bool)
+        eligible &= ~(unknown | negative)
+        failures |= unknown.astype(np.int64) << len(checks)
+        failures |= negative.astype(np.int64) << (len(checks) + 1)
+        amount = raw.to_numpy(dtype=np.float64, na_value=0.0)
+        amount = np.round(np.where(eligible, amount, 0.0), 2)
         out.append(
             pd.DataFrame(
                 {
                     "id_number": frame["id_number"].astype("string"),
                     "service": svc.name,
                     "period": period,
-                    "eligible": eligible.astype(bool),
+                    "eligible": eligible,
                     "amount": amount,
                     "reasons": _reason_text(failures, codes),
                     "policy": policy.name,
@@ -318,13 +556,14 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
                 }
             )
         )
-        if int(unknown.sum()):
-            log.warning(
-                "%s: %d otherwise eligible persons have no amount (%s)",
-                svc.name,
-                int(unknown.sum()),
-                AMOUNT_UNKNOWN,
-            )
+        for flag, label in ((unknown, AMOUNT_UNKNOWN), (negative, AMOUNT_NEGATIVE)):
+            if int(flag.sum()):
+                log.warning(
+                    "%s: %d otherwise eligible persons have no valid amount (%s)",
+                    svc.name,
+                    int(flag.sum()),
+                    label,
+                )
         log.info(
             "%s (%s) period %s: %d of %d eligible, %.2f yuan",
             svc.name,

@@ -62,6 +62,7 @@ class ExchangeContract:
     fields: dict[str, str]
     codes: dict[str, dict[str, str]]
     path: Path
+    services: tuple[str, ...] = ()  # rows of these services only (empty: every row of the dataset)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def load_exchange_contract(path: Path) -> ExchangeContract:
     dataset = text("dataset")
     if dataset not in DATASETS:
         raise ExchangeError(f"{path}: key 'dataset': expected one of {list(DATASETS)}, found {dataset!r}")
+    services = raw.get("services") or []
+    if not isinstance(services, list) or not all(isinstance(s, str) and s for s in services):
+        raise ExchangeError(f"{path}: key 'services': expected a list of service names, found {services!r}")
     return ExchangeContract(
         name=text("contract"),
         version=text("version"),
@@ -133,6 +137,7 @@ def load_exchange_contract(path: Path) -> ExchangeContract:
         fields={str(k): str(v) for k, v in fields.items()},
         codes={str(f): {str(k): str(v) for k, v in m.items()} for f, m in codes.items()},
         path=path,
+        services=tuple(services),
     )
 
 
@@ -324,5 +329,8 @@ def build_exchange(
             raise ExchangeError(
                 f"{contract.path}: key 'dataset': no dataset {contract.dataset!r} (have {sorted(datasets)})"
             )
-        files.append(write_exchange_file(storage, contract, datasets[contract.dataset], run_id, as_of))
+        rows = datasets[contract.dataset]
+        if contract.services:
+            rows = rows[rows["service"].isin(contract.services)].reset_index(drop=True)
+        files.append(write_exchange_file(storage, contract, rows, run_id, as_of))
     return files

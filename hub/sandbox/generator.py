@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from hub.sandbox import names as namegen
-from hub.sandbox.oracle import Assistance, PersonFacts, decide, load_parameters
+from hub.sandbox.oracle import (
+    Assistance,
+    PersonFacts,
+    decide_bundle,
+    load_bundle_parameters,
+    load_parameters,
+)
 from hub.sandbox.regions import OUTSIDE, ZHEJIANG
 from hub.settings import Settings
 from hub.storage import Storage, write_json_atomic
@@ -857,7 +863,13 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
     status[known] = police.fields["status"][prow[known]]
     county[known] = police.fields["county"][prow[known]]
     wic[hrow >= 0] = hrss.fields["wic"][hrow[hrow >= 0]]
-    for person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury in zip(
+    death = np.full(len(holders), np.datetime64("NaT"), dtype="datetime64[D]")
+    death[known] = police.fields["death"][prow[known]]
+    pension = np.full(len(holders), None, dtype=object)
+    pension[hrow >= 0] = np.array(["resident", "employee", "none"], dtype=object)[
+        hrss.fields["pension"][hrow[hrow >= 0]]
+    ]
+    for person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury, born, died, scheme in zip(
         holders.tolist(),
         p.id_number[holders].tolist(),
         p.category[holders].tolist(),
@@ -869,6 +881,9 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
         status.tolist(),
         county.tolist(),
         wic.tolist(),
+        p.birth[holders].astype("datetime64[D]").astype(object).tolist(),
+        death.astype(object).tolist(),
+        pension.tolist(),
         strict=True,
     ):
         yield PersonFacts(
@@ -883,6 +898,9 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
             hukou_county=cty or None,
             assistance=tuple(assistance.get(person, ())),
             work_injury_care=injury,
+            birth_date=born,
+            death_date=died,
+            pension_type=scheme,
         )
 
 
@@ -903,6 +921,7 @@ def _write_decisions(
     active certificate whose holder police registers as moved out, or in a county outside the province.
     """
     params = load_parameters(settings.path(settings.policy), as_of)
+    bundle = load_bundle_parameters(settings.path(settings.policy), as_of)
     province = settings.region[:2]
     eligible = {"living_subsidy": 0, "nursing_subsidy": 0}
     found: list[tuple[str, str]] = []
@@ -912,9 +931,9 @@ def _write_decisions(
         writer.writerow(("id_number", "service", "eligible", "amount"))
         for person in people:
             master += 1
-            for d in decide(person, as_of, params):
+            for d in decide_bundle(person, as_of, params, bundle):
                 writer.writerow((d.id_number, d.service, int(d.eligible), f"{d.amount:.2f}"))
-                eligible[d.service] += int(d.eligible)
+                eligible[d.service] = eligible.get(d.service, 0) + int(d.eligible)
             if person.hukou_status == "dead" and (
                 person.id_number in employed or any(a.in_force(as_of) for a in person.assistance)
             ):

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -121,6 +122,16 @@ def test_every_decision_matches_ground_truth(cycle: Path) -> None:
     ]
     assert wrong.empty, f"{len(wrong)} decisions differ, e.g.\n{wrong.head(10).to_string()}"
     assert merged["eligible_truth"].astype(bool).sum() > 50
+    # every service of the bundle is compared, and each has persons on both sides of its rules
+    from hub.settings import load_settings
+    from transforms.eligibility import load_policy
+
+    settings = load_settings(var_dir=cycle)
+    policy = load_policy(settings.path(settings.policy), date.fromisoformat(_as_of(cycle)))
+    per_service = merged.groupby("service")["eligible_truth"].agg(["sum", "count"])
+    assert set(per_service.index) == set(policy.services) and len(policy.services) >= 7
+    thin = per_service[(per_service["sum"] < 3) | (per_service["sum"] == per_service["count"])]
+    assert thin.empty, f"a service the comparison cannot test: {thin.to_string()}"
 
 
 def test_injected_name_conflicts_are_recorded(cycle: Path) -> None:
@@ -208,6 +219,43 @@ def test_validation_reports_are_offline_and_masked(cycle: Path) -> None:
         html = page.read_text(encoding="utf-8")
         assert not re.search(r"https?:|//|\bsrc=|\bhref=|url\(|@import", html), page
         assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", html), f"unmasked ID in {page}"
+
+
+def test_explain_gives_the_cycle_decisions_with_facts_and_sources(cycle: Path) -> None:
+    """`hub explain --json` agrees with the run's decisions for every service, masked unless asked (audited)."""
+    decisions = pd.read_parquet(cycle / "runs" / f"cycle-{_as_of(cycle)}" / "decisions.parquet")
+    chosen = decisions[(decisions["service"] == "nursing_subsidy") & decisions["eligible"]]["id_number"].iloc[
+        0
+    ]
+    env = {**os.environ, "LIANBAN_VAR": str(cycle)}
+    done = subprocess.run(
+        [*HUB, "explain", chosen, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout)
+    assert chosen not in done.stdout and result["id_number"] == f"{chosen[:6]}********{chosen[-4:]}"
+    mine = decisions[decisions["id_number"] == chosen].set_index("service")
+    assert {s["service"] for s in result["services"]} == set(mine.index)
+    for s in result["services"]:
+        assert s["eligible"] == bool(mine.loc[s["service"], "eligible"])
+        assert s["amount"] == pytest.approx(float(mine.loc[s["service"], "amount"]))
+        assert s["eligible"] == all(c["passed"] for c in s["checks"]) or s["reasons"] == ["AMOUNT_UNKNOWN"]
+    nursing = next(s for s in result["services"] if s["service"] == "nursing_subsidy")
+    severity = next(c for c in nursing["checks"] if c["code"] == "NOT_SEVERE")
+    assert {f["attribute"]: f["source"] for f in severity["facts"]} == {"category": "cdpf", "level": "cdpf"}
+    assert all(f["batch"].startswith("cdpf-") for f in severity["facts"])
+    assert nursing["amount_computed"] == pytest.approx(nursing["amount"])
+    assert "nursing_tier" in nursing["amount_formula"] and "nursing_tier" not in nursing["amount_filled"]
+    audit = cycle / "state" / "audit.jsonl"
+    before = audit.read_text(encoding="utf-8").count("\n") if audit.exists() else 0
+    raw = subprocess.run(
+        [*HUB, "explain", chosen, "--unmasked", "--lang", "en"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert raw.returncode == 0 and chosen in raw.stdout and "nursing_subsidy" in raw.stdout
+    assert audit.read_text(encoding="utf-8").count("\n") == before + 1
 
 
 def test_no_personal_data_where_none_is_contracted(cycle: Path) -> None:

@@ -75,12 +75,12 @@ def get(decisions: pd.DataFrame, service: str, id_number: str = "330106198001010
 def test_baseline_person_gets_both_with_policy_amounts_and_the_decision_shape() -> None:
     d = decide(person())
     assert list(d.columns) == list(DECISION_COLUMNS)
-    assert len(d) == 2
+    assert len(d) == 7 and d["id_number"].nunique() == 1  # one row per service of the bundle
     living, nursing = get(d, "living_subsidy"), get(d, "nursing_subsidy")
     assert bool(living["eligible"]) and living["amount"] == 345.0 and living["reasons"] == ""
     assert bool(nursing["eligible"]) and nursing["amount"] == 300.0 and nursing["reasons"] == ""
     assert set(d["period"]) == {"2026-03"}
-    assert set(d["policy"]) == {"zhejiang-two-subsidies"} and set(d["policy_version"]) == {"2026.1"}
+    assert set(d["policy"]) == {"zhejiang-two-subsidies"} and set(d["policy_version"]) == {"2026.2"}
     assert d["eligible"].dtype == bool and d["amount"].dtype == "float64"
 
 
@@ -171,6 +171,7 @@ def test_null_facts_never_make_anyone_eligible() -> None:
     assert get(d, "living_subsidy", "C")["reasons"] == "EXCL_TEKUN"  # an unknown exclusion is not cleared
     assert get(d, "living_subsidy", "D")["reasons"] == "CERT_INVALID"
     assert bool(get(d, "living_subsidy", "A")["eligible"])  # level is no living-subsidy criterion
+    d = d[d["service"].isin(["living_subsidy", "nursing_subsidy"])]
     blocked = d[~((d["service"] == "living_subsidy") & d["id_number"].isin(["A", "B"]))]
     assert not blocked["eligible"].any()
     assert (blocked["amount"] == 0).all()
@@ -211,21 +212,21 @@ periods:
     effective_to: null
     parameters: {share: 0.40, tier1: 500, tier2: 200, tier3: 100, uplift: 0.5}
 facts:
-  certificate_valid: "cert_status == 'active' and cert_valid_until >= @as_of"
+  certificate_valid: "cert_status == 'active' and cert_valid_until >= as_of"
 services:
   living_subsidy:
     title: 困难残疾人生活补贴
     criteria:
       CERT_INVALID: certificate_valid
       NOT_LOW_INCOME: "dibao or dibao_edge"
-    amount: "@share * dibao_standard"
+    amount: "share * dibao_standard"
   nursing_subsidy:
     title: 重度残疾人护理补贴
     criteria:
       CERT_INVALID: certificate_valid
     exclusions:
       EXCL_TEKUN: tekun
-    amount: "(@tier1 * (level == 1) + @tier2 * (level == 2) + @tier3 * (level >= 3)) * (1 + @uplift * institutional_care)"
+    amount: "(tier1 * (level == 1) + tier2 * (level == 2) + tier3 * (level >= 3)) * (1 + uplift * institutional_care)"
 """
 
 
@@ -263,16 +264,17 @@ def test_no_period_in_force_names_the_file_and_key(tmp_path: Path) -> None:
         ),
         (TWO_PERIODS.replace("share: 0.40", "share: lots"), r"periods\[1\]\.parameters\.share"),
         (
-            TWO_PERIODS.replace('    amount: "@share * dibao_standard"\n', ""),
+            TWO_PERIODS.replace('    amount: "share * dibao_standard"\n', ""),
             r"services\.living_subsidy\.amount",
         ),
         (TWO_PERIODS.replace("policy: test-two-periods\n", ""), r"'policy'"),
         (
             TWO_PERIODS.replace(
                 "facts:",
-                "  - effective_from: 2026-06-01\n    effective_to: null\n    parameters: {share: 0.5}\nfacts:",
+                "  - effective_from: 2026-06-01\n    effective_to: null\n"
+                "    parameters: {share: 0.5, tier1: 1, tier2: 1, tier3: 1, uplift: 0}\nfacts:",
             ),
-            r"'periods'.*overlapping periods\[1\], periods\[2\]",
+            r"periods\[2\]\.effective_from'.*overlapping periods\[1\], periods\[2\]",
         ),
     ],
 )
@@ -290,13 +292,15 @@ def test_malformed_key_error_carries_the_line(tmp_path: Path) -> None:
         load_policy(path, AS_OF)
 
 
-def test_an_expression_that_cannot_be_evaluated_names_its_key(tmp_path: Path) -> None:
+def test_an_unknown_master_attribute_is_a_load_error_with_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "bad_expr.yaml"
     path.write_text(TWO_PERIODS.replace('"dibao or dibao_edge"', '"no_such_column > 1"'), encoding="utf-8")
     with pytest.raises(
-        PolicyError, match=r"bad_expr\.yaml: key 'services\.living_subsidy\.criteria\.NOT_LOW_INCOME'"
+        PolicyError,
+        match=r"bad_expr\.yaml line 19: key 'services\.living_subsidy\.criteria\.NOT_LOW_INCOME'.*"
+        r"unknown name 'no_such_column'",
     ):
-        decide(person(), policy_path=path)
+        load_policy(path, AS_OF)
 
 
 def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
@@ -304,7 +308,7 @@ def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
     policy = load_policy(ZHEJIANG, AS_OF)
     wanted = columns_read(policy, MASTER_COLUMNS)
     assert wanted[0] == "id_number" and "dibao_standard" in wanted and "cert_valid_until" in wanted
-    assert not {"name", "sources", "record_hash", "cdpf_batch", "birth_date"} & set(wanted)
+    assert not {"name", "sources", "record_hash", "cdpf_batch", "gender", "cert_issued"} & set(wanted)
     people = master(
         person(),
         person(id_number="33010619800101003X", level=3, category=5, institutional_care=True),
@@ -313,3 +317,53 @@ def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
     pd.testing.assert_frame_equal(evaluate(people[wanted], policy, AS_OF), evaluate(people, policy, AS_OF))
     with pytest.raises(PolicyError, match="level"):  # a column the projection dropped is missed loudly
         evaluate(people[[c for c in wanted if c != "level"]], policy, AS_OF)
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible", "reasons"),
+    [
+        ({}, True, ""),  # level 1, born 1980-01-01: 46 on the run date, resident scheme
+        ({"birth_date": "2010-03-01"}, True, ""),  # 16 on the run date exactly
+        ({"birth_date": "2010-03-02"}, False, "NOT_WORKING_AGE"),  # 16 tomorrow
+        ({"birth_date": "1966-03-02"}, True, ""),  # 59, 60 tomorrow
+        ({"birth_date": "1966-03-01"}, False, "NOT_WORKING_AGE"),  # 60 today
+        ({"birth_date": None}, False, "NOT_WORKING_AGE"),  # unknown age is not working age
+        ({"pension_type": "employee"}, False, "NOT_RESIDENT_SCHEME"),
+        ({"pension_type": None}, False, "NOT_RESIDENT_SCHEME"),
+        ({"level": 3}, False, "NOT_SEVERE"),
+        ({"death_date": "2026-01-31", "hukou_status": "normal"}, False, "EXCL_DECEASED"),
+        ({"death_date": "2026-03-01"}, True, ""),  # died this month: paid through the month of death
+    ],
+)
+def test_resident_pension_contribution(facts: dict[str, Any], eligible: bool, reasons: str) -> None:
+    row = get(decide(person(**{"pension_type": "resident", **facts})), "pension_contribution")
+    assert (bool(row["eligible"]), row["reasons"]) == (eligible, reasons)
+    assert row["amount"] == (100.0 if eligible else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible"),
+    [({}, True), ({"level": 3, "dibao": True}, True), ({"level": 3, "dibao": False}, False)],
+)
+def test_medical_insurance_subsidy_for_severe_or_dibao(facts: dict[str, Any], eligible: bool) -> None:
+    row = get(decide(person(**facts)), "medical_insurance_subsidy")
+    assert bool(row["eligible"]) is eligible and row["amount"] == (380.0 if eligible else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("facts", "due"),
+    [
+        ({"cert_valid_until": "2026-05-30"}, {"cert_renewal_reminder"}),  # 90 days ahead
+        ({"cert_valid_until": "2026-05-31"}, set()),  # 91 days ahead
+        ({"cert_valid_until": "2026-02-28"}, {"cert_expired"}),
+        ({"hukou_status": "dead"}, {"cert_cancellation_on_death"}),
+        ({"death_date": "2025-12-01", "cert_valid_until": "2026-02-28"}, {"cert_cancellation_on_death"}),
+        ({"cert_status": "cancelled", "hukou_status": "dead"}, set()),  # already cancelled
+        ({"hukou_status": None, "cert_valid_until": "2026-04-01"}, {"cert_renewal_reminder"}),
+    ],
+)
+def test_certificate_items(facts: dict[str, Any], due: set[str]) -> None:
+    d = decide(person(**facts))
+    items = d[d["service"].str.startswith("cert_")]
+    assert set(items.loc[items["eligible"], "service"]) == due
+    assert (items["amount"] == 0).all()

@@ -230,9 +230,10 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert merged["persons"] == 2 and merged["missing_sources"] == ["hrss"]
     assert merged["conflicts_by_type"] == {"NAME_MISMATCH": 1}
     decided = cycle.eligibility_stage(settings, AS_OF, run_id)
-    assert decided["rows"] == 4
+    assert decided["rows"] == 2 * 7  # two persons x the seven services of the bundle
     decisions = pd.read_parquet(storage.run_dir(run_id) / "decisions.parquet")
-    eligible = decisions[decisions["eligible"]].set_index("service")["amount"].to_dict()
+    subsidies = decisions[decisions["service"].isin(["living_subsidy", "nursing_subsidy"])]
+    eligible = subsidies[subsidies["eligible"]].set_index("service")["amount"].to_dict()
     assert eligible == {"living_subsidy": 345.0, "nursing_subsidy": 300.0}
     assert (
         decisions.loc[decisions["service"] == "nursing_subsidy", "eligible"].sum() == 1

@@ -413,9 +413,20 @@ def test_decisions_cover_exactly_the_accepted_cdpf_people(sandbox: tuple[Setting
     people = {current.get(i, i) for i in native["cdpf"]["CJRZH"].str[:18]}
     assert set(decisions["id_number"]) == people - cdpf_out
     services = decisions.groupby("id_number")["service"].agg(lambda s: tuple(sorted(s)))
-    assert all(v == ("living_subsidy", "nursing_subsidy") for v in services)
+    bundle = (
+        "cert_cancellation_on_death",
+        "cert_expired",
+        "cert_renewal_reminder",
+        "living_subsidy",
+        "medical_insurance_subsidy",
+        "nursing_subsidy",
+        "pension_contribution",
+    )
+    assert all(v == bundle for v in services)
     assert decisions["amount"].str.fullmatch(r"\d+\.\d{2}").all()
-    assert ((decisions["eligible"] == "0") == (decisions["amount"] == "0.00")).all()
+    paid = decisions[~decisions["service"].str.startswith("cert_")]  # certificate items carry no amount
+    assert ((paid["eligible"] == "0") == (paid["amount"] == "0.00")).all()
+    assert (decisions.loc[decisions["service"].str.startswith("cert_"), "amount"] == "0.00").all()
     share = decisions.groupby("service")["eligible"].apply(lambda s: (s == "1").mean())
     assert 0.08 < share["living_subsidy"] < 0.2 and 0.2 < share["nursing_subsidy"] < 0.4
 
