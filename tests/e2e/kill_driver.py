@@ -44,7 +44,7 @@ STEPS = (
 
 # Fields whose values legitimately differ between two runs of the same data: wall-clock times of a write
 # (ledger landed_at/verdict_at, watermark updated_at, landing manifest received_at, staged_at of a
-# validation, the store's master/decisions_written_at, a report's generated time) and run durations
+# validation, the store's master/decisions_written_at) and run durations
 # (the merge record's `seconds`). They say when, not what; every other field must be identical.
 WALL_CLOCK_FIELDS = frozenset(
     {
@@ -55,9 +55,6 @@ WALL_CLOCK_FIELDS = frozenset(
         "staged_at",
         "master_written_at",
         "decisions_written_at",
-        "generated_at",
-        "created_at",
-        "written_at",
         "seconds",
     }
 )
@@ -71,6 +68,8 @@ ATTEMPT_FIELDS = {"merge.json": frozenset({"written"}), "eligibility.json": froz
 # place leaves its `.tmp-<id>.lock`; the next pulls remove it once it is old enough to belong to no
 # starting pull. They hold no data (checked: they must be empty).
 EMPTY_LOCKS = re.compile(r"landing/[^/]+/\.tmp-[0-9a-f]+\.lock")
+# A wall-clock instant as the hub writes them (UTC, microseconds); a date alone is data, never matched
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
 # Absolute paths in records written by the run: the var directory's own path differs between runs
 VAR_PATH = re.compile(r"/[^\s\"']*/var(?=/|$)")
 
@@ -225,8 +224,9 @@ def outcome(var: Path) -> dict[str, str]:
             digests[rel] = hashlib.sha256(content.encode()).hexdigest()
         elif path.suffix == ".parquet":
             digests[rel] = _frame_digest(pd.read_parquet(path))
-        elif path.suffix == ".html":
-            digests[rel] = "present"  # rendered from the JSON beside it, which is compared; carries times
+        elif path.suffix == ".html":  # a validation page shows its staged_at: a wall-clock instant
+            text = INSTANT.sub("{instant}", path.read_text(encoding="utf-8"))
+            digests[rel] = hashlib.sha256(text.encode()).hexdigest()
         else:
             digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests

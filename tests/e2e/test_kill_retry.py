@@ -34,7 +34,7 @@ PERSONS = 300
 
 # (step the child starts from, kill point); see kill_driver's docstring for the notation
 KILL_POINTS = [
-    # ingestion (cdpf: SQL, police: REST, the last source): boundaries, a batch not yet renamed into
+    # ingestion: every stage's boundary; inside (cdpf: SQL, police: REST): a batch not yet renamed into
     # place, a landed batch not in the ledger, a batch staged without its verdict, a staged file half
     # published
     ("pull:cdpf", "call:hub.ingest.pull_stage:1"),
@@ -42,7 +42,12 @@ KILL_POINTS = [
     ("pull:cdpf", "call:hub.storage.Storage.record_batch:1"),
     ("validate:cdpf", "call:hub.ingest.validate_stage:1"),
     ("validate:cdpf", "call:hub.storage.Storage.set_verdict:1"),
+    ("pull:civil", "call:hub.ingest.pull_stage:1"),
+    ("validate:civil", "call:hub.ingest.validate_stage:1"),
+    ("pull:hrss", "call:hub.ingest.pull_stage:1"),
+    ("validate:hrss", "call:hub.ingest.validate_stage:1"),
     ("pull:police", "call:hub.ingest.pull_stage:1"),
+    ("validate:police", "call:hub.ingest.validate_stage:1"),
     ("validate:police", "replace:-:1:hub.ingest.validate_stage"),
     ("validate:police", "after:hub.ingest.validate_stage:1"),
     # merge: its boundary, inside the store transaction (statements, bulk inserts), after the commit
@@ -141,9 +146,10 @@ def trials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trial]:
             return {key: future.result() for key, future in futures.items()}
 
 
-def test_the_harness_kills_at_twenty_points_or_more() -> None:
+def test_the_harness_kills_at_every_stage_boundary_and_twenty_points_or_more() -> None:
     assert len(set(KILL_POINTS)) >= 20
-    assert {step.partition(":")[0] for step, _ in KILL_POINTS} == {s.partition(":")[0] for s in STEPS}
+    entered = {step for step, kill in KILL_POINTS if kill.startswith("call:") and kill.endswith("_stage:1")}
+    assert entered == set(STEPS)
 
 
 @pytest.mark.parametrize(("first", "kill"), KILL_POINTS, ids=[f"{s}-{k}" for s, k in KILL_POINTS])
