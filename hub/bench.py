@@ -1,7 +1,7 @@
 """`hub bench`: time every stage in-process on a sandbox of N persons, against a DuckDB floor.
 
 The floor is a hand-written DuckDB query over the same staged parquet files that does the
-merge's joins and evaluates the same two subsidies; merge plus eligibility is reported as a
+merge's joins and evaluates every service of the policy; merge plus eligibility is reported as a
 ratio to it (issue 5's target: within 2x).
 """
 
@@ -96,7 +96,7 @@ def _sandbox_matches(storage: Storage, persons: int, seed: int) -> bool:
 
 
 def duckdb_floor(settings: Settings, as_of: date) -> int:
-    """The same joins and the two subsidies as one hand-written DuckDB query, written to parquet."""
+    """The same joins and every service of the policy as one hand-written DuckDB query, written to parquet."""
     import duckdb
 
     from transforms.eligibility import load_policy
@@ -142,28 +142,63 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
         GROUP BY id_number),
     m AS (
         SELECT c.id_number, c.level, c.category, c.institutional_care, c.needs_long_term_care,
+               c.cert_status, c.cert_valid_until,
+               coalesce(p.birth_date, c.birth_date) AS birth_date, p.death_date, p.hukou_status,
                c.cert_status = 'active' AND c.cert_valid_until >= DATE '{as_of}' AS cert_ok,
                coalesce(p.hukou_status = 'normal' AND starts_with(p.hukou_county, '33'), false) AS local_ok,
                coalesce(v.dibao, false) AS dibao, coalesce(v.dibao_edge, false) AS dibao_edge,
                coalesce(v.tekun, false) AS tekun, coalesce(v.orphan_support, false) AS orphan_support,
-               v.dibao_standard, coalesce(h.work_injury_care, false) AS wic
+               v.dibao_standard, coalesce(h.work_injury_care, false) AS wic, h.pension_type
         FROM cdpf c LEFT JOIN police p USING (id_number) LEFT JOIN civil v USING (id_number)
         LEFT JOIN hrss h USING (id_number)),
+    f AS (
+        SELECT *,
+               coalesce(death_date IS NOT NULL
+                   AND (year(DATE '{as_of}') * 12 + month(DATE '{as_of}'))
+                       - (year(death_date) * 12 + month(death_date)) >= 1, false) AS died_before,
+               death_date IS NOT NULL OR coalesce(hukou_status = 'dead', false) AS known_dead,
+               year(DATE '{as_of}') - year(birth_date)
+                   - CASE WHEN month(DATE '{as_of}') * 100 + day(DATE '{as_of}')
+                               < month(birth_date) * 100 + day(birth_date) THEN 1 ELSE 0 END AS age
+        FROM m),
     d AS (
         SELECT id_number,
-               cert_ok AND local_ok AND (dibao OR dibao_edge) AND NOT tekun AND NOT wic
+               cert_ok AND local_ok AND (dibao OR dibao_edge) AND NOT died_before AND NOT tekun AND NOT wic
                    AND NOT orphan_support AS living,
                cert_ok AND local_ok AND coalesce(needs_long_term_care, false)
-                   AND (level <= 2 OR (level >= 3 AND category IN (5, 6))) AND NOT tekun AND NOT wic AS nursing,
+                   AND (level <= 2 OR (level >= 3 AND category IN (5, 6)))
+                   AND NOT died_before AND NOT tekun AND NOT wic AS nursing,
                {p["living_share_of_dibao"]} * dibao_standard AS living_amount,
                ({p["nursing_tier1"]} * (level = 1)::INT + {p["nursing_tier2"]} * (level = 2)::INT
                 + {p["nursing_tier3"]} * (level >= 3)::INT)
-                   * (1 + {p["institutional_uplift"]} * institutional_care::INT) AS nursing_amount
-        FROM m)
+                   * (1 + {p["institutional_uplift"]} * institutional_care::INT) AS nursing_amount,
+               coalesce(cert_ok AND local_ok AND level IN (1, 2)
+                   AND age BETWEEN {p["pension_age_min"]} AND {p["pension_age_max"]}
+                   AND pension_type = 'resident', false) AND NOT died_before AS pension,
+               cert_ok AND local_ok AND (level IN (1, 2) OR dibao) AND NOT died_before AS medical,
+               coalesce(cert_status = 'active', false) AND known_dead AS cancel_on_death,
+               coalesce(cert_status = 'active' AND cert_valid_until < DATE '{as_of}', false)
+                   AND NOT known_dead AS expired,
+               coalesce(cert_status = 'active' AND cert_valid_until >= DATE '{as_of}'
+                   AND date_diff('day', DATE '{as_of}', cert_valid_until::DATE) <= {p["renewal_days"]}, false)
+                   AND NOT known_dead AS renewal
+        FROM f)
     SELECT id_number, 'living_subsidy' AS service, living AS eligible,
            CASE WHEN living THEN round(living_amount, 2) ELSE 0 END AS amount FROM d
     UNION ALL
     SELECT id_number, 'nursing_subsidy', nursing, CASE WHEN nursing THEN round(nursing_amount, 2) ELSE 0 END FROM d
+    UNION ALL
+    SELECT id_number, 'pension_contribution', pension,
+           CASE WHEN pension THEN {p["pension_contribution"]} ELSE 0 END FROM d
+    UNION ALL
+    SELECT id_number, 'medical_insurance_subsidy', medical,
+           CASE WHEN medical THEN {p["medical_contribution"]} ELSE 0 END FROM d
+    UNION ALL
+    SELECT id_number, 'cert_cancellation_on_death', cancel_on_death, 0 FROM d
+    UNION ALL
+    SELECT id_number, 'cert_expired', expired, 0 FROM d
+    UNION ALL
+    SELECT id_number, 'cert_renewal_reminder', renewal, 0 FROM d
     """  # noqa: S608
     target = storage.var / "bench-floor-decisions.parquet"
     con = duckdb.connect()

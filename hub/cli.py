@@ -1,4 +1,4 @@
-"""The `hub` command line: sandbox, run, batch, approve, master, bench."""
+"""The `hub` command line: sandbox, run, batch, approve, master, report, runs, bench."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from hub.settings import load_settings
 
@@ -382,6 +382,50 @@ def bench_validate(
         f"peak RSS {f['stage_peak_rss_mib']} MiB; {f['stage_accepted']:,} accepted, "
         f"{f['stage_quarantined']:,} quarantined)"
     )
+
+
+@app.command()
+def report(
+    run_id: Annotated[
+        str | None, typer.Argument(help="run id, e.g. cycle-2026-11-01 (default: the latest)")
+    ] = None,
+    config: Config = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Write (again) a run's auditor report: report.html, report.json and the index across runs."""
+    from hub.report import rebuild_report
+
+    _logging(verbose)
+    path = rebuild_report(load_settings(config), run_id)
+    console.print(
+        f"report: {path}\njson:   {path.with_suffix('.json')}\nindex:  {path.parent.parent / 'index.html'}"
+    )
+
+
+@app.command()
+def runs(config: Config = None) -> None:
+    """Every run with a report: headline figures, and the index page with their trends."""
+    from hub.report import run_rows, write_index
+    from hub.storage import Storage
+
+    storage = Storage(load_settings(config))
+    table = Table(
+        Column("run", no_wrap=True, min_width=16),  # whole, never cropped: it is what one types next
+        Column("as of", no_wrap=True, min_width=10),
+        *("persons", "eligible", "quarantined", "conflicts", "not paid", "not eligible", "fund"),
+    )
+    for r in reversed(run_rows(storage)):
+        eligible = ", ".join(f"{k} {v}" for k, v in r["eligible"].items())
+        cells = [r[k] for k in ("quarantined", "conflicts", "not_paid", "not_eligible", "fund")]
+        table.add_row(
+            r["run_id"],
+            r["as_of"],
+            str(r["persons"]),
+            eligible,
+            *("—" if c is None else str(c) for c in cells),
+        )
+    console.print(table)
+    console.print(f"index: {write_index(storage)}")
 
 
 if __name__ == "__main__":

@@ -337,6 +337,13 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     )
 
 
+def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """三查 audits and fund-use monitoring (hub/audit_stage.py), between exchange and report."""
+    from hub.audit_stage import audit_stage as run_audits
+
+    return run_audits(settings, as_of, run_id)
+
+
 def _latest_batch(storage: Storage, source: str) -> dict[str, Any] | None:
     """The newest batch of a source in the ledger, whatever its verdict (a held batch must show)."""
     with storage.engine().connect() as conn:
@@ -404,6 +411,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
     from hub.decision_run import guard_warnings
     from hub.report import write_report
+    from hub.report_data import gather
 
     storage = Storage(settings)
     store = _store(settings)
@@ -486,6 +494,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "exchange": exchange,
         "warnings": warnings,
     }
+    summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
     path = write_report(storage, run_id, as_of, summary)
     log.info("report %s: %s (%d warnings)", run_id, path, len(warnings))
     return {

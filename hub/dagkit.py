@@ -101,9 +101,13 @@ def cycle_dag(doc_md: str | None) -> DAG:
             return run_stage("exchange")
 
         @task
+        def audit() -> dict[str, Any]:
+            return run_stage("audit")
+
+        @task
         def report() -> dict[str, Any]:
             return run_stage("report")
 
-        merge() >> eligibility() >> exchange() >> report()
+        merge() >> eligibility() >> exchange() >> audit() >> report()
 
     return cycle()

@@ -28,9 +28,11 @@ def mask_id(value: str | None) -> str:
 def mask_ids(values: pd.Series) -> pd.Series:
     """Vectorised mask_id for a column of ID numbers."""
     text = values.astype("string").fillna("")
-    long = text.str.len() > 10
-    masked = text.str[:6] + text.str.len().sub(10).clip(lower=0).map(lambda n: "*" * n) + text.str[-4:]
-    return masked.where(long, text.str.replace(r".", "*", regex=True))
+    # string operations only: the middle starred by a regex, so it works on any string storage (with
+    # pyarrow strings, adding a mapped column of lengths to text fails)
+    middle = text.str.slice(6, -4).str.replace(r".", "*", regex=True)
+    masked = text.str.slice(0, 6) + middle + text.str.slice(-4)
+    return masked.where(text.str.len() > 10, text.str.replace(r".", "*", regex=True))
 
 
 def _mask_match(match: re.Match[str]) -> str:

@@ -1,118 +1,35 @@
-"""The auditor's report of one cycle run: reports/<run_id>/report.html and report.json.
+"""The auditor's report of one cycle run: reports/<run_id>/report.html, its JSON twin report.json, and
+reports/index.html across runs with trends.
 
-The HTML is self-contained (inline CSS, no script, no URL of any kind) so it can be mailed or
-archived as one file, with Chinese and English headings. Its only links are relative ones to the
-batches' validation.html files beside it under var/ (they open offline too). Every ID number in it is masked (first 6 +
+The HTML is self-contained (inline CSS and SVG charts drawn by hub.charts, no script, no URL of any
+kind) so it can be mailed or archived as one file; Chinese by default, English by a switch that is two
+radio buttons and CSS. Templates and CSS are files under hub/templates/. Its only links are in-page
+anchors and relative ones to the batches' validation.html files beside it under var/ (they open
+offline too). Every ID number in it is masked (first 6 +
 last 4, docs/domain.md, Personal information): the summary is scrubbed before it is rendered or written, whatever the
 stages put into it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 
+from hub import charts
 from hub.masking import mask_structure
 from hub.storage import Storage, publish_bytes, write_json_atomic
+from transforms.contracts import REASONS
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
-STYLE = """<style>
-body { font-family: "PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", sans-serif; margin: 2em; color: #222; }
-h1 { font-size: 1.5em; border-bottom: 2px solid #345; padding-bottom: .3em; }
-h2 { font-size: 1.15em; margin-top: 1.8em; color: #345; }
-h2 .en, h1 .en { color: #678; font-weight: normal; font-size: .85em; }
-table { border-collapse: collapse; margin: .6em 0; }
-th, td { border: 1px solid #bbc; padding: .3em .7em; text-align: left; vertical-align: top; }
-th { background: #eef1f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.held { color: #a00; font-weight: bold; }
-.ok { color: #070; }
-.warn { background: #fff4e0; border: 1px solid #e0a040; padding: .5em 1em; }
-.mono { font-family: Consolas, "DejaVu Sans Mono", monospace; font-size: .9em; }
-.meta { color: #555; }
-</style>
-"""
-
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<title>联办运行报告 Lianban run report {{ run_id }}</title>
-{{ style|safe }}</head>
-<body>
-<h1>联办数据交换运行报告 <span class="en">Lianban cycle report</span></h1>
-<p class="meta">运行 Run: <span class="mono">{{ run_id }}</span> &nbsp; 业务日期 As of: {{ as_of }}
-{% if policy %} &nbsp; 政策 Policy: {{ policy }}{% endif %}</p>
-
-{% if warnings %}
-<h2>提示 <span class="en">Warnings</span></h2>
-<div class="warn"><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>
-{% endif %}
-
-<h2>数据批次 <span class="en">Source batches</span></h2>
-<table>
-<tr><th>来源 Source</th><th>批次 Batch</th><th>结论 Verdict</th><th>行数 Rows</th><th>接收 Accepted</th>
-<th>隔离 Quarantined</th><th>隔离原因 Reasons</th><th>主档使用批次 Batch in master</th>
-<th>校验报告 Validation report (under var/)</th></tr>
-{% for s in sources %}
-<tr><td>{{ s.source }}</td><td class="mono">{{ s.batch_id or "—" }}</td>
-<td class="{{ 'ok' if s.verdict == 'accepted' else 'held' }}">{{ s.verdict or "无 none" }}</td>
-<td class="num">{{ s.rows if s.rows is not none else "" }}</td>
-<td class="num">{{ s.accepted if s.accepted is not none else "" }}</td>
-<td class="num">{{ s.quarantined if s.quarantined is not none else "" }}</td>
-<td>{% for code, n in (s.reasons or {}).items() %}<span class="mono">{{ code }}</span>: {{ n }}<br>{% endfor %}</td>
-<td class="mono">{{ s.used_batch_id or "—" }}</td>
-<td class="mono">{% if s.validation_href %}<a href="{{ s.validation_href }}">{{ s.validation_report }}</a>\
-{% else %}{{ s.validation_report or "—" }}{% endif %}</td></tr>
-{% endfor %}
-</table>
-
-<h2>主档 <span class="en">Master file (一人一档)</span></h2>
-<table>
-<tr><th>人数 Persons</th><td class="num">{{ master.persons }}</td></tr>
-<tr><th>冲突 Conflicts</th><td class="num">{{ master.conflicts }}</td></tr>
-</table>
-
-<h2>多元校核冲突 <span class="en">Conflicts by type</span></h2>
-<table>
-<tr><th>类型 Type</th><th>条数 Count</th></tr>
-{% for t, n in (master.conflicts_by_type or {}).items() %}
-<tr><td class="mono">{{ t }}</td><td class="num">{{ n }}</td></tr>
-{% else %}<tr><td colspan="2">无 none</td></tr>{% endfor %}
-</table>
-
-<h2>资格判定 <span class="en">Decisions</span></h2>
-<table>
-<tr><th>服务 Service</th><th>判定人数 Evaluated</th><th>符合 Eligible</th><th>金额合计（元）Amount total (yuan)</th>
-<th>本次变化 Changed this run</th><th>外发 Outbound files</th></tr>
-{% for d in decisions %}
-<tr><td>{{ d.title or d.service }} <span class="mono">{{ d.service }}</span></td>
-<td class="num">{{ d.evaluated }}</td><td class="num">{{ d.eligible }}</td>
-<td class="num">{{ "%.2f"|format(d.amount_total) }}</td>
-<td class="num">{% if d.changed is not none %}{{ d.changed }} ({{ "%.1f"|format(100 * d.changed_share) }}%){% endif %}</td>
-<td class="{{ 'held' if d.outbound == '暂扣 HELD' else '' }}">{{ d.outbound }}</td></tr>
-{% else %}<tr><td colspan="6">无 none</td></tr>{% endfor %}
-</table>
-
-<h2>交换文件 <span class="en">Exchange files</span></h2>
-<table>
-<tr><th>对象 Partner</th><th>协议 Contract</th><th>文件 File</th><th>所属期 Period</th><th>行数 Rows</th>
-<th>SHA-256</th></tr>
-{% for f in exchange %}
-<tr><td>{{ f.partner }}</td><td class="mono">{{ f.contract }}</td><td class="mono">{{ f.file }}</td>
-<td>{{ f.period }}</td><td class="num">{{ f.rows }}</td><td class="mono">{{ f.sha256_display }}</td></tr>
-{% else %}<tr><td colspan="6">无 none</td></tr>{% endfor %}
-</table>
-
-<p class="meta">身份号码均已脱敏（前6后4）。ID numbers are masked (first 6 + last 4).</p>
-</body>
-</html>
-"""
+STYLE = "<style>\n" + (TEMPLATES / "base.css").read_text(encoding="utf-8") + "</style>\n"
 
 
 def scrub(value: Any) -> Any:
@@ -171,6 +88,13 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         exchange.append(f)
     return {
         **summary,
+        "validation": list(summary.get("validation") or []),
+        "rejects": list(summary.get("rejects") or []),
+        "conflicts_by_county": list(summary.get("conflicts_by_county") or []),
+        "audit": dict(summary.get("audit") or {}),
+        "other_stages": list(summary.get("other_stages") or []),
+        "transitions": dict(summary.get("transitions") or {}),
+        "guard": list(summary.get("guard") or []),
         "master": master,
         "decisions": decisions,
         "sources": sources,
@@ -193,8 +117,104 @@ def _relative_link(storage: Storage, out_dir: Path, under_var: Any) -> str | Non
     return Path(os.path.relpath(target, out_dir)).as_posix()
 
 
+AUDIT_KEYS = (
+    "months", "missing_inputs", "payments", "fund", "needs", "villages", "not_delivered", "payment_persons",
+    "payment_persons_total", "payment_counties", "fund_findings", "fund_total", "needs_by_county",
+    "not_delivered_sample", "village_list", "village_total", "village_counties", "county_holders",
+    "county_services", "work_lists", "rules",
+)  # fmt: skip
+TOC = (
+    ("summary", "运行概况", "Summary"),
+    ("sources", "数据批次", "Batches"),
+    ("validation", "逐源校验", "Validation"),
+    ("quarantine", "隔离", "Quarantine"),
+    ("conflicts", "冲突", "Conflicts"),
+    ("decisions", "资格判定", "Decisions"),
+    ("audits", "三查", "Audits"),
+    ("deliveries", "送达与回执", "Deliveries"),
+    ("guard", "变动闸门", "Guard"),
+    ("exchange", "交换文件", "Exchange"),
+)
+
+
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _css() -> str:
+    return "\n".join((TEMPLATES / name).read_text(encoding="utf-8") for name in ("base.css", "report.css"))
+
+
+def _audit_defaults(audit: dict[str, Any]) -> dict[str, Any]:
+    from transforms.audit import FINDING_ZH
+
+    out: dict[str, Any] = {key: None for key in AUDIT_KEYS}
+    out.update(audit or {})
+    out["finding_zh"] = FINDING_ZH
+    out["present"] = bool(audit)
+    return out
+
+
+def _tiers(rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configured village tiers as ranges ('< 30', '30-50', '>= 51')."""
+    out, low = [], 0
+    for tier in rules.get("village_tiers") or []:
+        below = tier.get("below")
+        text = f"{low}-{below - 1}" if below is not None else f">= {low}"
+        out.append({"range": text if low else f"< {below}", "amount": float(tier.get("amount") or 0)})
+        low = below if below is not None else low
+    return out
+
+
+def _charts(data: dict[str, Any]) -> dict[str, Markup]:
+    """The report's SVG charts from its own figures (so chart and tables never disagree)."""
+    quarantine = sorted(
+        (
+            (f"{s['source']} {code}", float(n))
+            for s in data["sources"]
+            for code, n in (s.get("reasons") or {}).items()
+        ),
+        key=lambda r: -r[1],
+    )
+    conflicts = sorted(
+        ((k, float(v)) for k, v in data["master"]["conflicts_by_type"].items()), key=lambda r: -r[1]
+    )
+    audit = data["audit"]
+    eligible: dict[str, float] = {}
+    for r in audit.get("county_services") or []:
+        eligible[str(r["hukou_county"])] = eligible.get(str(r["hukou_county"]), 0.0) + float(r["eligible"])
+    top = sorted(eligible.items(), key=lambda r: -r[1])[:15]
+    amounts: dict[str, float] = {}
+    for r in audit.get("payment_counties") or []:
+        amounts[str(r["hukou_county"])] = amounts.get(str(r["hukou_county"]), 0.0) + abs(float(r["amount"]))
+    needs: dict[str, float] = {}
+    for r in audit.get("needs_by_county") or []:
+        needs[str(r["county"])] = needs.get(str(r["county"]), 0.0) + float(r["persons"])
+    return {
+        "quarantine": charts.hbar(quarantine, "隔离行数 Rows quarantined by source and reason"),
+        "conflicts": charts.hbar(conflicts, "冲突 Conflicts by type"),
+        "decisions_by_county": charts.hbar(
+            top, "符合条件人次（前15县区）Eligible decisions, top 15 counties"
+        ),
+        "payment_counties": charts.hbar(
+            sorted(amounts.items(), key=lambda r: -r[1])[:15],
+            "发放差异金额（元，前15县区）Amount paid wrongly or not paid (yuan), top 15 counties",
+        ),
+        "needs": charts.hbar(
+            sorted(needs.items(), key=lambda r: -r[1])[:15],
+            "需求未知人数（前15县区）Needs not known, top 15 counties",
+        ),
+    }
+
+
 def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, Any]) -> Path:
-    """Write report.json and the self-contained report.html for a run; returns the HTML path."""
+    """Write report.json and the self-contained report.html for a run, then the index across runs;
+    returns the HTML path."""
     data = scrub(_normalise(summary))
     data = {**data, "run_id": run_id, "as_of": as_of.isoformat(), "generated_at": as_of.isoformat()}
     out_dir = storage.report_dir(run_id)
@@ -208,8 +228,121 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
         digest = str(f.get("sha256") or "")
         # a fingerprint in groups of 8, as it is usually read aloud and compared
         f["sha256_display"] = " ".join(digest[i : i + 8] for i in range(0, len(digest), 8))
-    env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
-    html = env.from_string(_TEMPLATE).render(**{**shown, "policy": shown.get("policy", ""), "style": STYLE})
-    target = out_dir / "report.html"
-    publish_bytes(target, html.encode("utf-8"))
+    shown["audit"] = _audit_defaults(shown["audit"])
+    others = shown.pop("other_stages")
+    deliveries = [o for o in others if re.search(r"deliver|receipt", o["name"])]
+    guards = shown.pop("guard") + [o for o in others if re.search(r"guard|mass", o["name"])]
+    quarantine = [
+        {"source": s["source"], "code": code, "rows": n, "zh": REASONS.get(code, "")}
+        for s in shown["sources"]
+        for code, n in (s.get("reasons") or {}).items()
+    ]
+    html = (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            **{**shown, "policy": shown.get("policy", "")},
+            css=_css(),
+            toc=TOC,
+            charts=_charts(shown),
+            quarantine=quarantine,
+            quarantined_total=sum(int(s.get("quarantined") or 0) for s in shown["sources"]),
+            fund_total=sum((shown["audit"].get("fund") or {}).values()),
+            village_tiers=_tiers(shown["audit"].get("rules") or {}),
+            deliveries=deliveries,
+            guards=guards,
+            other_stages=[o for o in others if o not in deliveries and o not in guards],
+        )
+    )
+    _write_text(out_dir / "report.html", html)
+    write_index(storage)
+    return out_dir / "report.html"
+
+
+def _write_text(target: Path, text: str) -> None:
+    publish_bytes(target, text.encode("utf-8"))
+
+
+def run_rows(storage: Storage) -> list[dict[str, Any]]:
+    """One row per run with a report.json, oldest first: the figures the index and `hub runs` show."""
+    rows = []
+    for path in sorted((storage.var / "reports").glob("*/report.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        audit = data.get("audit") or {}
+        payments = audit.get("payments") or {}
+        rows.append(
+            {
+                "run_id": data.get("run_id", path.parent.name),
+                "as_of": data.get("as_of", ""),
+                "persons": (data.get("master") or {}).get("persons"),
+                "eligible": {d.get("service"): d.get("eligible") for d in data.get("decisions") or []},
+                "quarantined": sum(int(s.get("quarantined") or 0) for s in data.get("sources") or []),
+                "conflicts": (data.get("master") or {}).get("conflicts"),
+                "not_paid": (payments.get("ELIGIBLE_NOT_PAID") or {}).get("persons") if payments else None,
+                "not_eligible": (payments.get("PAID_NOT_ELIGIBLE") or {}).get("persons")
+                if payments
+                else None,
+                "fund": sum((audit.get("fund") or {}).values()) if audit else None,
+                "href": f"{path.parent.name}/report.html",
+            }
+        )
+    return sorted(rows, key=lambda r: (str(r["as_of"]), str(r["run_id"])))
+
+
+def write_index(storage: Storage) -> Path:
+    """reports/index.html: every run's headline figures and their trends, offline like the reports."""
+    runs = run_rows(storage)
+    services = sorted({s for r in runs for s in r["eligible"] if s})
+    labels = [str(r["as_of"]) for r in runs]
+    eligible = charts.trend(
+        labels,
+        {s: [r["eligible"].get(s) for r in runs] for s in services},
+        "符合条件人数 Eligible persons per run",
+    )
+    findings = charts.trend(
+        labels,
+        {
+            "应享未享 eligible not paid": [r["not_paid"] for r in runs],
+            "不应享而享 paid not eligible": [r["not_eligible"] for r in runs],
+            "资金线索 fund findings": [r["fund"] for r in runs],
+            "隔离 quarantined": [r["quarantined"] for r in runs],
+        },
+        "审计线索 Audit findings per run",
+    )
+    html = (
+        _env()
+        .get_template("index.html.j2")
+        .render(
+            runs=defang(scrub(list(reversed(runs)))),
+            services=services,
+            css=_css(),
+            charts={"eligible": eligible, "findings": findings},
+        )
+    )
+    target = storage.var / "reports" / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(target, html)
     return target
+
+
+def rebuild_report(settings: Any, run_id: str | None = None) -> Path:
+    """Run the report stage again for a run (default: the latest run with a merge record)."""
+    from hub.cycle import report_stage
+
+    storage = Storage(settings)
+    found = sorted(
+        (json.loads(p.read_text(encoding="utf-8")).get("as_of", ""), p.parent.name)
+        for p in (storage.var / "runs").glob("*/merge.json")
+    )
+    known = {run: as_of for as_of, run in found}
+    if run_id is None:
+        if not found:
+            raise SystemExit(f"no run under {storage.var / 'runs'}: run `hub run` first")
+        run_id = found[-1][1]
+    if run_id not in known:
+        raise SystemExit(f"run {run_id!r} not found under {storage.var / 'runs'}; known: {sorted(known)}")
+    result = report_stage(settings, date.fromisoformat(known[run_id]), run_id)
+    return Path(result["path"])

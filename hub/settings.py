@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -184,6 +184,9 @@ class Settings(BaseModel):
     policy: str
     master_url: str
     sources: dict[str, SourceConfig]
+    audit: dict[str, Any] = Field(
+        default_factory=dict, description="三查 audit rules; validated by hub.audit_stage.AuditConfig"
+    )
     var_dir: Path = Field(default_factory=lambda: Path("var"))
     file_mode_group: bool = Field(
         False,

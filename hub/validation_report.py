@@ -83,10 +83,15 @@ _TEMPLATE = """<!DOCTYPE html>
 <h2>校验规则 <span class="en">Expectations (Great Expectations {{ gx_summary }})</span></h2>
 <table>
 <tr><th>规则 Expectation</th><th>字段 Column</th><th>级别 Severity</th><th>结果 Result</th>
-<th>不符 Unexpected</th><th>%</th><th>隔离 Rows flagged</th><th>原因代码 Reason</th><th>样例 Sample (masked)</th></tr>
+<th>不符行数 Failing rows</th><th>其中标准化已拒 Refused before the suite</th><th>GX 不符 GX unexpected</th><th>%</th>
+<th>本规则隔离 Rows flagged here</th><th>原因代码 Reason</th><th>样例 Sample (masked)</th></tr>
 {% for e in expectations %}
 <tr><td class="mono">{{ e.type }}</td><td class="mono">{{ e.column }}</td><td>{{ e.severity }}</td>
 <td class="{{ 'ok' if e.success else 'held' }}">{{ '通过 pass' if e.success else '不符 fail' }}</td>
+<td class="num">{{ e.failing_rows }}</td>
+<td class="num">{{ e.refused_before }}{% for c, n in e.refused_before_codes.items() %} <span class="mono">{{ c }}</span>:{{ n }}{% endfor %}\
+{% if e.not_checked %}（{{ e.not_checked }} 行因其他原因已拒、未校验 refused for another reason, not checked）{% endif %}\
+{% if e.explained_nulls %}（{{ e.explained_nulls }} 个空值系前一步拒收 nulls left by refused values）{% endif %}</td>
 <td class="num">{{ e.unexpected_count }}</td><td class="num">{{ e.unexpected_percent }}</td>
 <td class="num">{{ e.rows_flagged }}</td>
 <td><span class="mono">{{ e.reason_code }}</span> {{ e.reason_zh or "" }}</td>
@@ -118,6 +123,12 @@ def _view(summary: dict[str, Any]) -> dict[str, Any]:
         e = dict(e)
         e.setdefault("severity", "error")
         e.setdefault("sample", [])
+        # validation.json files written before the truthful counts: GX's own figures, nothing refused before
+        e.setdefault("failing_rows", e.get("unexpected_count", 0))
+        e.setdefault("refused_before", 0)
+        e.setdefault("refused_before_codes", {})
+        e.setdefault("explained_nulls", 0)
+        e.setdefault("not_checked", 0)
         e["sample"] = ["—" if v is None else str(v) for v in e["sample"]]
         expectations.append(e)
     drift = summary.get("schema_drift")

@@ -256,6 +256,11 @@ class Reasons:
         masks = [flags for (_, f, _), flags in self._flags.items() if f == field]
         return np.logical_or.reduce(masks) if masks else np.zeros(self.n, dtype=bool)
 
+    def on_field_with(self, field: str, codes: set[str]) -> np.ndarray:
+        """Rows flagged for this field with one of these codes."""
+        masks = [flags for (c, f, _), flags in self._flags.items() if f == field and c in codes]
+        return np.logical_or.reduce(masks) if masks else np.zeros(self.n, dtype=bool)
+
     def by_code(self) -> dict[str, np.ndarray]:
         """One mask per code (fields merged), in the order of REASONS."""
         out: dict[str, np.ndarray] = {}

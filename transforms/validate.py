@@ -331,13 +331,27 @@ def _apply_suite(
             exp["kwargs"].setdefault("added_codes", list(settings.county_codes_added))
     checked = _for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
+    # what the standardiser refused per field before the suite ran: those cells reach GX as nulls, so GX
+    # alone would call the ID check passed and the not-null check failed on rows nobody flags
+    refused_before = reasons.field_counts()
+    parse_codes = {f["code"] for f in refused_before}
     results = []
     for outcome in run_suite(checked, doc, path):
         meta, column, index = outcome["meta"], outcome["column"], outcome["index"]
         mask = np.zeros(len(frame), dtype=bool)
         mask[index] = True
-        if outcome["type"] == NOT_NULL and column in explained:
-            mask &= ~explained[column]  # the parse code already says why this cell is empty
+        earlier = explained.get(column, np.zeros(len(frame), dtype=bool))
+        explained_nulls = int((mask & earlier).sum()) if outcome["type"] == NOT_NULL else 0
+        # values refused earlier for what this check is about (the ID check: any bad ID; a code list:
+        # an unknown code) failed it too; values refused for another reason were simply not checked
+        related = related_codes(meta["reason_code"], parse_codes)
+        if outcome["type"] == NOT_NULL:
+            failed_earlier = np.zeros(len(frame), dtype=bool)
+            mask &= ~earlier  # the parse code already says why this cell is empty
+            failing = int(mask.sum())
+        else:
+            failed_earlier = reasons.on_field_with(column, related)
+            failing = int((mask | failed_earlier).sum())
         warning = outcome["severity"] != "critical"
         if not warning:
             reasons.add(meta["reason_code"], mask, meta.get("field", column), meta.get("reason_zh"))
@@ -348,7 +362,18 @@ def _apply_suite(
                 "severity": "warning" if warning else "error",
                 "reason_code": meta["reason_code"],
                 "reason_zh": meta.get("reason_zh"),
-                "success": outcome["success"],
+                # truthful per check: rows failing it, whether found by GX or refused earlier
+                "success": failing == 0,
+                "failing_rows": failing,
+                "refused_before": int(failed_earlier.sum()),
+                "refused_before_codes": {
+                    f["code"]: f["rows"]
+                    for f in refused_before
+                    if f["field"] == column and f["code"] in related and outcome["type"] != NOT_NULL
+                },
+                "not_checked": int((earlier & ~failed_earlier).sum()) if outcome["type"] != NOT_NULL else 0,
+                "explained_nulls": explained_nulls,
+                "gx_success": outcome["success"],
                 "unexpected_count": outcome["unexpected_count"],
                 "unexpected_percent": outcome["unexpected_percent"],
                 "rows_flagged": 0 if warning else int(mask.sum()),  # after parse-explained nulls
@@ -356,6 +381,14 @@ def _apply_suite(
             }
         )
     return results
+
+
+def related_codes(check_reason: str, parse_codes: set[str]) -> set[str]:
+    """The standardiser's codes that mean a value failed a check with this reason code: the same code,
+    or for the ID check (ID_INVALID) every ID code but a missing one (the not-null check's)."""
+    if check_reason == "ID_INVALID":
+        return {c for c in parse_codes if c.startswith("ID_") and c != "ID_MISSING"}
+    return {check_reason} & parse_codes
 
 
 def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:

@@ -944,6 +944,55 @@ def _write_decisions(
     return master, eligible, found
 
 
+def _write_audit_inputs(
+    seed: int,
+    p: _People,
+    tables: dict[str, _Table],
+    truth: _Truth,
+    as_of: date,
+    settings: Settings,
+    root: Path,
+    cdpf_db: Path,
+) -> dict[str, Any]:
+    """The payment roll and the needs survey (hub.sandbox.payments), from streams of their own so the
+    four departments' data stay what the seed made them before these existed."""
+    from hub.sandbox import payments
+
+    police = tables["police"]
+    base = int(p.police.sum())
+    row = np.full(p.size, -1, dtype=np.int64)
+    row[police.person[:base]] = np.arange(base)
+    row[np.isin(row, list(police.bad))] = -1
+    known = row >= 0
+    status = np.where(known, police.fields["status"][np.maximum(row, 0)], -1)
+    county = np.where(known, police.fields["county"][np.maximum(row, 0)], "")
+    damaged = np.isin(p.id_number, [d[1] for d in truth.defects])
+    people = payments.Holder(
+        id_number=p.id_number,
+        name=p.name,
+        county=COUNTY_CODES[p.county],
+        holder=p.holder,
+        clean=p.holder & known & ~damaged,
+        status=status,
+        in_province=np.char.startswith(county.astype(str), settings.region[:2]),
+        death=p.death,
+        cert_status=p.cert_status,
+        level=p.level,
+        institutional=p.inst,
+    )
+    pay_rng, village_rng, survey_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, 16]).spawn(3)
+    )
+    params = load_parameters(settings.path(settings.policy), as_of)
+    roll = payments.write_payments(
+        pay_rng, people, root / "truth" / "decisions.csv", as_of, params, root / "drops" / "civil_payments",
+        root / "truth",
+    )  # fmt: skip
+    village = payments.village_codes(village_rng, COUNTY_CODES[p.county], p.holder)
+    survey = payments.write_survey(survey_rng, people, village, as_of, cdpf_db, root / "truth")
+    return {"payments": roll, "survey": survey}
+
+
 # -- entry point --------------------------------------------------------------------------------------
 
 
@@ -1049,6 +1098,7 @@ def init_sandbox(
         truth_dir / "decisions.csv", _visible_facts(p, tables), as_of, settings, _employed_seen(p, tables)
     )
     conflicts = truth.conflicts + seen_conflicts
+    audit_inputs = _write_audit_inputs(seed, p, tables, truth, as_of, settings, root, paths["cdpf"])
 
     _write_csv(truth_dir / "quarantine.csv", ("source", "id_raw", "reason_code"), truth.quarantine)
     _write_csv(truth_dir / "conflicts.csv", ("id_number", "conflict_type"), conflicts)
@@ -1074,6 +1124,7 @@ def init_sandbox(
         "eligible": eligible,
         "conflicts": conflict_counts,
         "formula_names": len(truth.formula),
+        **audit_inputs,
     }
     meta = root / "sandbox.json"
     write_json_atomic(

@@ -221,6 +221,220 @@ def test_validation_reports_are_offline_and_masked(cycle: Path) -> None:
         assert not re.search(r"(?<![\dX*])\d{17}[\dX](?![\dX])", html), f"unmasked ID in {page}"
 
 
+def _audit(var: Path, name: str) -> pd.DataFrame:
+    return pd.read_parquet(var / "runs" / f"cycle-{_as_of(var)}" / "audit" / f"{name}.parquet")
+
+
+def test_payment_audit_matches_ground_truth_person_by_person(cycle: Path) -> None:
+    """应享未享 / 不应享而享: every (person, service, month) the generator made differ, with both amounts."""
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "payments.csv", dtype={"id_number": str, "month": str})
+    assert set(truth["kind"]) == {
+        "underpaid_month",
+        "never_paid",
+        "paid_after_death",
+        "paid_moved_out",
+        "paid_cancelled_cert",
+        "paid_twice",
+        "above_policy",
+    }
+    found = _audit(cycle, "payment_findings")
+    expected = set(
+        zip(
+            truth["id_number"],
+            truth["service"],
+            truth["month"],
+            truth["entitled"],
+            truth["paid"],
+            strict=True,
+        )
+    )
+    got = set(
+        zip(
+            found["id_number"],
+            found["service"],
+            found["month"].dt.strftime("%Y%m"),
+            found["entitled"],
+            found["paid"],
+            strict=True,
+        )
+    )
+    assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
+    kind = dict(zip(zip(truth["id_number"], truth["month"], strict=False), truth["kind"], strict=True))
+    for row in found.itertuples():
+        k = kind[(row.id_number, f"{row.month:%Y%m}")]
+        want = {"underpaid_month": "ELIGIBLE_NOT_PAID", "never_paid": "ELIGIBLE_NOT_PAID"}.get(k)
+        want = want or ("OVERPAID" if k in ("paid_twice", "above_policy") else "PAID_NOT_ELIGIBLE")
+        assert row.finding == want, (k, row.finding)
+    work_list = next((cycle / "outbox" / "civil").glob("*/civil_payment_audit_*.csv"))
+    assert oct(work_list.stat().st_mode & 0o777) == "0o600"
+    listed = pd.read_csv(work_list, encoding="gb18030", dtype=str)
+    assert set(listed["公民身份号码"]) == set(truth["id_number"])
+
+
+def test_fund_monitoring_matches_ground_truth(cycle: Path) -> None:
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "fund_findings.csv", dtype=str, keep_default_na=False)
+    found = _audit(cycle, "fund_findings")
+    found = found[found["rule"] != "COUNTY_RISE"]  # a county figure, not injected per person
+    expected = set(zip(truth["id_number"], truth["service"], truth["month"], truth["rule"], strict=True))
+    got = set(
+        zip(
+            found["id_number"],
+            found["service"].fillna(""),
+            found["month"].dt.strftime("%Y%m"),
+            found["rule"],
+            strict=True,
+        )
+    )
+    assert got == expected, (sorted(got - expected)[:5], sorted(expected - got)[:5])
+    assert {r for *_, r in expected} == {
+        "DUPLICATE_PAYMENT",
+        "AMOUNT_OUTSIDE_POLICY",
+        "PAID_AFTER_STOP",
+        "SHARED_ACCOUNT",
+    }
+    assert not re.search(r"\d{17}[\dX]", " ".join(found["evidence"]))
+
+
+def test_delivery_and_needs_audits_match_ground_truth(cycle: Path) -> None:
+    truth = pd.read_csv(cycle / "sandbox" / "truth" / "payments.csv", dtype={"id_number": str})
+    never = set(
+        zip(*[truth.loc[truth["kind"] == "never_paid", c] for c in ("id_number", "service")], strict=True)
+    )
+    late = _audit(cycle, "not_delivered")
+    assert set(zip(late["id_number"], late["service"], strict=True)) == never and never
+
+    import sqlalchemy as sa
+
+    needs = pd.read_csv(cycle / "sandbox" / "truth" / "needs.csv", dtype=str, keep_default_na=False)
+    engine = sa.create_engine(f"sqlite:///{cycle / 'master.sqlite'}")
+    master = pd.read_sql("select id_number, cert_status, hukou_status from person", engine)
+    alive = set(
+        master.loc[(master["cert_status"] == "active") & (master["hukou_status"] != "dead"), "id_number"]
+    )
+    as_of = pd.Timestamp(_as_of(cycle))
+    surveyed = pd.to_datetime(needs["surveyed_on"].replace("", None))
+    unknown = needs[surveyed.isna() | ((as_of - surveyed).dt.days > 365)]
+    expected = set(unknown["id_number"]) & alive
+    found = _audit(cycle, "needs_unknown")
+    assert set(found["id_number"]) == expected and expected
+
+    villages = _audit(cycle, "villages")
+    residents = needs[needs["id_number"].isin(alive)].groupby("village").size()
+    known = villages[villages["village"] != "unknown"].set_index("village")["residents"]
+    assert known.to_dict() == residents.to_dict()
+    assert villages["village"].str.fullmatch(r"\d{12}|unknown").all()
+    assert set(villages.loc[villages["village"] != "unknown", "tier"]) >= {1, 2}
+
+
+REPORT_SECTIONS = (
+    "summary",
+    "sources",
+    "validation",
+    "quarantine",
+    "conflicts",
+    "decisions",
+    "audits",
+    "exchange",
+)
+PROBES = {
+    "sections": f"{list(REPORT_SECTIONS)}.filter(id => document.getElementById(id) !== null)",
+    "svg": "document.querySelectorAll('svg.chart').length",
+    "h1": "document.querySelector('h1').innerText",
+    "audits": "document.getElementById('audits').innerText",
+    "outside": "[...document.querySelectorAll('[src],[href]')].map(e => e.getAttribute('src') || e.getAttribute('href'))"
+    ".filter(u => !u.startsWith('#') && !u.startsWith('../'))",
+}
+
+
+def test_report_opens_offline_in_chromium(cycle: Path) -> None:
+    """The report in headless Chromium with the network off: every section there, charts drawn, Chinese by
+    default and English after the switch, no console error and no request but the file itself."""
+    from browser import chromium, visit
+
+    if chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    report = cycle / "reports" / f"cycle-{_as_of(cycle)}" / "report.html"
+    shot = cycle / "screenshots" / "report.png"
+    seen = visit(report, shot, PROBES)
+    assert seen.requests == [report.resolve().as_uri()], seen.requests
+    assert not seen.exceptions and not [c for c in seen.console if c[0] in ("error", "assert")], seen.console
+    assert seen.probes["sections"] == list(REPORT_SECTIONS)
+    assert seen.probes["svg"] >= 3 and seen.probes["outside"] == []
+    assert seen.probes["h1"].startswith("联办数据交换运行报告") and "Lianban" not in seen.probes["h1"]
+    assert "应享未享" in seen.probes["audits"] and "不应享而享" in seen.probes["audits"]
+    english = visit(
+        report,
+        cycle / "screenshots" / "report-en.png",
+        PROBES,
+        ["document.getElementById('lang-en').click()"],
+    )
+    assert english.probes["h1"] == "Lianban cycle report"
+    assert (
+        "Eligible, not paid" in english.probes["audits"]
+        or "eligible not paid" in english.probes["audits"].lower()
+    )
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    index = visit(
+        cycle / "reports" / "index.html",
+        cycle / "screenshots" / "index.png",
+        {
+            "rows": "document.querySelectorAll('#runs tr').length",
+            "svg": "document.querySelectorAll('svg.chart').length",
+        },
+    )
+    assert index.probes["rows"] >= 2 and index.probes["svg"] == 2 and not index.console
+    assert seen.seconds + english.seconds + index.seconds < 30
+
+
+def test_the_browser_probe_sees_requests_and_console_errors(tmp_path: Path) -> None:
+    """The probe above can fail: a page that fetches and logs an error is caught, and the fetch never
+    leaves the machine."""
+    from browser import chromium, visit
+
+    if chromium() is None:
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="https://example.invalid/x.png">'
+        "<script>console.error('boom'); undefinedFunction();</script></body></html>",
+        encoding="utf-8",
+    )
+    seen = visit(page, tmp_path / "bad.png", {"n": "1"})
+    assert "https://example.invalid/x.png" in seen.requests
+    assert ("error", "boom") in seen.console and seen.exceptions
+
+
+def test_hub_report_and_runs_commands(cycle: Path) -> None:
+    """`hub report` rewrites the latest run's report from the run's files; its JSON twin carries the audit
+    stage's figures; `hub runs` lists the run and writes the index."""
+    env = {**os.environ, "LIANBAN_VAR": str(cycle)}
+    run_id = f"cycle-{_as_of(cycle)}"
+    done = subprocess.run([*HUB, "report"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"reports/{run_id}/report.html" in done.stdout
+    twin = json.loads((cycle / "reports" / run_id / "report.json").read_text(encoding="utf-8"))
+    audit = json.loads((cycle / "runs" / run_id / "audit.json").read_text(encoding="utf-8"))
+    assert twin["audit"]["payments"] == audit["payments"] and twin["audit"]["fund"] == audit["fund"]
+    assert twin["audit"]["villages"] == audit["villages"]
+    cdpf = next(v for v in twin["validation"] if v["source"] == "cdpf")
+    valid = next(c for c in cdpf["checks"] if c["check"] == "expect_column_values_to_be_valid_id_number")
+    refused = sum(
+        n for code, n in cdpf_reasons(cycle).items() if code.startswith("ID_") and code != "ID_MISSING"
+    )
+    assert valid["failing_rows"] == refused > 0 and valid["passed"] is False
+    listed = subprocess.run([*HUB, "runs"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert listed.returncode == 0 and run_id in listed.stdout and "index.html" in listed.stdout
+    missing = subprocess.run(
+        [*HUB, "report", "cycle-1999-01-01"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "cycle-1999-01-01" in missing.stderr + missing.stdout
+
+
+def cdpf_reasons(var: Path) -> dict[str, int]:
+    path = next((var / "staged" / "cdpf").glob("*/validation.json"))
+    return dict(json.loads(path.read_text(encoding="utf-8"))["reason_counts"])
+
+
 def test_explain_gives_the_cycle_decisions_with_facts_and_sources(cycle: Path) -> None:
     """`hub explain --json` agrees with the run's decisions for every service, masked unless asked (audited)."""
     decisions = pd.read_parquet(cycle / "runs" / f"cycle-{_as_of(cycle)}" / "decisions.parquet")

@@ -62,7 +62,15 @@ def _parse(tmp_path: Path) -> dict:
 def test_dags_parse_cleanly_without_io(tmp_path: Path) -> None:
     result = _parse(tmp_path)
     assert result["errors"] == {}
-    assert set(result["dags"]) == {"ingest_cdpf", "ingest_civil", "ingest_hrss", "ingest_police", "cycle"}
+    assert set(result["dags"]) == {
+        "ingest_cdpf",
+        "ingest_cdpf_survey",
+        "ingest_civil",
+        "ingest_civil_payments",
+        "ingest_hrss",
+        "ingest_police",
+        "cycle",
+    }
     assert result["touched"] == [], "a DAG file opened a socket or a database while parsing"
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
     assert result["seconds"] < 5
@@ -75,6 +83,6 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
         assert dag["doc_md"], f"{dag_id} has no doc_md"
         assert "lianban" in dag["tags"], dag_id
         assert all(r >= 1 for r in dag["retries"]), f"{dag_id} has a task without retries"
-    assert dags["cycle"]["tasks"] == ["eligibility", "exchange", "merge", "report"]
-    for source in ("cdpf", "civil", "hrss", "police"):
+    assert dags["cycle"]["tasks"] == ["audit", "eligibility", "exchange", "merge", "report"]
+    for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["tasks"] == ["pull", "stage"]

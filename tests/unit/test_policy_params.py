@@ -6,8 +6,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from test_eligibility import decide, get, person
 
-from tests.unit.test_eligibility import decide, get, person
 from transforms.eligibility import PolicyError, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_eligibility import master, person
 
 from hub.sandbox.oracle import (
     Assistance,
@@ -19,7 +20,6 @@ from hub.sandbox.oracle import (
     load_bundle_parameters,
     load_parameters,
 )
-from tests.unit.test_eligibility import master, person
 from transforms.eligibility import evaluate, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

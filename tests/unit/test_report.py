@@ -80,13 +80,25 @@ def test_report_is_self_contained_bilingual_and_masked(settings) -> None:
     html = path.read_text(encoding="utf-8")
     data = path.with_name("report.json").read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html and "//" not in html
-    assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|\bhref=|url\(", html, re.IGNORECASE)
+    # in-page anchors (the table of contents) are the only links; no script, image or stylesheet
+    assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|\bhref=\"(?!#)|url\(", html, re.IGNORECASE)
+    assert set(re.findall(r'href="#([^"]+)"', html)) <= set(re.findall(r'id="([^"]+)"', html))
     assert "&lt;script&gt;" in html  # autoescaped, not executed
     for heading in (
         "数据批次",
         "Source batches",
-        "主档",
-        "Master file",
+        "主档人数",
+        "persons in master",
+        "运行概况",
+        "Run summary",
+        "逐源校验",
+        "Validation per source",
+        "隔离原因",
+        "Quarantine by reason",
+        "三查",
+        "Audits",
+        "送达与回执",
+        "Mass-change guard",
         "资格判定",
         "Decisions",
         "交换文件",
@@ -268,9 +280,151 @@ def test_report_links_only_validation_reports_that_exist_under_var(settings) -> 
     }
     summary = {"sources": [{"source": s, "validation_report": v} for s, v in shown.items()]}
     html = write_report(storage, "run-links", AS_OF, summary).read_text(encoding="utf-8")
-    links = re.findall(r'href="([^"]*)"', html)
+    links = re.findall(r'href="([^"#][^"]*)"', html)
     assert links == ["../../staged/cdpf/cdpf-1/validation.html"]
     assert (storage.report_dir("run-links") / links[0]).resolve() == page.resolve()
     assert "staged/civil/civil-1/validation.html" in html  # still named, for the auditor to find
     data = json.loads((storage.report_dir("run-links") / "report.json").read_text(encoding="utf-8"))
     assert "validation_href" not in data["sources"][0]
+
+
+# -- the audits, charts, the language switch and the index across runs -------------------------------------
+
+
+def audit_summary() -> dict[str, Any]:
+    data = summary()
+    data["validation"] = [
+        {
+            "source": "cdpf",
+            "batch_id": "cdpf-2026-03-01-abcdef012345",
+            "gates": [{"gate": "invalid_ratio", "passed": True, "value": 0.1, "limit": 0.2, "detail": "ok"}],
+            "checks": [
+                {
+                    "check": "expect_column_values_to_be_valid_id_number",
+                    "column": "id_number",
+                    "severity": "error",
+                    "passed": False,
+                    "failing_rows": 31,
+                    "refused_before": 31,
+                    "refused_before_codes": {"ID_CHECKSUM": 31},
+                    "explained_nulls": 0,
+                    "not_checked": 0,
+                    "rows_flagged": 0,
+                    "reason_code": "ID_INVALID",
+                    "sample": [RAW_ID],
+                }
+            ],
+            "passed": 0,
+            "failed": 1,
+        }
+    ]
+    data["audit"] = {
+        "months": ["2026-01", "2026-02"],
+        "payments": {
+            "ELIGIBLE_NOT_PAID": {"persons": 3, "months": 5, "amount": -1500.0},
+            "PAID_NOT_ELIGIBLE": {"persons": 2, "months": 6, "amount": 1800.0},
+        },
+        "payment_counties": [
+            {
+                "hukou_county": "330106",
+                "finding": "PAID_NOT_ELIGIBLE",
+                "persons": 2,
+                "months": 6,
+                "amount": 1800.0,
+            }
+        ],
+        "payment_persons": [
+            {
+                "hukou_county": "330106",
+                "id_number": RAW_ID,
+                "service": "nursing_subsidy",
+                "finding": "PAID_NOT_ELIGIBLE",
+                "months": "2026-01,2026-02",
+                "month_count": 2,
+                "entitled": 0.0,
+                "paid": 600.0,
+                "difference": 600.0,
+            }
+        ],
+        "fund": {"PAID_AFTER_STOP": 2},
+        "fund_findings": [
+            {
+                "rule": "PAID_AFTER_STOP",
+                "county": "330106",
+                "id_number": RAW_ID,
+                "service": "nursing_subsidy",
+                "month": "2026-02",
+                "amount": 300.0,
+                "evidence": f"{RAW_ID} 2026-02: paid after death on 2025-12-01",
+            }
+        ],
+        "needs": {"NEEDS_SURVEY_MISSING": 4},
+        "needs_by_county": [{"county": "330106", "finding": "NEEDS_SURVEY_MISSING", "persons": 4}],
+        "villages": {"count": 2, "by_tier": {"1": 1, "3": 1}, "allowance_total": 3600.0},
+        "village_list": [
+            {"village": "330106001201", "residents": 12, "tier": 1, "allowance": 1200.0, "county": "330106"},
+            {"village": "330106001202", "residents": 77, "tier": 3, "allowance": 2400.0, "county": "330106"},
+        ],
+        "rules": {
+            "village_tiers": [
+                {"below": 30, "amount": 1200},
+                {"below": 51, "amount": 1800},
+                {"below": None, "amount": 2400},
+            ]
+        },
+    }
+    data["other_stages"] = [{"name": "delivery", "record": {"receipts": 7, "pending": 1}}]
+    return data
+
+
+def test_report_shows_audits_truthful_checks_and_charts(settings) -> None:
+    storage = Storage(settings)
+    path = write_report(storage, "cycle-2026-03-01", AS_OF, audit_summary())
+    html = path.read_text(encoding="utf-8")
+    data = json.loads(path.with_name("report.json").read_text(encoding="utf-8"))
+    assert not UNMASKED.search(html) and not UNMASKED.search(json.dumps(data, ensure_ascii=False))
+    assert "//" not in html and not re.search(r"<script\b", html)
+    # the switch: two radio buttons and CSS, Chinese checked first
+    assert re.search(r'<input type="radio" name="lang" id="lang-zh" class="lang" checked>', html)
+    assert "#lang-en:checked ~ .page .zh { display: none; }" in html
+    assert html.count('<svg class="chart"') >= 3  # quarantine, conflicts, payments by county
+    for text in (
+        "应享未享",
+        "不应享而享",
+        "-1500.00",
+        "1800.00",
+        "paid after death on 2025-12-01",
+        "&lt; 30",
+        "30-50",
+        "&gt;= 51",
+    ):
+        assert text in html, text
+    # the ID check is shown failing with the 31 rows the standardiser refused, not "pass, 0"
+    row = re.search(r"expect_column_values_to_be_valid_id_number</td>.*?</tr>", html, re.S)
+    assert (
+        row
+        and "不通过" in row.group(0)
+        and ">31<" in row.group(0)
+        and "ID_CHECKSUM</span>:31" in row.group(0)
+    )
+    assert "receipts" in html.split('id="deliveries"')[1].split("</section>")[0]  # a delivery record, shown
+    # the JSON twin carries the same figures
+    assert data["audit"]["payments"]["PAID_NOT_ELIGIBLE"] == {"persons": 2, "months": 6, "amount": 1800.0}
+    assert data["validation"][0]["checks"][0]["failing_rows"] == 31
+    index = (storage.var / "reports" / "index.html").read_text(encoding="utf-8")
+    assert "cycle-2026-03-01/report.html" in index and "<svg" in index and "//" not in index
+
+
+def test_index_lists_every_run_with_trends(settings) -> None:
+    from hub.report import run_rows
+
+    storage = Storage(settings)
+    for day, extra in ((date(2026, 1, 1), 0), (date(2026, 2, 1), 2), (date(2026, 3, 1), 5)):
+        data = audit_summary()
+        data["audit"]["payments"]["PAID_NOT_ELIGIBLE"]["persons"] = extra
+        write_report(storage, f"cycle-{day}", day, data)
+    rows = run_rows(storage)
+    assert [r["run_id"] for r in rows] == ["cycle-2026-01-01", "cycle-2026-02-01", "cycle-2026-03-01"]
+    assert [r["not_eligible"] for r in rows] == [0, 2, 5] and rows[0]["fund"] == 2
+    index = (storage.var / "reports" / "index.html").read_text(encoding="utf-8")
+    assert index.count("<polyline") >= 2 and index.count("/report.html") == 6  # link text and href per run

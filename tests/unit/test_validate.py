@@ -525,6 +525,12 @@ def test_birth_and_gender_disagreeing_with_the_id_warn_but_keep_the_row(
         "reason_code": "ID_FIELDS_DISAGREE",
         "reason_zh": REASONS["ID_FIELDS_DISAGREE"],
         "success": False,
+        "failing_rows": 2,
+        "refused_before": 0,
+        "refused_before_codes": {},
+        "not_checked": 0,
+        "explained_nulls": 0,
+        "gx_success": False,
         "unexpected_count": 2,
         "unexpected_percent": round(200 / 3, 4),
         "rows_flagged": 0,
@@ -632,3 +638,31 @@ def test_a_delta_batch_is_not_held_for_being_small(settings: Settings, tmp_path:
         manifest_path.write_text(json.dumps({**manifest, "delta": delta}), "utf-8")
         expected = "accepted" if delta else "held"  # 2 rows against 40: -95%
         assert stage_batch(settings, "cdpf", batch_id, AS_OF).status == expected, batch_id
+
+
+def test_check_results_count_rows_the_standardiser_refused(settings: Settings, tmp_path: Path) -> None:
+    """An ID refused by the standardiser reaches GX as a null: the ID check must still report it failing
+    (not "pass, 0"), and the not-null check must not fail on a null it did not flag."""
+    bad = A[:17] + ("0" if A[17] != "0" else "1")  # wrong check character
+    rows = [cdpf_row(A), cdpf_row(B), cdpf_row(bad, CJRZH=bad + "11"), cdpf_row(C, XM="")]
+    land_sql(settings, "cdpf", "cdpf-truth", rows, tmp_path)
+    stage_batch(settings, "cdpf", "cdpf-truth", AS_OF, max_invalid_ratio=1.0)
+    _, quarantine, validation = staged(settings, "cdpf", "cdpf-truth")
+    assert len(quarantine) == 2
+    entries = {(r["type"], r["column"]): r for r in validation["gx"]["results"]}
+    valid = entries[("expect_column_values_to_be_valid_id_number", "id_number")]
+    assert (valid["success"], valid["failing_rows"], valid["refused_before"]) == (False, 1, 1)
+    assert valid["refused_before_codes"] == {"ID_CHECKSUM": 1} and valid["unexpected_count"] == 0
+    county = entries[("expect_column_values_to_have_known_county_code", "id_number")]
+    assert (county["success"], county["failing_rows"], county["not_checked"]) == (True, 0, 1)
+    present = entries[("expect_column_values_to_not_be_null", "id_number")]
+    assert (present["success"], present["failing_rows"], present["explained_nulls"]) == (True, 0, 1)
+    assert present["gx_success"] is False  # GX alone saw a null
+    named = entries[("expect_column_values_to_not_be_null", "name")]
+    # the empty name is refused by the standardiser (FIELD_MISSING, required) and explained the same way
+    assert (named["success"], named["failing_rows"], named["explained_nulls"]) == (True, 0, 1)
+    assert validation["reason_counts"] == {"ID_CHECKSUM": 1, "FIELD_MISSING": 1}
+    html = (settings.var_dir / "staged" / "cdpf" / "cdpf-truth" / "validation.html").read_text(
+        encoding="utf-8"
+    )
+    assert "ID_CHECKSUM</span>:1" in html
