@@ -103,6 +103,12 @@ def _trial(
     started = time.monotonic()
     shutil.copytree(snapshots / str(STEPS.index(first) - 1), trial, symlinks=True)
     var = trial / "var"
+    # the earlier steps' records name files by absolute path: as if they had run in this var directory
+    clean = str(snapshots.parent / "clean" / "var")
+    for record in var.rglob("*.json"):
+        text = record.read_text(encoding="utf-8")
+        if clean in text:
+            record.write_text(text.replace(clean, str(var)), encoding="utf-8")
     killed = _driver(var, first, kill, env)
     if killed.returncode != -signal.SIGKILL:
         return Trial(killed, None, [], time.monotonic() - started)
