@@ -39,6 +39,8 @@ STEPS = (
     "merge",
     "eligibility",
     "exchange",
+    "audit",
+    "deliver",
     "report",
 )
 

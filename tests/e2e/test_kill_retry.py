@@ -69,6 +69,9 @@ KILL_POINTS = [
     ("exchange", "replace:-:1:hub.cycle.exchange_stage"),
     ("exchange", "replace:-:3:hub.cycle.exchange_stage"),
     ("exchange", "call:transforms.rejects.write_pending_rejects:1"),
+    # audit and delivery: boundaries
+    ("audit", "call:hub.cycle.audit_stage:1"),
+    ("deliver", "call:hub.cycle.deliver_stage:1"),
     # report: boundary, and the end of the run
     ("report", "call:hub.cycle.report_stage:1"),
     ("report", "after:hub.cycle.report_stage:1"),
