@@ -46,7 +46,8 @@ STEPS = (
 
 # Fields whose values legitimately differ between two runs of the same data: wall-clock times of a write
 # (ledger landed_at/verdict_at, watermark updated_at, landing manifest received_at, staged_at of a
-# validation, the store's master/decisions_written_at) and run durations
+# validation, the store's master/decisions_written_at, a partner manifest's generated_at and the signature
+# over it) and run durations
 # (the merge record's `seconds`). They say when, not what; every other field must be identical.
 WALL_CLOCK_FIELDS = frozenset(
     {
@@ -57,6 +58,8 @@ WALL_CLOCK_FIELDS = frozenset(
         "staged_at",
         "master_written_at",
         "decisions_written_at",
+        "generated_at",  # a partner manifest's time of writing
+        "signature",  # the manifest's signature covers generated_at
         "seconds",
     }
 )
@@ -226,6 +229,10 @@ def outcome(var: Path) -> dict[str, str]:
             digests[rel] = hashlib.sha256(content.encode()).hexdigest()
         elif path.suffix == ".parquet":
             digests[rel] = _frame_digest(pd.read_parquet(path))
+        elif path.suffix == ".ok":  # the marker lists the files with their SHA-256: the manifest's
+            # changes with its generated_at; the files themselves are compared
+            text = re.sub(r"\b[0-9a-f]{64}\b", "{sha256}", path.read_text(encoding="utf-8"))
+            digests[rel] = hashlib.sha256(text.encode()).hexdigest()
         elif path.suffix == ".html":  # a validation page shows its staged_at: a wall-clock instant
             text = INSTANT.sub("{instant}", path.read_text(encoding="utf-8"))
             digests[rel] = hashlib.sha256(text.encode()).hexdigest()

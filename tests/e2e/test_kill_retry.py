@@ -106,6 +106,11 @@ def _trial(
     started = time.monotonic()
     shutil.copytree(snapshots / str(STEPS.index(first) - 1), trial, symlinks=True)
     var = trial / "var"
+    # the installation's keys (manifest signing, pseudonyms) are made once, on first use, at random: the
+    # trial runs on the same installation as the clean run, so it has them from the start
+    keys = snapshots.parent / "clean" / "var" / "keys"
+    if keys.exists() and not (var / "keys").exists():
+        shutil.copytree(keys, var / "keys")
     # the earlier steps' records name files by absolute path: as if they had run in this var directory
     clean = str(snapshots.parent / "clean" / "var")
     for record in var.rglob("*.json"):
