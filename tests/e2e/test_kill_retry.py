@@ -55,8 +55,8 @@ KILL_POINTS = [
     ("merge", "call:hub.master_store.MasterStore.apply_merge:1"),
     ("merge", "execute:-:1:hub.master_store.MasterStore.apply_merge"),
     ("merge", "execute:-:3:hub.master_store.MasterStore.apply_merge"),
-    ("merge", "call:hub.master_store._Bulk.insert:1"),
-    ("merge", "call:hub.master_store._Bulk.insert:3"),
+    ("merge", "call:hub.store.backends.base.BulkSession.insert:1"),
+    ("merge", "call:hub.store.backends.base.BulkSession.insert:3"),
     ("merge", "after:hub.master_store.MasterStore.apply_merge:1"),
     ("merge", "call:hub.cycle._stage_record:1"),
     # eligibility: boundary, inside the decisions transaction, decisions stored but not filed
