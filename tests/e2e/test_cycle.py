@@ -302,6 +302,17 @@ def test_delivery_and_needs_audits_match_ground_truth(cycle: Path) -> None:
     )
     late = _audit(cycle, "not_delivered")
     assert set(zip(late["id_number"], late["service"], strict=True)) == never and never
+    # the exchange indexed every eligible subsidy decision it sent civil; in a first run no file is
+    # older than the receipt delay yet, so none is listed as unreceipted
+    decisions = pd.read_parquet(cycle / "runs" / f"cycle-{_as_of(cycle)}" / "decisions.parquet")
+    paid = decisions[decisions["eligible"] & decisions["service"].isin(["living_subsidy", "nursing_subsidy"])]
+    carried = pd.concat(
+        pd.read_parquet(p) for p in (cycle / "state" / "carried" / "civil_two_subsidies").glob("*.parquet")
+    )
+    assert set(zip(carried["id_number"], carried["service"], strict=True)) == set(
+        zip(paid["id_number"], paid["service"], strict=True)
+    )
+    assert _audit(cycle, "no_receipt").empty
 
     import sqlalchemy as sa
 
