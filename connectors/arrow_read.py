@@ -1,0 +1,137 @@
+"""Read a 前置库 query as Arrow columns at the driver's speed, and turn chunks into the landed text.
+
+PostgreSQL and SQLite go through ADBC (PostgreSQL's driver streams COPY binary; SQLite's builds
+columns in C); MariaDB/MySQL through PyMySQL's unbuffered cursor, rows turned column-wise into
+Arrow arrays per chunk. Either way nothing holds more than one chunk, so memory stays flat.
+
+The landed text must stay what the row-by-row SQLAlchemy reader landed (bookmarks and staging
+compare it): text columns pass through as Arrow strings untouched; any other column goes through
+SQLAlchemy's own result processor for its type and pandas' text conversion, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+Processor = Callable[[Any], Any] | None
+
+
+def _adbc_batches(url: sa.URL, sql: str) -> Iterator[pa.RecordBatch]:
+    if url.get_backend_name() == "postgresql":
+        import adbc_driver_postgresql.dbapi as pg
+
+        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = pg.connect(uri)
+    else:
+        import adbc_driver_sqlite.dbapi as lite
+
+        conn = lite.connect(url.database or ":memory:")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            yield from cursor.fetch_record_batch()
+    finally:
+        conn.close()
+
+
+def _pymysql_batches(engine: sa.Engine, sql: str, chunk_rows: int, names: list[str]) -> Iterator[pa.Table]:
+    import pymysql.cursors
+
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor(pymysql.cursors.SSCursor)  # type: ignore[union-attr]
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(chunk_rows):
+            yield pa.Table.from_arrays([_column(list(c)) for c in zip(*rows, strict=True)], names=names)
+        cursor.close()
+    finally:
+        raw.close()
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """Strings straight into an Arrow string array; other driver values (int, datetime, Decimal) by
+    Arrow's inference, which gives the same Python values back in text_table."""
+    try:
+        return pa.array(values, type=pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array(values)
+
+
+def read_chunks(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> Iterator[pa.Table]:
+    """The query's rows in chunks of exactly chunk_rows (the last one shorter), as driver-typed Arrow."""
+    names = [c.name for c in query.selected_columns]
+    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    batches: Iterator[pa.RecordBatch] | Iterator[pa.Table]
+    if engine.url.get_backend_name() in ("postgresql", "sqlite"):
+        batches = _adbc_batches(engine.url, sql)
+    else:
+        batches = _pymysql_batches(engine, sql, chunk_rows, names)
+    pending: list[pa.Table] = []
+    size = 0
+    for batch in batches:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        pending.append(table.rename_columns(names))
+        size += table.num_rows
+        while size >= chunk_rows:
+            whole = pa.concat_tables(pending)
+            yield whole.slice(0, chunk_rows)
+            rest = whole.slice(chunk_rows)
+            pending, size = [rest], rest.num_rows
+    if size:
+        yield pa.concat_tables(pending)
+
+
+def processors(engine: sa.Engine, table: sa.Table) -> dict[str, Processor]:
+    """SQLAlchemy's result processor per column (e.g. SQLite's text DateTime to datetime); None if none."""
+    return {c.name: c.type.result_processor(engine.dialect, None) for c in table.c}
+
+
+def raw_series(column: pa.ChunkedArray, processor: Processor) -> pd.Series:
+    """The column as the Python values SQLAlchemy would have handed over, in a pandas Series."""
+    values = column.to_pylist()
+    if processor is not None:
+        values = [processor(v) for v in values]
+    return pd.Series(values)
+
+
+def is_text(column: pa.ChunkedArray, processor: Processor) -> bool:
+    return processor is None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+def text_table(chunk: pa.Table, procs: dict[str, Processor], schema: pa.Schema) -> pa.Table:
+    """The chunk as all-text columns, byte for byte what pandas' astype('string') of the rows gave."""
+    arrays = []
+    for name in chunk.column_names:
+        column = chunk.column(name)
+        if is_text(column, procs[name]):
+            arrays.append(column.cast(pa.string()))
+        else:
+            text = raw_series(column, procs[name]).astype("string")
+            arrays.append(pa.chunked_array([pa.array(text, type=pa.string(), from_pandas=True)]))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def raw_frame(chunk: pa.Table, procs: dict[str, Processor]) -> pd.DataFrame:
+    """The chunk as the frame pandas built from SQLAlchemy rows (incremental bookkeeping works on it)."""
+    return pd.DataFrame(
+        {
+            name: (
+                pd.Series(chunk.column(name).to_pylist(), dtype=object)
+                if is_text(chunk.column(name), procs[name])
+                else raw_series(chunk.column(name), procs[name])
+            )
+            for name in chunk.column_names
+        }
+    )
+
+
+def text_schema(names: list[str]) -> pa.Schema:
+    """All-string schema carrying the pandas metadata from_pandas wrote, so readers get StringDtype back."""
+    empty = pd.DataFrame({n: pd.Series(dtype="string") for n in names})
+    plain = pa.schema([(n, pa.string()) for n in names])
+    return pa.Table.from_pandas(empty, schema=plain, preserve_index=False).schema
