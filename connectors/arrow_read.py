@@ -66,15 +66,14 @@ def read_chunks(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> It
     """The query's rows in chunks of exactly chunk_rows (the last one shorter), as driver-typed Arrow."""
     names = [c.name for c in query.selected_columns]
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    batches: Iterator[pa.RecordBatch] | Iterator[pa.Table]
-    if engine.url.get_backend_name() in ("postgresql", "sqlite"):
-        batches = _adbc_batches(engine.url, sql)
-    else:
-        batches = _pymysql_batches(engine, sql, chunk_rows, names)
+    if engine.url.get_backend_name() not in ("postgresql", "sqlite"):
+        # already chunk_rows each; their inferred types may differ (decimal precision), so never joined
+        yield from _pymysql_batches(engine, sql, chunk_rows, names)
+        return
     pending: list[pa.Table] = []
     size = 0
-    for batch in batches:
-        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    for batch in _adbc_batches(engine.url, sql):
+        table = pa.Table.from_batches([batch])
         pending.append(table.rename_columns(names))
         size += table.num_rows
         while size >= chunk_rows:
@@ -87,8 +86,16 @@ def read_chunks(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> It
 
 
 def processors(engine: sa.Engine, table: sa.Table) -> dict[str, Processor]:
-    """SQLAlchemy's result processor per column (e.g. SQLite's text DateTime to datetime); None if none."""
-    return {c.name: c.type.result_processor(engine.dialect, None) for c in table.c}
+    """SQLAlchemy's result processor per column (e.g. SQLite's text DateTime to datetime); None if none.
+
+    SQLite and PyMySQL hand over the very values SQLAlchemy processes; ADBC PostgreSQL already gives
+    typed Arrow values (numeric as its text), which psycopg's processors are not made for.
+    """
+    if engine.dialect.name == "postgresql":
+        return dict.fromkeys(table.c.keys())
+    return {
+        c.name: c.type.dialect_impl(engine.dialect).result_processor(engine.dialect, None) for c in table.c
+    }
 
 
 def raw_series(column: pa.ChunkedArray, processor: Processor) -> pd.Series:

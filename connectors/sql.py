@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -205,12 +206,18 @@ def pull_sql(
     with BatchWriter(storage, source, window, "sql") as batch:
         held = _Held(batch, schema)
         number = 0
+        # full mode writes each part on one background thread while the driver fetches the next chunk
+        # (both release the GIL); at most one part waits, so memory stays at about two chunks
+        writer = ThreadPoolExecutor(max_workers=1)
+        pending: Future[None] | None = None
         for chunk in read_chunks(engine, query, config.chunk_rows):
             if not incremental:
                 number += 1
-                name = f"part-{number:05d}.parquet"
-                pq.write_table(text_table(chunk, procs, schema), batch.path_for(name))
-                batch.added(name, chunk.num_rows)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(
+                    _write_part, batch, f"part-{number:05d}.parquet", chunk, procs, schema
+                )
                 log.info("%s: fetched %d rows (part %d)", source, chunk.num_rows, number)
                 tail = raw_frame(chunk.select(order_by).slice(chunk.num_rows - 1), procs).iloc[-1]
                 last = ("|".join(str(tail[c]) for c in order_by), "")
@@ -243,6 +250,9 @@ def pull_sql(
             )
             batch.added(name, len(frame))
             log.info("%s: fetched %d rows (part %d)", source, len(frame), number)
+        if pending is not None:
+            pending.result()
+        writer.shutdown()
         held.close(source, str(config.watermark_column), future)
         watermark: str | None
         if incremental and resume is not None:
@@ -253,6 +263,13 @@ def pull_sql(
         else:
             watermark = last[0] if last else None
         return batch.publish(watermark, delta=since is not None)
+
+
+def _write_part(
+    batch: BatchWriter, name: str, chunk: pa.Table, procs: dict[str, Any], schema: pa.Schema
+) -> None:
+    pq.write_table(text_table(chunk, procs, schema), batch.path_for(name))
+    batch.added(name, chunk.num_rows)
 
 
 def _held_reasons(ts: pd.Series, future: str) -> pd.Series:
