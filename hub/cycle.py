@@ -456,6 +456,10 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         elif used_batch is None:
             warnings.append(f"{source}: 主档未使用任何批次 the master used no batch of this source")
         sources.append(entry)
+    from hub.staleness import stale_sources, stale_warning
+
+    stale = stale_sources(storage, sorted(settings.sources))
+    warnings.extend(stale_warning(entry) for entry in stale)
 
     counts = store.counts()
     eligibility = _read_json(storage.run_dir(run_id) / "eligibility.json")
@@ -498,6 +502,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "decisions": decisions,
         "exchange": exchange,
         "warnings": warnings,
+        "stale": stale,
     }
     summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
     path = write_report(storage, run_id, as_of, summary)
@@ -507,4 +512,20 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "rows": len(exchange),
         "path": str(path),
         "json": str(path.with_suffix(".json")),
+        "stale": [entry["source"] for entry in stale],
     }
+
+
+def deliver_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """Send the published partner and reject files to their partners, once each (hub/deliver.py)."""
+    from hub.deliver import DeliveryError
+    from hub.deliver import deliver_stage as deliver_published
+
+    storage = Storage(settings)
+    try:
+        result = deliver_published(settings, as_of, run_id)
+    except DeliveryError as exc:
+        # kept for the report (which runs after a failed delivery), then the task fails loudly
+        _stage_record(storage, run_id, "deliver", {"run_id": run_id, "failed": True, "error": str(exc)})
+        raise
+    return _stage_record(storage, run_id, "deliver", result)
