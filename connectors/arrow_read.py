@@ -1,8 +1,10 @@
 """Read a 前置库 query as Arrow columns at the driver's speed, and turn chunks into the landed text.
 
-PostgreSQL and SQLite go through ADBC (PostgreSQL's driver streams COPY binary; SQLite's builds
-columns in C); MariaDB/MySQL through PyMySQL's unbuffered cursor, rows turned column-wise into
-Arrow arrays per chunk. Either way nothing holds more than one chunk, so memory stays flat.
+PostgreSQL goes through ADBC (its driver streams COPY binary into Arrow). SQLite and MariaDB/MySQL
+go through the DBAPI driver's streaming cursor (sqlite3, PyMySQL's SSCursor), rows turned
+column-wise into Arrow arrays per chunk: ADBC's SQLite driver infers a column's type from the first
+rows and fails on a 前置库 column whose first thousand values are NULL. Either way nothing holds
+more than about one chunk, so memory stays flat.
 
 The landed text must stay what the row-by-row SQLAlchemy reader landed (bookmarks and staging
 compare it): text columns pass through as Arrow strings untouched; any other column goes through
@@ -22,15 +24,9 @@ Processor = Callable[[Any], Any] | None
 
 
 def _adbc_batches(url: sa.URL, sql: str) -> Iterator[pa.RecordBatch]:
-    if url.get_backend_name() == "postgresql":
-        import adbc_driver_postgresql.dbapi as pg
+    import adbc_driver_postgresql.dbapi as pg
 
-        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = pg.connect(uri)
-    else:
-        import adbc_driver_sqlite.dbapi as lite
-
-        conn = lite.connect(url.database or ":memory:")
+    conn = pg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
     try:
         with conn.cursor() as cursor:
             cursor.execute(sql)
@@ -39,12 +35,18 @@ def _adbc_batches(url: sa.URL, sql: str) -> Iterator[pa.RecordBatch]:
         conn.close()
 
 
-def _pymysql_batches(engine: sa.Engine, sql: str, chunk_rows: int, names: list[str]) -> Iterator[pa.Table]:
-    import pymysql.cursors
-
+def _dbapi_batches(engine: sa.Engine, sql: str, chunk_rows: int, names: list[str]) -> Iterator[pa.Table]:
+    """Rows fetched chunk_rows at a time (PyMySQL's unbuffered cursor, sqlite3's stepping cursor) and
+    turned column-wise into Arrow arrays."""
     raw = engine.raw_connection()
     try:
-        cursor = raw.driver_connection.cursor(pymysql.cursors.SSCursor)  # type: ignore[union-attr]
+        driver = raw.driver_connection
+        if engine.dialect.name == "sqlite":
+            cursor = driver.cursor()  # type: ignore[union-attr]
+        else:
+            import pymysql.cursors
+
+            cursor = driver.cursor(pymysql.cursors.SSCursor)  # type: ignore[union-attr]
         cursor.execute(sql)
         while rows := cursor.fetchmany(chunk_rows):
             yield pa.Table.from_arrays([_column(list(c)) for c in zip(*rows, strict=True)], names=names)
@@ -66,9 +68,9 @@ def read_chunks(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> It
     """The query's rows in chunks of exactly chunk_rows (the last one shorter), as driver-typed Arrow."""
     names = [c.name for c in query.selected_columns]
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    if engine.url.get_backend_name() not in ("postgresql", "sqlite"):
+    if engine.url.get_backend_name() != "postgresql":
         # already chunk_rows each; their inferred types may differ (decimal precision), so never joined
-        yield from _pymysql_batches(engine, sql, chunk_rows, names)
+        yield from _dbapi_batches(engine, sql, chunk_rows, names)
         return
     pending: list[pa.Table] = []
     size = 0
