@@ -1,10 +1,10 @@
 """Read a 前置库 query as Arrow columns at the driver's speed, and turn chunks into the landed text.
 
-PostgreSQL goes through ADBC (its driver streams COPY binary into Arrow). SQLite and MariaDB/MySQL
-go through the DBAPI driver's streaming cursor (sqlite3, PyMySQL's SSCursor), rows turned
-column-wise into Arrow arrays per chunk: ADBC's SQLite driver infers a column's type from the first
-rows and fails on a 前置库 column whose first thousand values are NULL. Either way nothing holds
-more than about one chunk, so memory stays flat.
+PostgreSQL goes through ADBC (its driver streams COPY binary into Arrow), and so does an all-text
+SQLite table (the usual 前置库: every column TEXT). MariaDB/MySQL, and SQLite tables with typed
+columns, go through the DBAPI driver's streaming cursor (PyMySQL's SSCursor, sqlite3), rows turned
+column-wise into Arrow arrays per chunk. Either way nothing holds more than about one chunk, so
+memory stays flat.
 
 The landed text must stay what the row-by-row SQLAlchemy reader landed (bookmarks and staging
 compare it): text columns pass through as Arrow strings untouched; any other column goes through
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 Processor = Callable[[Any], Any] | None
 
@@ -33,6 +34,35 @@ def _adbc_batches(url: sa.URL, sql: str) -> Iterator[pa.RecordBatch]:
             yield from cursor.fetch_record_batch()
     finally:
         conn.close()
+
+
+def _sqlite_text_batches(url: sa.URL, query: sa.Select[Any], chunk_rows: int) -> Iterator[pa.Table]:
+    """An all-text SQLite table through ADBC. Its driver infers each column's type from the first rows
+    and fails on a column whose first rows are all NULL, so every column is read as ifnull(c, '') (text
+    throughout) beside the flag c IS NULL, and the NULLs are put back from the flags: exact, no sentinel.
+    """
+    import adbc_driver_sqlite.dbapi as lite
+    import pyarrow.compute as pc
+
+    columns = list(query.selected_columns)
+    typed = query.with_only_columns(
+        *(sa.func.ifnull(c, "").label(f"v{i}") for i, c in enumerate(columns)),
+        *(c.is_(None).label(f"n{i}") for i, c in enumerate(columns)),
+    )
+    sql = str(typed.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    missing = pa.scalar(None, pa.string())
+    with lite.connect(url.database or ":memory:") as conn, conn.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
+        cursor.execute(sql)
+        for batch in cursor.fetch_record_batch():
+            n = len(columns)
+            arrays = [
+                pc.if_else(
+                    pc.cast(batch.column(n + i), pa.bool_()), missing, batch.column(i).cast(pa.string())
+                )
+                for i in range(n)
+            ]
+            yield pa.Table.from_arrays(arrays, names=[c.name for c in columns])
 
 
 def _dbapi_batches(engine: sa.Engine, sql: str, chunk_rows: int, names: list[str]) -> Iterator[pa.Table]:
@@ -68,14 +98,20 @@ def read_chunks(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> It
     """The query's rows in chunks of exactly chunk_rows (the last one shorter), as driver-typed Arrow."""
     names = [c.name for c in query.selected_columns]
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    if engine.url.get_backend_name() != "postgresql":
+    backend = engine.url.get_backend_name()
+    text_only = all(isinstance(c.type, sa.String) for c in query.selected_columns)
+    if backend != "postgresql" and not (backend == "sqlite" and text_only):
         # already chunk_rows each; their inferred types may differ (decimal precision), so never joined
         yield from _dbapi_batches(engine, sql, chunk_rows, names)
         return
+    batches = (
+        _sqlite_text_batches(engine.url, query, chunk_rows)
+        if backend == "sqlite"
+        else (pa.Table.from_batches([b]) for b in _adbc_batches(engine.url, sql))
+    )
     pending: list[pa.Table] = []
     size = 0
-    for batch in _adbc_batches(engine.url, sql):
-        table = pa.Table.from_batches([batch])
+    for table in batches:
         pending.append(table.rename_columns(names))
         size += table.num_rows
         while size >= chunk_rows:

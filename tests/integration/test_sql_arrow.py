@@ -83,20 +83,23 @@ def test_arrow_path_lands_the_same_bytes(settings, front_url: str) -> None:
 
 
 def test_a_column_null_for_its_first_rows_still_lands(settings, front_url: str) -> None:
-    """A sparse 前置库 column (empty for the first 1,500 rows, then text) is read as text throughout."""
+    """A sparse 前置库 column (empty for the first 1,500 rows, then text) is read as text throughout
+    (on SQLite an all-text table: the ADBC path, whose driver would infer the empty column as integer)."""
     engine = sa.create_engine(front_url)
     meta = sa.MetaData()
     table = sa.Table(
         "CJR_CJRZ",
         meta,
-        sa.Column("ID", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("ID", sa.String(8), primary_key=True),
         sa.Column("BZ", sa.Text),
     )
     meta.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(table.insert(), [{"ID": i, "BZ": None if i < 1500 else f"备注{i}"} for i in range(1600)])
+        conn.execute(
+            table.insert(), [{"ID": f"{i:05d}", "BZ": None if i < 1500 else f"备注{i}"} for i in range(1600)]
+        )
     config = SqlSource(transport="sql", contract="x", url=front_url, table="CJR_CJRZ", chunk_rows=1000)
     landed = pull_sql(Storage(settings), "cdpf", config, date(2026, 10, 31), ["ID"])
     frame = pd.concat(pd.read_parquet(p) for p in sorted(landed.path.glob("part-*.parquet")))
-    assert frame["BZ"].isna().sum() == 1500
-    assert frame["BZ"].iloc[-1] == "备注1599" and frame["ID"].iloc[-1] == "1599"
+    assert frame["BZ"].isna().sum() == 1500 and (frame["BZ"].iloc[1500:] != "").all()
+    assert frame["BZ"].iloc[-1] == "备注1599" and frame["ID"].iloc[-1] == "01599"
