@@ -1,4 +1,6 @@
-"""SQL transport: a 前置库 table read through SQLAlchemy in chunks with a server-side cursor.
+"""SQL transport: a 前置库 table read as Arrow batches (ADBC or PyMySQL, connectors.arrow_read), in chunks.
+
+SQLAlchemy reflects the table and builds the query; the driver streams the rows.
 
 Full mode lands the whole table. Incremental mode resumes from the composite watermark
 (updated_at, key) and re-reads an overlap window behind it: rows already landed in that
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -27,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from connectors.arrow_read import processors, raw_frame, read_chunks, text_schema, text_table
 from connectors.credentials import sql_url
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
@@ -185,22 +189,41 @@ def pull_sql(
     if since is not None and config.watermark_column:
         column = table.c[config.watermark_column]
         # text columns: whole seconds, so '...:10' is not missed against '...:10.000000' (only re-read more)
-        bound: Any = (
-            since if isinstance(column.type, sa.DateTime) else since.replace(microsecond=0).isoformat(sep=" ")
+        # rendered as a literal for the Arrow drivers; every backend compares a datetime column to
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' text as a timestamp (SQLite stores it as exactly that text)
+        bound = (
+            ts_bound(since)
+            if isinstance(column.type, sa.DateTime)
+            else since.replace(microsecond=0).isoformat(sep=" ")
         )
-        query = query.where(column >= bound)
+        query = query.where(column >= sa.literal(bound, sa.String()))
     future = ts_bound((now or datetime.now()) + timedelta(seconds=config.max_future_skew_seconds))
     names = list(table.c.keys())
-    schema = pa.schema([(n, pa.string()) for n in names])
+    schema = text_schema(names)
     landed_keys: list[pd.DataFrame] = []
     last: tuple[str, str] | None = None
     window = as_of.strftime("%Y%m%d")
-    with BatchWriter(storage, source, window, "sql") as batch, engine.connect() as conn:
+    procs = processors(engine, table)
+    with BatchWriter(storage, source, window, "sql") as batch:
         held = _Held(batch, schema)
-        result = conn.execution_options(stream_results=True, yield_per=config.chunk_rows).execute(query)
         number = 0
-        for chunk in result.partitions():
-            frame = pd.DataFrame.from_records(chunk, columns=names)
+        # full mode writes each part on one background thread while the driver fetches the next chunk
+        # (both release the GIL); at most one part waits, so memory stays at about two chunks
+        writer = ThreadPoolExecutor(max_workers=1)
+        pending: Future[None] | None = None
+        for chunk in read_chunks(engine, query, config.chunk_rows):
+            if not incremental:
+                number += 1
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(
+                    _write_part, batch, f"part-{number:05d}.parquet", chunk, procs, schema
+                )
+                log.info("%s: fetched %d rows (part %d)", source, chunk.num_rows, number)
+                tail = raw_frame(chunk.select(order_by).slice(chunk.num_rows - 1), procs).iloc[-1]
+                last = ("|".join(str(tail[c]) for c in order_by), "")
+                continue
+            frame = raw_frame(chunk, procs)
             if incremental and resume is not None and config.watermark_column:
                 raw = frame[config.watermark_column]
                 ts = canonical_ts(raw)
@@ -228,9 +251,9 @@ def pull_sql(
             )
             batch.added(name, len(frame))
             log.info("%s: fetched %d rows (part %d)", source, len(frame), number)
-            if not incremental:
-                row = frame.iloc[-1]
-                last = ("|".join(str(row[c]) for c in order_by), "")
+        if pending is not None:
+            pending.result()
+        writer.shutdown()
         held.close(source, str(config.watermark_column), future)
         watermark: str | None
         if incremental and resume is not None:
@@ -241,6 +264,13 @@ def pull_sql(
         else:
             watermark = last[0] if last else None
         return batch.publish(watermark, delta=since is not None)
+
+
+def _write_part(
+    batch: BatchWriter, name: str, chunk: pa.Table, procs: dict[str, Any], schema: pa.Schema
+) -> None:
+    pq.write_table(text_table(chunk, procs, schema), batch.path_for(name))
+    batch.added(name, chunk.num_rows)
 
 
 def _held_reasons(ts: pd.Series, future: str) -> pd.Series:

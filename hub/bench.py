@@ -1,8 +1,11 @@
 """`hub bench`: time every stage in-process on a sandbox of N persons, against a DuckDB floor.
 
-The floor is a hand-written DuckDB query over the same staged parquet files that does the
-merge's joins and evaluates every service of the policy; merge plus eligibility is reported as a
-ratio to it (issue 5's target: within 2x).
+The compute floor is a hand-written DuckDB query over the same staged parquet files that does the
+merge's joins and evaluates every service of the policy; merge plus eligibility, and their compute
+alone (without store writes), are reported as ratios to it. The store floor is the same master rows
+written by the backend's fastest bulk path (ADBC ingest; COPY binary on PostgreSQL) into a fresh
+table; the merge's store write is reported as a ratio to it. The 1%-change day runs merge,
+eligibility, exchange and report incrementally and gives each stage's share.
 """
 
 from __future__ import annotations
@@ -209,6 +212,42 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
     return int(rows[0]) if rows else 0
 
 
+def store_floor(settings: Settings, snapshot: Path, tag: str) -> dict[str, Any]:
+    """The current master's rows written by the backend's fastest bulk path into a fresh table.
+
+    ADBC bulk ingest: into a new SQLite file beside the store (SQLite), or a new table in the store's
+    database through COPY binary (PostgreSQL). Independent of the store's own code, dropped afterwards.
+    """
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    with pa.memory_map(str(snapshot)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    url = sa.make_url(settings.master_url)
+    name = f"bench_store_floor_{tag.lower()}"
+    started = time.perf_counter()
+    if url.get_backend_name() == "postgresql":
+        import adbc_driver_postgresql.dbapi as pg
+
+        uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with pg.connect(uri) as conn, conn.cursor() as cursor:
+            rows = cursor.adbc_ingest(name, table, mode="create")
+            conn.commit()
+            seconds = time.perf_counter() - started
+            cursor.execute(f'DROP TABLE "{name}"')
+            conn.commit()
+    else:
+        import adbc_driver_sqlite.dbapi as lite
+
+        target = Path(url.database or ".").with_name(f"{name}.sqlite")
+        with lite.connect(str(target)) as conn, conn.cursor() as cursor:
+            rows = cursor.adbc_ingest(name, table, mode="create")
+            conn.commit()
+        seconds = time.perf_counter() - started
+        target.unlink()
+    return {"path": "adbc_ingest", "rows": rows, "columns": table.num_columns, "seconds": seconds}
+
+
 def _change_one_percent(settings: Settings, run_tag: str) -> int:
     """A new accepted batch of every source in which the rows of 1% of the certificate holders changed.
 
@@ -306,6 +345,9 @@ def run_bench(
     with bench.stage("merge") as out:
         merged = cycle.merge_stage(settings, as_of, run_id, full=True)
         out["rows"] = int(merged["rows"])
+    with bench.stage("store floor (master rows, bulk path)") as out:
+        store_floor_figures = store_floor(settings, storage.master_snapshot(settings.master_url), stamp)
+        out["rows"] = int(store_floor_figures["rows"])
     steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
         ("eligibility", cycle.eligibility_stage),
         ("exchange", cycle.exchange_stage),
@@ -329,15 +371,34 @@ def run_bench(
     with bench.stage("eligibility incremental (1% of persons changed)") as out:
         decided = cycle.eligibility_stage(settings, as_of, f"{run_id}-1pct")
         out["rows"] = int(decided["written"]["opened"])
+    day = [
+        "merge incremental (1% of persons changed)",
+        "eligibility incremental (1% of persons changed)",
+    ]
+    for name, step in steps[1:]:  # eligibility ran just above
+        label = f"{name} incremental (1% of persons changed)"
+        with bench.stage(label) as out:
+            out["rows"] = int(step(settings, as_of, f"{run_id}-1pct").get("rows", 0))
+        day.append(label)
     full_written = int(results["eligibility"]["written"]["opened"])
     ours = bench.seconds("merge") + bench.seconds("eligibility")
     floor = bench.seconds("duckdb floor (merge + eligibility)")
     side = {
         "sandbox init",
         "duckdb floor (merge + eligibility)",
-        "merge incremental (1% of persons changed)",
-        "eligibility incremental (1% of persons changed)",
+        "store floor (master rows, bulk path)",
+        *day,
     }
+    # compute: reading the inputs and computing, without the store writes (the floor writes no store)
+    merge_steps, elig_steps = merged.get("seconds", {}), results["eligibility"].get("seconds", {})
+    compute = (
+        merge_steps.get("read_and_scope", 0)
+        + merge_steps.get("merge", 0)
+        + elig_steps.get("read", 0)
+        + elig_steps.get("evaluate", 0)
+    )
+    store_write = merge_steps.get("store", 0)
+    day_seconds = sum(bench.seconds(s) for s in day)
     cycle_stages = [t for t in bench.timings if t.stage not in side]
     figures: dict[str, Any] = {
         "persons": persons,
@@ -354,6 +415,22 @@ def run_bench(
         "merge_plus_eligibility_seconds": ours,
         "duckdb_floor_seconds": floor,
         "ratio_to_floor": ours / floor if floor else None,
+        "compute_seconds": compute,
+        "compute_ratio_to_floor": compute / floor if floor else None,
+        "eligibility_seconds_by_step": elig_steps,
+        "store_write_seconds": store_write,
+        "store_floor": store_floor_figures,
+        "store_ratio_to_floor": store_write / store_floor_figures["seconds"],
+        "one_percent_day": {
+            "seconds": day_seconds,
+            "stages": {s: bench.seconds(s) for s in day},
+            "share": {s: bench.seconds(s) / day_seconds for s in day},
+        },
+        "pull_rows_per_second": {
+            t.stage.removeprefix("pull "): t.rows / t.seconds
+            for t in bench.timings
+            if t.stage.startswith("pull ") and t.seconds
+        },
         "master_backend": sa_backend(settings.master_url),
         "incremental_merge_seconds": bench.seconds("merge incremental (1% of persons changed)"),
         "incremental_share_of_full": bench.seconds("merge incremental (1% of persons changed)")

@@ -370,13 +370,45 @@ def bench(
         f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
         f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
     )
+    console.print(
+        f"compute (merge + eligibility without store writes) {figures['compute_seconds']:.2f} s = ratio "
+        f"{figures['compute_ratio_to_floor']:.2f} to the DuckDB floor; store write "
+        f"{figures['store_write_seconds']:.2f} s vs bulk-ingest floor {figures['store_floor']['seconds']:.2f} s "
+        f"= ratio {figures['store_ratio_to_floor']:.2f}"
+    )
+    day = figures["one_percent_day"]
+    shares = ", ".join(f"{k.split(' ')[0]} {v:.0%}" for k, v in day["share"].items())
+    console.print(f"1%-change day: {day['seconds']:.2f} s ({shares})")
+    pulls = ", ".join(f"{k} {v:,.0f}" for k, v in figures["pull_rows_per_second"].items())
+    console.print(f"pull rows/s: {pulls}")
     for label, key in (
         ("full merge", "merge_seconds_by_step"),
         ("incremental", "incremental_seconds_by_step"),
+        ("eligibility", "eligibility_seconds_by_step"),
     ):
         steps = ", ".join(f"{k} {v:.2f} s" for k, v in figures.get(key, {}).items())
         console.print(f"  {label}: {steps}")
     console.print(f"figures: {figures['json']}")
+
+
+@app.command("bench-pull")
+def bench_pull(
+    url: Annotated[
+        str | None, typer.Option(help="a throwaway PostgreSQL/MariaDB database to copy the table into first")
+    ] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1000, help="rows per landed part")] = 50_000,
+    config: Config = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rows/s of one full SQL pull of the sandbox's cdpf 前置库 table (SQLite, or a copy at --url)."""
+    from hub.bench_pull import run_bench_pull
+
+    _logging(verbose)
+    f = run_bench_pull(load_settings(config), url, chunk_rows)
+    console.print(
+        f"pull cdpf from {f['backend']}: {f['rows']:,} rows in {f['seconds']:.2f} s = "
+        f"{f['rows_per_second']:,.0f} rows/s; peak RSS {f['peak_rss_mib']:.0f} MiB; figures: {f['json']}"
+    )
 
 
 @app.command("bench-validate")

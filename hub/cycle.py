@@ -248,11 +248,19 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
     store = _store(settings)
     policy = load_policy(settings.path(settings.policy), as_of)
     attributes = columns_read(policy, MASTER_COLUMNS)
+    started = time.perf_counter()
     master, past = evaluation_master(storage, store, as_of, attributes)
+    read_done = time.perf_counter()
     decisions = evaluate(master, policy, as_of)
+    evaluated = time.perf_counter()
     stored = record_decisions(
         settings, storage, store, decisions, master, policy.path, attributes, as_of, run_id, past
     )
+    seconds = {
+        "read": round(read_done - started, 3),
+        "evaluate": round(evaluated - read_done, 3),
+        "store": round(time.perf_counter() - evaluated, 3),
+    }
     path = storage.run_dir(run_id) / "decisions.parquet"
     services = []
     for name, service in policy.services.items():
@@ -282,6 +290,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
             "services": services,
             "path": str(path),
             **stored,
+            "seconds": seconds,
         },
     )
 

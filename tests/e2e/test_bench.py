@@ -32,6 +32,23 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
     incremental = next(s for s in figures["stages"] if s["stage"].startswith("merge incremental"))
     merged = next(s for s in figures["stages"] if s["stage"] == "merge")
     assert 0 < incremental["rows"] <= merged["rows"] // 50  # about 1% of persons rewritten, not all
+    # compute without store writes against the DuckDB floor; the store write against a bulk ingest
+    steps = figures["merge_seconds_by_step"]
+    elig = figures["eligibility_seconds_by_step"]
+    assert set(elig) == {"read", "evaluate", "store"}
+    compute = steps["read_and_scope"] + steps["merge"] + elig["read"] + elig["evaluate"]
+    assert figures["compute_seconds"] == pytest.approx(compute)
+    assert figures["compute_ratio_to_floor"] == pytest.approx(compute / figures["duckdb_floor_seconds"])
+    assert figures["store_floor"]["rows"] == merged["rows"] and figures["store_floor"]["seconds"] > 0
+    assert figures["store_ratio_to_floor"] == pytest.approx(
+        steps["store"] / figures["store_floor"]["seconds"]
+    )
+    day = figures["one_percent_day"]
+    assert [s.split(" ")[0] for s in day["stages"]] == ["merge", "eligibility", "exchange", "report"]
+    assert day["seconds"] == pytest.approx(sum(day["stages"].values()))
+    assert sum(day["share"].values()) == pytest.approx(1.0)
+    assert {"cdpf", "civil", "hrss", "police"} <= set(figures["pull_rows_per_second"])
+    assert "compute (merge + eligibility" in done.stdout and "1%-change day" in done.stdout
     run = tmp_path / "var" / "bench" / "p1500-s3"
     ours = pd.read_parquet(run / "runs" / f"bench-{figures['as_of']}" / "decisions.parquet")
     # decisions are stored as changes: every one on the first run, about 1% on the 1%-change day
