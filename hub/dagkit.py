@@ -13,7 +13,6 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, get_current_context, task
 
-SOURCES = ("cdpf", "civil", "hrss", "police")
 START = pendulum.datetime(
     2016, 1, 1, tz="Asia/Shanghai"
 )  # 国发〔2015〕52号 in force; earlier dates have no subsidy
@@ -31,12 +30,15 @@ def _as_of() -> date:
     return pendulum.instance(logical).in_timezone("Asia/Shanghai").date()
 
 
-def ingestion_dag(source: str, doc_md: str | None) -> DAG:
-    """One ingestion DAG per source: pull (land raw bytes), then stage (standardise + validate)."""
+def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> DAG:
+    """One ingestion DAG per source: pull (land raw bytes), then stage (standardise + validate).
+
+    `schedule` is the source's configured one (a cron expression or preset such as @daily).
+    """
 
     @dag(
         dag_id=f"ingest_{source}",
-        schedule="@daily",
+        schedule=schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -64,12 +66,13 @@ def ingestion_dag(source: str, doc_md: str | None) -> DAG:
     return ingest()
 
 
-def cycle_dag(doc_md: str | None) -> DAG:
-    """The cycle downstream of every source's Asset: merge, eligibility, exchange, report."""
+def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
+    """The cycle downstream of the staged Asset of every configured source: merge, eligibility, exchange,
+    audit, report (any source's new batch may change a person's facts or an audit finding)."""
 
     @dag(
         dag_id="cycle",
-        schedule=[staged_asset(s) for s in SOURCES],
+        schedule=[staged_asset(s) for s in sources],
         start_date=START,
         catchup=False,
         max_active_runs=1,

@@ -19,7 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class _Source(BaseModel):
     contract: str
-    schedule: str = "@daily"
+    description: str | None = Field(None, description="what the department sends, for the DAG's docs")
+    schedule: str = Field("@daily", description="the ingestion DAG's schedule (cron or preset)")
+    merge: bool | None = Field(
+        None,
+        description="the source feeds the master file; unset: it does when the precedence names it "
+        "(audit-only sources are never merged)",
+    )
+    suite: str | None = Field(
+        None, description="Great Expectations suite file; default expectations/<source>.json"
+    )
 
 
 class SqlSource(_Source):
@@ -192,6 +201,18 @@ class Settings(BaseModel):
         False,
         description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",
     )
+
+    @property
+    def merged_sources(self) -> tuple[str, ...]:
+        """The departments that feed the master file, in config order: `merge: true`, or named in the precedence."""
+        from transforms.precedence import resolve_precedence
+
+        named = {s for order in resolve_precedence(self.precedence).values() for s in order}
+        return tuple(
+            name
+            for name, source in self.sources.items()
+            if source.merge or (source.merge is None and name in named)
+        )
 
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,12 +30,10 @@ log = logging.getLogger(__name__)
 
 FORMULA_START = r"^[=+\-@\t\r]"
 LINE_ENDINGS = {"crlf": "\r\n", "lf": "\n"}
-WORK_LISTS = (
-    "cdpf",
-    "police",
-    "civil",
-    "hrss",
-)  # one open-conflicts dataset per department: conflicts_<dept>
+# one open-conflicts dataset per department that feeds the master: conflicts_<dept>; the departments
+# come from the configuration (Settings.merged_sources), these are the defaults
+WORK_LISTS = ("cdpf", "police", "civil", "hrss")
+WORK_LIST = re.compile(r"conflicts_[a-z][a-z0-9_]*")
 # new / continuing / stop lists of the paying departments, from the run's transitions (transforms.decisions)
 DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")
 DECISION_DATASETS = ("eligible_decisions", *DECISION_LISTS)
@@ -117,8 +117,10 @@ def load_exchange_contract(path: Path) -> ExchangeContract:
     if line_ending not in LINE_ENDINGS:
         raise ExchangeError(f"{path}: key 'line_ending': expected crlf or lf, found {line_ending!r}")
     dataset = text("dataset")
-    if dataset not in DATASETS:
-        raise ExchangeError(f"{path}: key 'dataset': expected one of {list(DATASETS)}, found {dataset!r}")
+    if dataset not in DATASETS and not WORK_LIST.fullmatch(dataset):
+        raise ExchangeError(
+            f"{path}: key 'dataset': expected one of {list(DATASETS)} or conflicts_<department>, found {dataset!r}"
+        )
     services = raw.get("services") or []
     if not isinstance(services, list) or not all(isinstance(s, str) and s for s in services):
         raise ExchangeError(f"{path}: key 'services': expected a list of service names, found {services!r}")
@@ -164,9 +166,10 @@ def exchange_datasets(
     decisions: pd.DataFrame,
     conflicts: pd.DataFrame,
     transitions: pd.DataFrame | None = None,
+    departments: Iterable[str] = WORK_LISTS,
 ) -> dict[str, pd.DataFrame]:
     """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
-    when the run's transitions are given)."""
+    when the run's transitions are given; one conflicts_<d> work list per department in `departments`)."""
     from transforms.decisions import delivery_lists
 
     people = master[["id_number", "name", "hukou_county"]]
@@ -194,7 +197,7 @@ def exchange_datasets(
     )
     work_lists = {
         f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
-        for d in WORK_LISTS
+        for d in departments
     }
     return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
 
