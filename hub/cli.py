@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from hub.cli_delivery import register as register_delivery
 from hub.settings import load_settings
 
 app = typer.Typer(help="Lianban (联办) data-exchange hub.", no_args_is_help=True, add_completion=False)
@@ -22,6 +23,7 @@ app.add_typer(batch_app, name="batch")
 master_app = typer.Typer(help="The master file (一人一档) and its history.", no_args_is_help=True)
 app.add_typer(master_app, name="master")
 console = Console()
+register_delivery(app)  # verify, deliver, deliveries, redeliver (hub/cli_delivery.py)
 
 Config = Annotated[
     Path | None, typer.Option(help="config YAML (default: LIANBAN_CONFIG or config/sandbox.yaml)")

@@ -499,3 +499,18 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "path": str(path),
         "json": str(path.with_suffix(".json")),
     }
+
+
+def deliver_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+    """Send the published partner and reject files to their partners, once each (hub/deliver.py)."""
+    from hub.deliver import DeliveryError
+    from hub.deliver import deliver_stage as deliver_published
+
+    storage = Storage(settings)
+    try:
+        result = deliver_published(settings, as_of, run_id)
+    except DeliveryError as exc:
+        # kept for the report (which runs after a failed delivery), then the task fails loudly
+        _stage_record(storage, run_id, "deliver", {"run_id": run_id, "failed": True, "error": str(exc)})
+        raise
+    return _stage_record(storage, run_id, "deliver", result)

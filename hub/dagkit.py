@@ -108,9 +108,14 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
             return run_stage("audit")
 
         @task
+        def deliver() -> dict[str, Any]:
+            return run_stage("deliver")
+
+        # the report is written even when a delivery failed: it is where the failure is shown
+        @task(trigger_rule="all_done")
         def report() -> dict[str, Any]:
             return run_stage("report")
 
-        merge() >> eligibility() >> exchange() >> audit() >> report()
+        merge() >> eligibility() >> exchange() >> audit() >> deliver() >> report()
 
     return cycle()

@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from hub.master_snapshot import current_master
-from hub.master_store import ATTRIBUTES, BATCH_COLUMNS, SOURCE_CODES, MasterStore, _join_batches
+from hub.master_store import ATTRIBUTES, BATCH_COLUMNS, SOURCE_CODES, MasterStore
 from hub.settings import Settings
 from hub.storage import Storage, sha256_file, write_json_atomic, write_parquet_atomic
+from hub.store.frames import join_batches
 from transforms.decisions import (
     STOP_FACTS,
     canonical,
@@ -96,7 +97,7 @@ def fact_batches(
             source: (pd.Series(used[code], index=rows.index), rows[f"{source}_batch"].astype("string"))
             for code, source in SOURCE_CODES.items()
         }
-        joined = _join_batches(parts, rows.index) if len(rows) else pd.Series([], dtype="string")
+        joined = join_batches(parts, rows.index) if len(rows) else pd.Series([], dtype="string")
         return joined.reindex(pd.Index(ids.astype("string"))).reset_index(drop=True)
 
     return causes

@@ -78,8 +78,10 @@ def run_cycle(settings: Settings, as_of: date, verbose: bool = False) -> CycleOu
             run = bag.get_dag(dag_id).test(logical_date=logical)
             state = str(getattr(run.state, "value", run.state))
             outcome.dag_states[dag_id] = state
-            if state != "success":
-                failed = [ti.task_id for ti in run.get_task_instances() if str(ti.state) != "success"]
+            # a task that failed under an all_done successor (the report after a failed delivery)
+            # leaves the run "success": the run still fails
+            failed = [ti.task_id for ti in run.get_task_instances() if str(ti.state) != "success"]
+            if state != "success" or failed:
                 raise CycleFailed(f"DAG {dag_id} ended {state}; tasks not successful: {failed}")
     storage = Storage(settings)
     outcome.outputs = {

@@ -35,6 +35,12 @@ REASONS: dict[str, str] = {
     "ID_INVALID": "公民身份号码无效(校验码错误、出生日期不存在或晚于运行日期)",
     "ID_FIELDS_DISAGREE": "出生日期或性别与公民身份号码不符",  # a warning: the row is kept, the merge records a conflict
     "ID_COUNTY_UNKNOWN": "公民身份号码前6位不是已知的县级行政区划代码",  # a warning: new codes are valid
+    "ID_SPREADSHEET_DAMAGED": "公民身份号码经电子表格按数值处理已损坏(科学计数法、小数或末尾数字丢失),请以文本格式重新报送",
+    "ID_UPGRADE_IMPLAUSIBLE": "15位公民身份号码升位后出生年份不合理(年龄超过上限或晚于运行日期),无法确定世纪",
+    "FIELD_TYPE": "字段值类型错误(应为文本)",
+    "FIELD_CONTROL_CHAR": "字段含有NUL等控制字符",
+    "FIELD_TOO_LONG": "字段长度超过约定的最大长度",
+    "DUPLICATE_KEY_CONFLICT": "同批次中同一主键有多行且内容互相矛盾(均未采用)",
 }
 
 
@@ -57,6 +63,9 @@ class Column(BaseModel):
     false_values: list[str] | None = None
     format: str | None = Field(
         None, description="strptime pattern for date/timestamp, overriding the defaults"
+    )
+    max_length: int | None = Field(
+        None, gt=0, description="most characters a name/string value may have (the master store's width)"
     )
 
     @field_validator("codes", mode="before")
@@ -93,6 +102,8 @@ class Column(BaseModel):
                 raise ValueError("`true_values` and `false_values` overlap")
         elif self.true_values is not None or self.false_values is not None:
             raise ValueError(f"`true_values`/`false_values` are only allowed on type bool, not {self.type}")
+        if self.max_length is not None and self.type not in ("name", "string"):
+            raise ValueError(f"`max_length` is only allowed on name/string columns, not {self.type}")
         if self.format is not None and self.type not in ("date", "timestamp"):
             raise ValueError(f"`format` is only allowed on date/timestamp columns, not {self.type}")
         return self
@@ -118,6 +129,13 @@ class SourceContract(BaseModel):
     format: Literal["sql", "csv", "json"]
     encoding: str = "utf-8"
     columns: list[Column] = Field(min_length=1)
+    spreadsheet_ids: bool = Field(
+        False, description="files pass through spreadsheets: an 18-digit ID ending in 000 lost its digits"
+    )
+    implausible_upgrade: Literal["quarantine", "flag"] = Field(
+        "quarantine",
+        description="a 15-digit ID whose upgrade gives an implausible age: quarantined, or kept and flagged",
+    )
     events: dict[str, EventRule] = Field(
         default_factory=dict, description="event kinds (deaths, cancellations) watched by the batch gate"
     )

@@ -1,21 +1,27 @@
 """Partner exchange files: what each department gets back, under a contract in schemas/exchange/.
 
-A contract names the partner, the purpose (data minimisation: only the fields the purpose needs),
-the no-onward-transfer line, the Chinese headers, the encoding and whether ID numbers go raw or
-masked. Every file is written through a temporary name and an atomic rename, then its manifest
-(contract, version, run, rows, SHA-256, period), so a partner never sees half a file and can check
-what it got. Cells that Excel would run as formulas are neutralised (docs/domain.md, Text).
+A contract names the partner, the purpose (one line; its fields must be among those purposes.yaml
+allows for it: data minimisation, checked at load time), the no-onward-transfer line, the Chinese
+headers, the format (CSV in UTF-8 with BOM or GB18030, XLSX, Parquet, JSON Lines), how ID numbers go
+(raw, masked, or an HMAC-SHA256 pseudonym under a per-partner key), how the file is delivered, its
+schedule and version. A contract in `delta` mode sends what is new, changed or stopped since the
+state the partner last acknowledged; `snapshot` mode (and any run asked for `full`) sends everything.
+Files are published with a signed manifest through hub.publish; cells Excel would run as formulas
+are neutralised in every CSV and XLSX.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
+import hmac
+import io
 import logging
+import os
 import re
+import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +30,22 @@ import pandas as pd
 import yaml
 
 from hub.masking import mask_ids
-from hub.storage import Storage, publish_bytes, write_json_atomic
+from hub.publish import private_dir, publish_unit, state_dir
+from hub.signing import SigningKey, load_signing_key, write_private
+from hub.storage import Storage, publish_bytes
 
 log = logging.getLogger(__name__)
 
 FORMULA_START = r"^[=+\-@\t\r]"
 LINE_ENDINGS = {"crlf": "\r\n", "lf": "\n"}
+FORMATS = ("csv", "xlsx", "parquet", "jsonl")
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")  # Excel on a Chinese Windows reads UTF-8 only with its BOM
+ID_MODES = ("raw", "masked", "pseudonym")
+MODES = ("delta", "snapshot")
+TRANSPORTS = {"folder": ("path",), "sftp": ("env_prefix", "folder"), "rest": ("base_url_env", "token_env")}
+PURPOSES_FILE = "purposes.yaml"
+CHANGE_HEADER = "变更类型"
+CHANGES = {"new": "新增", "changed": "变更", "stopped": "停止"}
 # one open-conflicts dataset per department that feeds the master: conflicts_<dept>; the departments
 # come from the configuration (Settings.merged_sources), these are the defaults
 WORK_LISTS = ("cdpf", "police", "civil", "hrss")
@@ -38,6 +54,7 @@ WORK_LIST = re.compile(r"conflicts_[a-z][a-z0-9_]*")
 DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")
 DECISION_DATASETS = ("eligible_decisions", *DECISION_LISTS)
 DATASETS = (*DECISION_DATASETS, "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
+XLSX_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 class ExchangeError(ValueError):
@@ -46,7 +63,7 @@ class ExchangeError(ValueError):
 
 @dataclass(frozen=True)
 class ExchangeContract:
-    """One partner file: who gets it, why, which fields under which headers, how it is encoded."""
+    """One partner file: who gets it, why, which fields under which headers, how it is encoded and sent."""
 
     name: str
     version: str
@@ -62,12 +79,19 @@ class ExchangeContract:
     fields: dict[str, str]
     codes: dict[str, dict[str, str]]
     path: Path
+    purpose_id: str = ""
+    format: str = "csv"
+    mode: str = "snapshot"
+    key: tuple[str, ...] = ()
+    pseudonym_key_env: str = ""
+    delivery: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "@daily"
     services: tuple[str, ...] = ()  # rows of these services only (empty: every row of the dataset)
 
 
 @dataclass(frozen=True)
 class ExchangeFile:
-    """A written exchange file and its manifest."""
+    """A published exchange file and its manifest."""
 
     partner: str
     contract: str
@@ -76,76 +100,177 @@ class ExchangeFile:
     manifest: Path
     rows: int
     sha256: str
+    version: int = 1
+    kind: str = "snapshot"
+    supersedes: str | None = None
 
 
-def load_exchange_contract(path: Path) -> ExchangeContract:
-    """Read and check one contract; errors name the file and the key."""
+# -- contracts -----------------------------------------------------------------------------------------
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Line of each top-level key and of each `fields` entry (as `fields.<name>`), for error messages."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            lines[str(key.value)] = key.start_mark.line + 1
+            if key.value == "fields" and isinstance(value, yaml.MappingNode):
+                for sub, _ in value.value:
+                    lines[f"fields.{sub.value}"] = sub.start_mark.line + 1
+    return lines
+
+
+def load_purposes(path: Path) -> dict[str, dict[str, Any]]:
+    """purposes.yaml: purpose id -> {text, allowed_fields, id_modes}; errors name file, line and key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ExchangeError(f"{path}: cannot read the purpose table: {exc}") from exc
+    purposes = raw.get("purposes") if isinstance(raw, dict) else None
+    if not isinstance(purposes, dict) or not purposes:
+        raise ExchangeError(f"{path} line 1: key 'purposes': expected a mapping purpose id -> definition")
+    lines = {}
+    root = yaml.compose(text)
+    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
+        if key.value == "purposes" and isinstance(value, yaml.MappingNode):
+            lines = {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    for pid, entry in purposes.items():
+        allowed = entry.get("allowed_fields") if isinstance(entry, dict) else None
+        if not isinstance(allowed, list) or not all(isinstance(f, str) for f in allowed):
+            raise ExchangeError(
+                f"{path} line {lines.get(pid, 1)}: purpose {pid!r} key 'allowed_fields': expected a list of field names"
+            )
+    return purposes
+
+
+def load_exchange_contract(path: Path, purposes: dict[str, dict[str, Any]] | None = None) -> ExchangeContract:
+    """Read and check one contract; errors name the file, the line, the key and what was expected."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(source)
     except (OSError, yaml.YAMLError) as exc:
         raise ExchangeError(f"{path}: cannot read the exchange contract: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ExchangeError(f"{path}: expected a mapping at the top level")
+        raise ExchangeError(f"{path} line 1: expected a mapping at the top level")
+    lines = _key_lines(source)
+    if purposes is None:
+        purposes = load_purposes(path.parent / PURPOSES_FILE)
+
+    def fail(key: str, message: str) -> ExchangeError:
+        line = lines.get(key) or lines.get(key.split(".")[0]) or 1
+        return ExchangeError(f"{path} line {line}: key '{key}': {message}")
 
     def text(key: str) -> str:
         value = raw.get(key)
         if value is None or isinstance(value, dict | list) or not str(value).strip():
-            raise ExchangeError(f"{path}: key '{key}': expected a non-empty value, found {value!r}")
+            raise fail(key, f"expected a non-empty value, found {value!r}")
         return str(value)
+
+    def choice(key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        value = str(raw.get(key, default)) if default is not None else text(key)
+        if value not in allowed:
+            raise fail(key, f"expected one of {list(allowed)}, found {value!r}")
+        return value
 
     fields = raw.get("fields")
     if not isinstance(fields, dict) or not fields:
-        raise ExchangeError(f"{path}: key 'fields': expected a mapping canonical column -> header")
+        raise fail("fields", "expected a mapping canonical column -> header")
     codes = raw.get("codes") or {}
     if not isinstance(codes, dict) or not all(isinstance(v, dict) for v in codes.values()):
-        raise ExchangeError(f"{path}: key 'codes': expected a mapping field -> {{value: label}}")
+        raise fail("codes", "expected a mapping field -> {value: label}")
     unknown = sorted(set(codes) - set(fields))
     if unknown:
-        raise ExchangeError(f"{path}: key 'codes': field(s) {unknown} are not in 'fields'")
-    if raw.get("format", "csv") != "csv":
-        raise ExchangeError(f"{path}: key 'format': expected csv, found {raw.get('format')!r}")
-    encoding = text("encoding")
-    try:
-        codecs.lookup(encoding)
-    except LookupError as exc:
-        raise ExchangeError(f"{path}: key 'encoding': unknown encoding {encoding!r}") from exc
-    id_mode = text("id_mode")
-    if id_mode not in ("raw", "masked"):
-        raise ExchangeError(f"{path}: key 'id_mode': expected raw or masked, found {id_mode!r}")
-    line_ending = str(raw.get("line_ending", "crlf"))
-    if line_ending not in LINE_ENDINGS:
-        raise ExchangeError(f"{path}: key 'line_ending': expected crlf or lf, found {line_ending!r}")
+        raise fail("codes", f"field(s) {unknown} are not in 'fields'")
+    purpose = text("purpose")
+    if "\n" in purpose.strip():
+        raise fail("purpose", "expected one line")
+    purpose_id = text("purpose_id")
+    if purpose_id not in purposes:
+        raise fail(
+            "purpose_id", f"expected one of {sorted(purposes)} (from {PURPOSES_FILE}), found {purpose_id!r}"
+        )
+    allowed = purposes[purpose_id]["allowed_fields"]
+    for name in fields:
+        if name not in allowed:
+            raise fail(
+                f"fields.{name}", f"field not allowed for purpose {purpose_id!r}; expected one of {allowed}"
+            )
+    fmt = choice("format", FORMATS, "csv")
+    encoding = str(raw.get("encoding", "utf-8-sig"))
+    if fmt == "csv" and encoding not in CSV_ENCODINGS:
+        raise fail("encoding", f"expected one of {list(CSV_ENCODINGS)} for csv, found {encoding!r}")
+    id_mode = choice("id_mode", ID_MODES)
+    id_modes = purposes[purpose_id].get("id_modes") or list(ID_MODES)
+    if "id_number" in fields and id_mode not in id_modes:
+        raise fail(
+            "id_mode", f"purpose {purpose_id!r} allows ID numbers only as {id_modes}, found {id_mode!r}"
+        )
+    line_ending = choice("line_ending", tuple(LINE_ENDINGS), "crlf")
     dataset = text("dataset")
     if dataset not in DATASETS and not WORK_LIST.fullmatch(dataset):
-        raise ExchangeError(
-            f"{path}: key 'dataset': expected one of {list(DATASETS)} or conflicts_<department>, found {dataset!r}"
+        raise fail(
+            "dataset", f"expected one of {list(DATASETS)} or conflicts_<department>, found {dataset!r}"
         )
+    mode = choice("mode", MODES, "snapshot")
+    key = raw.get("key") or []
+    if not isinstance(key, list) or not all(isinstance(k, str) and k in fields for k in key):
+        raise fail("key", f"expected a list of fields among {list(fields)}, found {key!r}")
+    if mode == "delta" and not key:
+        raise fail("key", "a delta contract needs the fields that identify a row")
+    delivery = raw.get("delivery")
+    if not isinstance(delivery, dict) or delivery.get("transport") not in TRANSPORTS:
+        raise fail(
+            "delivery", f"expected a mapping with transport one of {list(TRANSPORTS)}, found {delivery!r}"
+        )
+    missing = [k for k in TRANSPORTS[str(delivery["transport"])] if not delivery.get(k)]
+    if missing:
+        raise fail("delivery", f"transport {delivery['transport']} needs {missing}")
+    partner = text("partner")
     services = raw.get("services") or []
     if not isinstance(services, list) or not all(isinstance(s, str) and s for s in services):
-        raise ExchangeError(f"{path}: key 'services': expected a list of service names, found {services!r}")
+        raise fail("services", f"expected a list of service names, found {services!r}")
     return ExchangeContract(
         name=text("contract"),
         version=text("version"),
-        partner=text("partner"),
+        partner=partner,
         department=str(raw.get("department", "")),
-        purpose=text("purpose"),
+        purpose=purpose.strip(),
         onward_transfer=text("onward_transfer"),
         dataset=dataset,
-        encoding=encoding,
+        encoding=encoding if fmt == "csv" else "utf-8",
         line_ending=line_ending,
         id_mode=id_mode,
         file_name=text("file_name"),
         fields={str(k): str(v) for k, v in fields.items()},
         codes={str(f): {str(k): str(v) for k, v in m.items()} for f, m in codes.items()},
         path=path,
+        purpose_id=purpose_id,
+        format=fmt,
+        mode=mode,
+        key=tuple(key),
+        pseudonym_key_env=str(raw.get("pseudonym_key_env") or f"LIANBAN_PSEUDONYM_KEY_{partner.upper()}"),
+        delivery=dict(delivery),
+        schedule=text("schedule"),
         services=tuple(services),
     )
 
 
 def load_exchange_contracts(directory: Path) -> list[ExchangeContract]:
-    """Every contract in a directory (schemas/exchange), in file-name order."""
-    return [load_exchange_contract(p) for p in sorted(Path(directory).glob("*.yaml"))]
+    """Every contract in a directory (schemas/exchange), in file-name order, against its purposes.yaml."""
+    directory = Path(directory)
+    purposes = load_purposes(directory / PURPOSES_FILE)
+    return [
+        load_exchange_contract(p, purposes)
+        for p in sorted(directory.glob("*.yaml"))
+        if p.name != PURPOSES_FILE
+    ]
 
 
 # -- datasets ------------------------------------------------------------------------------------------
@@ -236,8 +361,37 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def render(contract: ExchangeContract, data: pd.DataFrame) -> pd.DataFrame:
-    """The partner's table: contracted fields only, coded values labelled, IDs per id_mode, formulas defused."""
+def pseudonym_key(var_dir: Path, contract: ExchangeContract) -> tuple[bytes, str]:
+    """The partner's HMAC key (secrets store: environment variable) and its id; sandbox key on first use."""
+    value = os.environ.get(contract.pseudonym_key_env)
+    if value:
+        key = value.encode("utf-8")
+    else:
+        path = Path(var_dir) / "keys" / f"pseudonym_{contract.partner}.key"
+        if not path.exists():
+            log.warning(
+                "no %s set: generating a sandbox pseudonym key at %s", contract.pseudonym_key_env, path
+            )
+            write_private(path, os.urandom(32).hex().encode("ascii"))
+        key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ExchangeError(f"{contract.pseudonym_key_env}: a pseudonym key needs at least 32 bytes")
+    return key, "hmac:" + hashlib.sha256(key).hexdigest()[:12]
+
+
+def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
+    """HMAC-SHA256 of each ID number under the partner's key, hex: stable per partner, unlinkable across them.
+
+    HMAC has no vectorised form; it runs once per distinct ID, which is cheap next to the file itself.
+    """
+    text = ids.astype("string").fillna("")
+    unique = text.unique()
+    digests = {v: hmac.new(key, v.encode("utf-8"), hashlib.sha256).hexdigest() if v else "" for v in unique}
+    return text.map(digests).astype("string")
+
+
+def render(contract: ExchangeContract, data: pd.DataFrame, id_key: bytes | None = None) -> pd.DataFrame:
+    """The partner's table: contracted fields only, coded values labelled, IDs per id_mode (text cells)."""
     missing = [f for f in contract.fields if f not in data.columns]
     if missing:
         raise ExchangeError(
@@ -245,20 +399,57 @@ def render(contract: ExchangeContract, data: pd.DataFrame) -> pd.DataFrame:
             f"it has {list(data.columns)}"
         )
     cells: dict[str, pd.Series] = {}
-    for field, header in contract.fields.items():
-        column = as_text(data[field])
-        if field in contract.codes:
-            column = apply_codes(column, contract.codes[field])
-        if field == "id_number" and contract.id_mode == "masked":
+    for name, header in contract.fields.items():
+        column = as_text(data[name])
+        if name in contract.codes:
+            column = apply_codes(column, contract.codes[name])
+        if name == "id_number" and contract.id_mode == "masked":
             column = mask_ids(column).astype("string")
+        if name == "id_number" and contract.id_mode == "pseudonym":
+            if id_key is None:
+                raise ExchangeError(f"{contract.path}: key 'id_mode': pseudonym needs the partner's key")
+            column = pseudonymise(column, id_key)
         cells[header] = column
-    return neutralise_formulas(pd.DataFrame(cells, index=data.index))
+    return pd.DataFrame(cells, index=data.index).reset_index(drop=True)
 
 
-def encode_csv(contract: ExchangeContract, table: pd.DataFrame, file_name: str) -> bytes:
-    """CSV bytes in the contracted encoding, strictly: an unencodable character is an error, never '?'."""
-    return encode_table(
-        table, contract.encoding, LINE_ENDINGS[contract.line_ending], f"{contract.path}: {file_name}"
+def delta(contract: ExchangeContract, current: pd.DataFrame, base: pd.DataFrame | None) -> pd.DataFrame:
+    """Rows new, changed or stopped against the acknowledged state, with the change in 变更类型.
+
+    Without a base (nothing acknowledged yet) every row is new. Stopped rows carry their last values.
+    """
+    keys = [contract.fields[k] for k in contract.key]
+    if base is None:
+        return current.assign(**{CHANGE_HEADER: CHANGES["new"]})
+    base = base[list(current.columns)].astype("string")
+    merged = current.merge(base, on=keys, how="outer", suffixes=("", "_base"), indicator=True, sort=False)
+    others = [c for c in current.columns if c not in keys]
+    if others:
+        now = merged[others].astype("string").fillna("")
+        before = merged[[f"{c}_base" for c in others]].astype("string").fillna("")
+        before.columns = others
+        changed = (now != before).any(axis=1)
+    else:
+        changed = pd.Series(False, index=merged.index)
+    both = merged["_merge"] == "both"
+    kind = pd.Series(
+        np.select(
+            [merged["_merge"] == "left_only", both & changed, merged["_merge"] == "right_only"],
+            [CHANGES["new"], CHANGES["changed"], CHANGES["stopped"]],
+            default="",
+        ),
+        index=merged.index,
+    )
+    for c in others:  # a stopped row shows what the partner holds
+        merged[c] = merged[c].where(merged["_merge"] != "right_only", merged[f"{c}_base"])
+    out = merged[list(current.columns)].assign(**{CHANGE_HEADER: kind})
+    out = out[kind != ""]
+    order = out[CHANGE_HEADER].map({v: i for i, v in enumerate(CHANGES.values())})
+    return (
+        out.assign(_o=order)
+        .sort_values(["_o", *keys], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
     )
 
 
@@ -275,28 +466,104 @@ def encode_table(table: pd.DataFrame, encoding: str, line_ending: str, where: st
         ) from exc
 
 
+def encode(contract: ExchangeContract, table: pd.DataFrame, file_name: str, as_of: date) -> bytes:
+    """The file's bytes in the contracted format; equal tables give equal bytes (no timestamps inside)."""
+    where = f"{contract.path}: {file_name}"
+    if contract.format == "csv":
+        return encode_table(
+            neutralise_formulas(table), contract.encoding, LINE_ENDINGS[contract.line_ending], where
+        )
+    if contract.format == "xlsx":
+        return encode_xlsx(neutralise_formulas(table), as_of)
+    if contract.format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(table.astype("string"), preserve_index=False), sink)
+        return sink.getvalue()
+    if table.empty:
+        return b""
+    return table.astype("string").to_json(orient="records", lines=True, force_ascii=False).encode("utf-8")
+
+
+def encode_xlsx(table: pd.DataFrame, as_of: date) -> bytes:
+    """An XLSX of text cells, re-zipped with fixed timestamps so that the same table gives the same bytes."""
+    from openpyxl import Workbook
+    from openpyxl.xml.functions import tostring
+
+    book = Workbook(write_only=True)
+    stamp = datetime(as_of.year, as_of.month, as_of.day)
+    book.properties.created = book.properties.modified = stamp
+    sheet = book.create_sheet("data")
+    sheet.append(list(table.columns))
+    for row in table.itertuples(index=False, name=None):  # openpyxl writes row by row; there is no bulk API
+        sheet.append(list(row))
+    raw = io.BytesIO()
+    book.save(raw)
+    book.properties.modified = stamp  # saving stamps the wall clock into docProps/core.xml: put it back
+    core = tostring(book.properties.to_tree())
+    out = io.BytesIO()
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in sorted(src.infolist(), key=lambda i: i.filename):
+            fixed = zipfile.ZipInfo(info.filename, date_time=XLSX_EPOCH)
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(fixed, core if info.filename == "docProps/core.xml" else src.read(info.filename))
+    return out.getvalue()
+
+
 # -- files ---------------------------------------------------------------------------------------------
 
 
-def publish(target: Path, payload: bytes, manifest: dict[str, Any]) -> tuple[Path, str]:
-    """Write a file, then its manifest (with bytes and SHA-256), each via a temporary name and a rename."""
-    publish_bytes(target, payload)
-    digest = hashlib.sha256(payload).hexdigest()
-    manifest_path = target.with_name(target.name + ".manifest.json")
-    write_json_atomic(manifest_path, {**manifest, "bytes": len(payload), "sha256": digest})
-    return manifest_path, digest
+def acknowledged_state(
+    storage: Storage, contract: ExchangeContract, key_id: str
+) -> tuple[str, pd.DataFrame] | None:
+    """The state the partner last acknowledged, or None (then a delta is everything, as new)."""
+    folder = state_dir(storage, contract.name)
+    pointer = folder / "ACKED"
+    if not pointer.exists():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    path = folder / f"{name}.parquet"
+    if not path.exists():
+        return None
+    held_key = path.with_suffix(".keyid")
+    if held_key.exists() and held_key.read_text(encoding="ascii") != key_id:
+        log.warning("%s: pseudonym key rotated since %s; sending everything as new", contract.name, name)
+        return None
+    return name, pd.read_parquet(path).astype("string")
 
 
 def write_exchange_file(
-    storage: Storage, contract: ExchangeContract, data: pd.DataFrame, run_id: str, as_of: date
+    storage: Storage,
+    contract: ExchangeContract,
+    data: pd.DataFrame,
+    run_id: str,
+    as_of: date,
+    key: SigningKey | None = None,
+    full: bool = False,
 ) -> ExchangeFile:
-    """Write one partner file and then its manifest, both via a temporary name and a rename."""
+    """Render, diff (delta contracts), encode and publish one partner file with its signed manifest."""
+    key = key or load_signing_key(storage.var)
     period = f"{as_of:%Y-%m}"
     name = contract.file_name.format(
         contract=contract.name, partner=contract.partner, period=period, date=f"{as_of:%Y%m%d}"
     )
-    target = storage.outbox(contract.partner, period) / name
-    payload = encode_csv(contract, render(contract, data), name)
+    id_key, id_key_id = (None, "")
+    if contract.id_mode == "pseudonym" and "id_number" in contract.fields:
+        id_key, id_key_id = pseudonym_key(storage.var, contract)
+    current = render(contract, data, id_key)
+    kind = "snapshot" if contract.mode == "snapshot" or full else "delta"
+    base_name = None
+    table = current
+    if kind == "delta":
+        acked = acknowledged_state(storage, contract, id_key_id)
+        base_name = acked[0] if acked else None
+        table = delta(contract, current, acked[1] if acked else None)
+    elif full and contract.mode == "delta":
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem}_full.{ext}" if dot else f"{name}_full"
+    payload = encode(contract, table, name, as_of)
     manifest: dict[str, Any] = {
         "contract": contract.name,
         "version": contract.version,
@@ -306,16 +573,36 @@ def write_exchange_file(
         "onward_transfer": contract.onward_transfer,
         "run_id": run_id,
         "period": period,
-        "file": name,
-        "rows": len(data),
+        "business_date": as_of.isoformat(),
+        "kind": kind,
+        "delta_base": base_name,
+        "rows": len(table),
+        "format": contract.format,
         "encoding": contract.encoding,
         "id_mode": contract.id_mode,
-        "columns": list(contract.fields.values()),
-        "generated_at": as_of.isoformat(),
+        "pseudonym_key_id": id_key_id or None,
+        "columns": list(table.columns),
     }
-    manifest_path, digest = publish(target, payload, manifest)
-    log.info("exchange %s -> %s: %d rows, sha256 %s", contract.name, contract.partner, len(data), digest[:12])
-    return ExchangeFile(contract.partner, contract.name, period, target, manifest_path, len(data), digest)
+    unit = publish_unit(storage.outbox(contract.partner, period), name, payload, manifest, key)
+    state = private_dir(state_dir(storage, contract.name)) / f"{unit.path.name}.parquet"
+    if not state.exists():
+        buffer = io.BytesIO()
+        current.to_parquet(buffer, index=False)
+        publish_bytes(state, buffer.getvalue())
+        publish_bytes(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
+    log.info(
+        "exchange %s -> %s: %s, %d rows, sha256 %s%s",
+        contract.name,
+        contract.partner,
+        unit.path.name,
+        unit.rows,
+        unit.sha256[:12],
+        " (unchanged, already published)" if unit.reused else "",
+    )
+    return ExchangeFile(
+        contract.partner, contract.name, period, unit.path, unit.manifest, unit.rows, unit.sha256,
+        unit.version, kind, unit.supersedes,
+    )  # fmt: skip
 
 
 def build_exchange(
@@ -324,8 +611,10 @@ def build_exchange(
     datasets: dict[str, pd.DataFrame],
     run_id: str,
     as_of: date,
+    full: bool = False,
 ) -> list[ExchangeFile]:
-    """Write every contracted partner file for the run under outbox/<partner>/<YYYY-MM>/."""
+    """Publish every contracted partner file for the run under outbox/<partner>/<YYYY-MM>/."""
+    key = load_signing_key(storage.var)
     files = []
     for contract in contracts:
         if contract.dataset not in datasets:
@@ -335,5 +624,5 @@ def build_exchange(
         rows = datasets[contract.dataset]
         if contract.services:
             rows = rows[rows["service"].isin(contract.services)].reset_index(drop=True)
-        files.append(write_exchange_file(storage, contract, rows, run_id, as_of))
+        files.append(write_exchange_file(storage, contract, rows, run_id, as_of, key, full))
     return files

@@ -115,7 +115,8 @@ def column_parses(
         if code is None:
             continue
         unparsed = flagged.get((column.name, code), 0)
-        if column.type == "id_number":
+        if column.type == "id_number":  # a number a spreadsheet turned into a float failed its type too
+            unparsed += flagged.get((column.name, "ID_SPREADSHEET_DAMAGED"), 0)
             present = len(frame) - flagged.get((column.name, "ID_MISSING"), 0)
         else:
             present = int(frame[column.name].notna().sum()) + unparsed

@@ -4,9 +4,14 @@ The gate is the MOD 11-2 check character plus a real, non-future birth date; the
 code is never checked against a region list (numbers keep abolished codes, and new districts
 such as 330112/330113/330114 postdate python-stdnum's tables). Dirty forms seen in real files
 are repaired and recorded in `id_fix`: surrounding or inner spaces, a leading Excel apostrophe,
-full-width digits and Ｘ, a lowercase x, and legacy 15-digit numbers (GB 11643-1989: insert '19'
-after the address code and append the check character; such numbers cannot encode births before
-1900). Anything else gets a quarantine code in `id_reason`. Digits are checked as a uint8 matrix
+full-width digits and Ｘ, a lowercase x, and legacy 15-digit numbers (GB 11643-1989: the century
+is inserted after the address code and the check character appended). The century is never assumed:
+sequence codes 996-999 were reserved for centenarians, so those numbers were born in the 1800s and
+every other one in the 1900s; an upgrade that gives an age over MAX_AGE or a birth after the run
+date cannot be right and gets ID_UPGRADE_IMPLAUSIBLE. A number a spreadsheet stored as a float
+(scientific notation, a decimal part; in sources that pass through spreadsheets, an 18-digit number
+ending in 000 because only 15 significant digits were kept) is ID_SPREADSHEET_DAMAGED even when its check character happens to match.
+Anything else gets a quarantine code in `id_reason`. Digits are checked as a uint8 matrix
 taken straight from the Arrow buffers, so a million numbers take well under a second.
 """
 
@@ -23,6 +28,8 @@ import pyarrow.compute as pc
 WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 CHECK_CHARS = np.frombuffer(b"10X98765432", dtype=np.uint8)  # S mod 11 = 0..10
 EARLIEST_BIRTH_YEAR = 1800  # the suite's ID pattern admits 18xx-20xx births only
+MAX_AGE = 110  # an upgraded 15-digit number saying someone is older than this is not trusted
+CENTENARIAN_SEQUENCES = 996  # GB 11643-1989: sequence codes 996-999 were kept for people aged 100+
 
 # Repairs, in the order they are applied and reported.
 FIX_SPACES = "SPACES"
@@ -36,12 +43,18 @@ ID_FORMAT = "ID_FORMAT"
 ID_CHECKSUM = "ID_CHECKSUM"
 ID_BIRTH_INVALID = "ID_BIRTH_INVALID"
 ID_BIRTH_FUTURE = "ID_BIRTH_FUTURE"
+ID_SPREADSHEET_DAMAGED = "ID_SPREADSHEET_DAMAGED"
+ID_UPGRADE_IMPLAUSIBLE = "ID_UPGRADE_IMPLAUSIBLE"
+FIX_UPGRADED_15_1800S = "UPGRADED_15_1800S"  # with UPGRADED_15: the century came from a 996-999 sequence
 
 _SPACE_CLASS = r"[\s\x{00A0}\x{3000}\x{FEFF}]"  # RE2's \s is ASCII only: add NBSP, ideographic space, BOM
 _FULLWIDTH = {chr(0xFF10 + i): str(i) for i in range(10)} | {"Ｘ": "X", "ｘ": "x", "＇": "'"}
 _FULLWIDTH_CLASS = "[" + "".join(_FULLWIDTH) + "]"
 _SHAPE18 = r"^[1-9]\d{16}[\dX]$"  # address codes never start with 0
 _SHAPE15 = r"^[1-9]\d{14}$"
+# What a spreadsheet makes of a long number: 3.30106E+17, 330106198001010014.0, or 15 significant
+# digits padded with 000 (the float kept no more).
+_DAMAGED = r"^(?:\d+(?:\.\d*)?[Ee][+]?\d+|\d{15,18}\.\d*)$"
 _STRING = pd.StringDtype()
 
 
@@ -182,12 +195,12 @@ def valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def birth_date_of(ids: pd.Series) -> pd.Series:
-    """Birth date encoded in normalised 18-character IDs (datetime64[ns]; NaT where absent or impossible)."""
+    """Birth date encoded in normalised 18-character IDs (datetime64[us]; NaT where absent or impossible)."""
     ok, chars = valid18(ids)
-    out = np.full(len(ids), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
+    out = np.full(len(ids), np.datetime64("NaT", "us"), dtype="datetime64[us]")
     if ok.any():
         _, dates = calendar_dates(*birth_parts(chars - ord("0")))
-        out[ok] = dates.astype("datetime64[ns]")
+        out[ok] = dates.astype("datetime64[us]")
     return pd.Series(out, index=ids.index)
 
 
@@ -224,8 +237,13 @@ def _repair(arr: pa.Array) -> tuple[pa.Array, dict[str, np.ndarray]]:
     return arr, fixes
 
 
-def normalise_ids(raw: pd.Series, as_of: date) -> pd.DataFrame:
-    """Repair what is safely repairable and reject the rest: columns id_number, id_fix, id_reason."""
+def normalise_ids(raw: pd.Series, as_of: date, spreadsheet: bool = False) -> pd.DataFrame:
+    """Repair what is safely repairable and reject the rest: columns id_number, id_fix, id_reason.
+
+    `spreadsheet`: the source's files pass through spreadsheets, so an 18-digit number ending in 000
+    is taken as a float's lost digits. A genuine number can end so (sequence x00, check 0: about one
+    in 1,100), which is why only such sources are judged this way; the department resends it as text.
+    """
     n = len(raw)
     arr = as_arrow(raw)
     # Nearly every number is already clean: one regex pass over all, the repairs only over the rest.
@@ -247,7 +265,13 @@ def normalise_ids(raw: pd.Series, as_of: date) -> pd.DataFrame:
         sub15 = _mask(pc.match_substring_regex(repaired, _SHAPE15))
         is18[dirty] = sub18
         is15[dirty] = sub15
-    bad_format = ~missing & ~is18 & ~is15
+    damaged = np.zeros(n, dtype=bool)
+    if dirty.size:
+        damaged[dirty] = _mask(pc.match_substring_regex(repaired, _DAMAGED))
+    if spreadsheet:  # the float's lost digits on a well-shaped number
+        damaged |= clean & _mask(pc.ends_with(arr, "000"))
+    is18 &= ~damaged
+    bad_format = ~missing & ~is18 & ~is15 & ~damaged
 
     # First 17 digits of every well-shaped number: 18-digit as given, 15-digit with '19' inserted.
     shaped = is18 | is15
@@ -263,11 +287,15 @@ def normalise_ids(raw: pd.Series, as_of: date) -> pd.DataFrame:
         first17[fixed18] = chars18[:, :17]
         given[fixed18] = chars18[:, 17]
     idx15 = np.flatnonzero(is15)
+    centenarian = np.zeros(n, dtype=bool)
     if idx15.size:
         chars15 = char_matrix(repaired.filter(pa.array(is15[dirty])), 15)
         first17[idx15, :6] = chars15[:, :6]
-        first17[idx15, 6:8] = np.frombuffer(b"19", dtype=np.uint8)
+        sequence = leading_number(char_columns(chars15[:, 12:15] - ord("0")), 3)
+        first17[idx15, 6] = ord("1")
+        first17[idx15, 7] = np.where(sequence >= CENTENARIAN_SEQUENCES, ord("8"), ord("9"))
         first17[idx15, 8:] = chars15[:, 6:]
+        centenarian[idx15] = sequence >= CENTENARIAN_SEQUENCES
     rows = np.flatnonzero(shaped)
     digits = first17[rows] - ord("0")
     computed = np.zeros(n, dtype=np.uint8)
@@ -276,28 +304,34 @@ def normalise_ids(raw: pd.Series, as_of: date) -> pd.DataFrame:
 
     birth_ok = np.zeros(n, dtype=bool)
     birth_future = np.zeros(n, dtype=bool)
+    implausible = np.zeros(n, dtype=bool)
     if rows.size:
         year, month, day = birth_parts(digits)
         ok, dates = calendar_dates(year, month, day)
         ok &= year >= EARLIEST_BIRTH_YEAR
         birth_ok[rows] = ok
         birth_future[rows] = ok & (dates > np.datetime64(as_of, "D"))
+        too_old = ok & (year < as_of.year - MAX_AGE)
+        implausible[rows] = is15[rows] & (too_old | birth_future[rows])
 
     reason = np.full(n, None, dtype=object)
     # One code per row; later assignments win: missing > format > checksum > birth date.
     reason[shaped & ~checksum_bad & birth_future] = ID_BIRTH_FUTURE
+    reason[implausible] = ID_UPGRADE_IMPLAUSIBLE
     reason[shaped & ~checksum_bad & ~birth_ok] = ID_BIRTH_INVALID
     reason[checksum_bad] = ID_CHECKSUM
     reason[bad_format] = ID_FORMAT
+    reason[damaged] = ID_SPREADSHEET_DAMAGED
     reason[missing] = ID_MISSING
 
-    good = shaped & ~checksum_bad & birth_ok & ~birth_future
+    # An implausible upgrade keeps its number (a contract may keep the row, flagged); the rest do not.
+    good = shaped & ~checksum_bad & birth_ok & (~birth_future | implausible)
     full = np.zeros((n, 18), dtype=np.uint8)
     full[good, :17] = first17[good]
     full[good, 17] = computed[good]
     id_number = arrow_to_series(strings_from_chars(full, good), raw.index)
 
-    fix = join_flags([*fixes.items(), (FIX_UPGRADED_15, is15)], n)
+    fix = join_flags([*fixes.items(), (FIX_UPGRADED_15, is15), (FIX_UPGRADED_15_1800S, centenarian)], n)
     return pd.DataFrame(
         {
             "id_number": id_number,

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from transforms.contracts import load_contract
+from transforms.master_schema import MASTER_SCHEMA_PATH, master_schema
 from transforms.precedence import CARRIERS as CAN_SAY
 from transforms.precedence import DEFAULT_PRECEDENCE as DEFAULT_PRECEDENCE
 from transforms.precedence import PrecedenceError as PrecedenceError
@@ -31,60 +33,51 @@ from transforms.precedence import resolve_precedence
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cdpf", "police", "civil", "hrss")
+_SCHEMA = master_schema()
+SOURCES = tuple(_SCHEMA.sources)
+CONTRACTS_DIR = MASTER_SCHEMA_PATH.parent / "sources"
 
-# Canonical staged columns each source must provide (SPEC: "Canonical staged columns"), with their kinds.
-STAGED_COLUMNS: dict[str, dict[str, str]] = {
-    "cdpf": {
-        "id_number": "string",
-        "name": "string",
-        "gender": "string",
-        "birth_date": "date",
-        "cert_number": "string",
-        "category": "int",
-        "level": "int",
-        "cert_status": "string",
-        "cert_issued": "date",
-        "cert_valid_until": "date",
-        "hukou_county": "string",
-        "needs_long_term_care": "bool",
-        "institutional_care": "bool",
-        "updated_at": "timestamp",
-    },
-    "civil": {
-        "id_number": "string",
-        "name": "string",
-        "assistance_type": "string",
-        "county": "string",
-        "dibao_standard": "float",
-        "start_date": "date",
-        "end_date": "date",
-        "active": "bool",
-        "updated_at": "timestamp",
-    },
-    "hrss": {
-        "id_number": "string",
-        "name": "string",
-        "employment": "string",
-        "pension_type": "string",
-        "work_injury_care": "bool",
-        "updated_at": "timestamp",
-    },
-    "police": {
-        "id_number": "string",
-        "name": "string",
-        "gender": "string",
-        "birth_date": "date",
-        "hukou_county": "string",
-        "hukou_status": "string",
-        "death_date": "date",
-        "updated_at": "timestamp",
-    },
+# The kind the merge holds a contract column in (a code column: its canonical values' kind).
+_CONTRACT_KINDS = {
+    "id_number": "string",
+    "name": "string",
+    "string": "string",
+    "date": "date",
+    "timestamp": "timestamp",
+    "bool": "bool",
+    "float": "float",
+    "int": "int",
 }
 
-# Columns a contract may leave out; absent ones are read as null. 原公民身份号码 (police `ygmsfhm`): the
-# number the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued).
-OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {"police": {"former_id_number": "string"}}
+
+# Contract columns a staged frame may lack (read as null): 原公民身份号码 (police `ygmsfhm`), the number
+# the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued), which
+# batches staged before the contract named it do not have.
+_MAY_LACK: dict[str, tuple[str, ...]] = {"police": ("former_id_number",)}
+
+
+def _staged(source: str) -> dict[str, str]:
+    """A source's canonical staged columns and their kinds, from its contract (id_number first)."""
+    contract = load_contract(CONTRACTS_DIR / f"{source}.yaml")
+    kinds = {}
+    for c in contract.columns:
+        if c.type == "code":
+            kinds[c.name] = "int" if all(isinstance(v, int) for v in (c.codes or {}).values()) else "string"
+        else:
+            kinds[c.name] = _CONTRACT_KINDS[c.type]
+    return dict(sorted(kinds.items(), key=lambda item: item[0] != "id_number"))
+
+
+_CONTRACT_COLUMNS = {s: _staged(s) for s in SOURCES}
+# Canonical staged columns each source must provide, with their kinds (schemas/sources/<source>.yaml).
+STAGED_COLUMNS: dict[str, dict[str, str]] = {
+    s: {c: k for c, k in cols.items() if c not in _MAY_LACK.get(s, ())}
+    for s, cols in _CONTRACT_COLUMNS.items()
+}
+# Columns a staged frame may leave out; absent ones are read as null.
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {
+    s: {c: _CONTRACT_COLUMNS[s][c] for c in names} for s, names in _MAY_LACK.items()
+}
 
 # What identifies a row across a source's batches when a delta batch (SQL incremental, REST change feed)
 # replaces earlier rows: one row per person, except civil's several assistance periods per person.
@@ -95,44 +88,14 @@ DELTA_KEYS: dict[str, tuple[str, ...]] = {
     "civil": ("id_number", "assistance_type", "start_date"),
 }
 
-# The master file: column -> kind. `record_hash` covers the attribute columns (not provenance).
-ATTRIBUTE_COLUMNS: dict[str, str] = {
-    "id_number": "string",
-    "name": "string",
-    "gender": "string",
-    "birth_date": "date",
-    "hukou_county": "string",
-    "hukou_status": "string",
-    "death_date": "date",
-    "cert_number": "string",
-    "category": "int",
-    "level": "int",
-    "cert_status": "string",
-    "cert_issued": "date",
-    "cert_valid_until": "date",
-    "needs_long_term_care": "flag",
-    "institutional_care": "flag",
-    "dibao": "flag",
-    "dibao_edge": "flag",
-    "tekun": "flag",
-    "orphan_support": "flag",
-    "dibao_standard": "float",
-    "employment": "string",
-    "pension_type": "string",
-    "work_injury_care": "flag",
-}
-PROVENANCE_COLUMNS: dict[str, str] = {
-    "sources": "string",
-    "cdpf_batch": "string",
-    "police_batch": "string",
-    "civil_batch": "string",
-    "hrss_batch": "string",
-    "record_hash": "int",
-}
+# The master file (schemas/master.yaml): column -> kind. `record_hash` covers the attribute columns
+# (not provenance).
+ATTRIBUTE_COLUMNS: dict[str, str] = _SCHEMA.attribute_columns
+PROVENANCE_COLUMNS: dict[str, str] = _SCHEMA.provenance_columns
 
 # `sources` holds one character per attribute after id_number, in ATTRIBUTE_COLUMNS order: the source
 # that set it (compact on purpose: 22 more string columns per person would dominate the store writes).
-SOURCE_CODES = {"P": "police", "C": "cdpf", "M": "civil", "H": "hrss"}
+SOURCE_CODES = dict(_SCHEMA.source_codes)
 NO_SOURCE = "-"
 _CODE_OF = {source: code for code, source in SOURCE_CODES.items()}
 PROVENANCED = [c for c in ATTRIBUTE_COLUMNS if c != "id_number"]
@@ -147,26 +110,9 @@ CARRIERS: dict[str, dict[str, str]] = {
 _KNOWS = {"police": "p_updated_at", "cdpf": "c_updated_at", "civil": "civil_batch", "hrss": "h_updated_at"}
 MASTER_COLUMNS: dict[str, str] = {**ATTRIBUTE_COLUMNS, **PROVENANCE_COLUMNS}
 
-CONFLICT_COLUMNS = (
-    "id_number",
-    "conflict_type",
-    "source_a",
-    "value_a",
-    "source_b",
-    "value_b",
-    "batch_a",
-    "batch_b",
-    "department",
-)
-CONFLICT_TYPES = (
-    "NAME_MISMATCH",
-    "BIRTH_MISMATCH",
-    "GENDER_MISMATCH",
-    "DEAD_BUT_ACTIVE",
-    "CERT_ACTIVE_MOVED_OUT",
-    "ID_SUPERSEDED",
-)
-ID_CHANGE_COLUMNS = ("old_id", "new_id", "source", "batch_id")
+CONFLICT_COLUMNS = _SCHEMA.conflict.columns
+CONFLICT_TYPES = tuple(_SCHEMA.conflict.types or ())
+ID_CHANGE_COLUMNS = _SCHEMA.id_change.columns
 
 _CIVIL_FLAGS = {
     "dibao": ("dibao",),
@@ -206,12 +152,12 @@ def coerce(series: pd.Series, kind: str) -> pd.Series:
     if kind == "string":
         return series.astype("string")
     if kind == "date":
-        return pd.to_datetime(series, errors="coerce").astype("datetime64[ns]").dt.normalize()
+        return pd.to_datetime(series, errors="coerce").astype("datetime64[us]").dt.normalize()
     if kind == "timestamp":
         values = pd.to_datetime(series, errors="coerce")
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             values = values.dt.tz_convert("Asia/Shanghai").dt.tz_localize(None)
-        return values.astype("datetime64[ns]")
+        return values.astype("datetime64[us]")
     if kind == "int":
         return pd.to_numeric(series, errors="coerce").astype("Int64")
     if kind == "float":
@@ -264,7 +210,7 @@ def _latest(frame: pd.DataFrame) -> np.ndarray:
     if not several.any():
         return np.arange(len(frame))
     at = np.flatnonzero(several)
-    stamps = frame["updated_at"].to_numpy(dtype="datetime64[ns]")[at].view(np.int64)  # NaT sorts first
+    stamps = frame["updated_at"].to_numpy(dtype="datetime64[us]")[at].view(np.int64)  # NaT sorts first
     ordered = at[np.lexsort((at, stamps, keys[at]))]
     last = np.append(keys[ordered][1:] != keys[ordered][:-1], True)
     return np.sort(np.concatenate([np.flatnonzero(~several), ordered[last]]))
@@ -356,7 +302,7 @@ def _id_changes(prepared: pd.DataFrame, as_of: date) -> pd.DataFrame:
 
     rows = prepared[prepared["former_id_number"].notna()]
     if rows.empty:
-        return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[ns]"))
+        return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[us]"))
     former = normalise_ids(rows["former_id_number"].reset_index(drop=True), as_of)
     valid = (former["id_reason"].isna() & former["id_number"].notna()).to_numpy(dtype=bool)
     if not valid.all():

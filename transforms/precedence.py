@@ -1,53 +1,24 @@
 """一数一源: which source may say each master attribute, and in which order the merge asks them.
 
-Kept apart from transforms/merge.py (no pandas) so that loading the settings can check the configured
-`precedence:` block and point at the config file and line before any stage runs.
+Declared per attribute in schemas/master.yaml. Kept apart from transforms/merge.py (no pandas) so that
+loading the settings can check the configured `precedence:` block and point at the config file and
+line before any stage runs.
 """
 
 from __future__ import annotations
 
-SOURCES = ("cdpf", "police", "civil", "hrss")
+from transforms.master_schema import master_schema
 
-_CDPF_OWN = (
-    "cert_number",
-    "category",
-    "level",
-    "cert_status",
-    "cert_issued",
-    "cert_valid_until",
-    "needs_long_term_care",
-    "institutional_care",
-)
-_CIVIL_OWN = ("dibao", "dibao_edge", "tekun", "orphan_support", "dibao_standard")
-_HRSS_OWN = ("employment", "pension_type", "work_injury_care")
+_SCHEMA = master_schema()
+SOURCES = tuple(_SCHEMA.sources)
 
 # attribute -> the sources whose staged rows carry it (what a precedence list may name).
-CARRIERS: dict[str, tuple[str, ...]] = {
-    "name": ("police", "cdpf", "hrss"),
-    "gender": ("police", "cdpf"),
-    "birth_date": ("police", "cdpf"),
-    "hukou_county": ("police", "cdpf"),
-    "hukou_status": ("police",),
-    "death_date": ("police",),
-    **{a: ("cdpf",) for a in _CDPF_OWN},
-    **{a: ("civil",) for a in _CIVIL_OWN},
-    **{a: ("hrss",) for a in _HRSS_OWN},
-}
+CARRIERS: dict[str, tuple[str, ...]] = _SCHEMA.carriers
 
-# docs/domain.md / issue 5: police for identity, 户籍 and death (cdpf stands in for identity when police has
-# no record); cdpf for the certificate and needs; civil for assistance and the 低保 standard; hrss for
-# employment, pension type and the work-injury care allowance.
-DEFAULT_PRECEDENCE: dict[str, list[str]] = {
-    "name": ["police", "cdpf"],
-    "gender": ["police", "cdpf"],
-    "birth_date": ["police", "cdpf"],
-    "hukou_county": ["police", "cdpf"],
-    "hukou_status": ["police"],
-    "death_date": ["police"],
-    **{a: ["cdpf"] for a in _CDPF_OWN},
-    **{a: ["civil"] for a in _CIVIL_OWN},
-    **{a: ["hrss"] for a in _HRSS_OWN},
-}
+# The default order per attribute (schemas/master.yaml): police for identity, 户籍 and death (cdpf
+# stands in for identity when police has no record); cdpf for the certificate and needs; civil for
+# assistance and the 低保 standard; hrss for employment, pension type and the work-injury care allowance.
+DEFAULT_PRECEDENCE: dict[str, list[str]] = _SCHEMA.default_precedence
 
 
 class PrecedenceError(ValueError):

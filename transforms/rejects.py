@@ -8,6 +8,7 @@ The file carries the department's own ID numbers: it goes only to the department
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
@@ -18,9 +19,11 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from hub.publish import MANIFEST, MARKER, publish_unit
+from hub.signing import load_signing_key
 from hub.storage import Storage, batches
 from transforms.contracts import SourceContract
-from transforms.exchange import encode_table, neutralise_formulas, publish
+from transforms.exchange import encode_table, neutralise_formulas
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,10 @@ def reject_table(quarantine: pd.DataFrame, contract: SourceContract) -> pd.DataF
     native.index = quarantine.index
     trailer = quarantine[list(TRAILER)].astype("string").rename(columns=TRAILER)
     trailer["错误代码"] = trailer["错误代码"].str.replace(";", ",", regex=False)
+    # a SQL pull lands as parquet parts, names the department never saw: its rows are numbered across
+    # the parts in key order, so the department's "file" is its front database table
+    internal = trailer["源文件"].str.fullmatch(r"part-\d+\.parquet").fillna(False).astype(bool)
+    trailer["源文件"] = trailer["源文件"].where(~internal, f"前置库 {contract.source}")
     return neutralise_formulas(pd.concat([native, trailer], axis=1))
 
 
@@ -70,14 +77,17 @@ def write_reject_file(
         return None
     name = f"rejects_{batch_id}.csv"
     target = storage.var / "outbox" / source / "rejects" / name
-    sent = target.with_name(name + ".manifest.json")
-    if sent.exists() and json.loads(sent.read_text(encoding="utf-8")).get("run_id") != run_id:
+    sent = target.with_name(name + MANIFEST)
+    published = target.with_name(name + MARKER).exists()
+    if published and json.loads(sent.read_text(encoding="utf-8")).get("run_id") != run_id:
         return None
     quarantine = pd.read_parquet(staged)
     if quarantine.empty:
         return None
     quarantine = quarantine.sort_values(["_source_file", "_source_line"], kind="stable")
-    payload = encode_table(reject_table(quarantine, contract), contract.encoding, "\r\n", str(target))
+    # UTF-8 gets its BOM, or Excel on a Chinese Windows shows the department's own rows garbled
+    encoding = "utf-8-sig" if codecs.lookup(contract.encoding).name == "utf-8" else contract.encoding
+    payload = encode_table(reject_table(quarantine, contract), encoding, "\r\n", str(target))
     manifest = {
         "contract": f"{source}_rejects",
         "partner": source,
@@ -87,18 +97,19 @@ def write_reject_file(
         "run_id": run_id,
         "batch_id": batch_id,
         "period": f"{as_of:%Y-%m}",
-        "file": name,
+        "business_date": as_of.isoformat(),
+        "kind": "rejects",
         "rows": len(quarantine),
-        "encoding": contract.encoding,
+        "format": "csv",
+        "encoding": encoding,
         "id_mode": "raw",
         "columns": [*contract.natives, *TRAILER.values()],
-        "generated_at": as_of.isoformat(),
     }
-    manifest_path, digest = publish(target, payload, manifest)
+    unit = publish_unit(target.parent, name, payload, manifest, load_signing_key(storage.var))
     log.info(
         "rejects %s batch %s: %d rows back to %s", source, batch_id, len(quarantine), contract.department
     )
-    return RejectFile(source, batch_id, target, manifest_path, len(quarantine), digest)
+    return RejectFile(source, batch_id, unit.path, unit.manifest, unit.rows, unit.sha256)
 
 
 def write_pending_rejects(

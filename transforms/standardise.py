@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,20 @@ import pyarrow.parquet as pq
 
 from hub.storage import sha256_file
 from transforms.contracts import REASONS, Column, SourceContract
-from transforms.ids import arrow_to_series, as_arrow, calendar_dates, char_matrix, join_flags, normalise_ids
+from transforms.ids import (
+    ID_UPGRADE_IMPLAUSIBLE,
+    arrow_to_series,
+    as_arrow,
+    calendar_dates,
+    char_matrix,
+    join_flags,
+    normalise_ids,
+)
 
 log = logging.getLogger(__name__)
 
 STRING = pd.StringDtype()
 LINEAGE = ["_source_file", "_source_line"]
-EARLIEST_YEAR = 1800  # older dates are placeholders or typos, not facts about living people
 EXCEL_EPOCH = np.datetime64("1899-12-30", "D")  # Excel's day 0 (with its 1900 leap-year bug folded in)
 
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space, as sent by Excel users and IMEs.
@@ -48,6 +56,13 @@ _DATE = (
     r"|(?P<serial>\d{1,5})(?:\.0+)?)$"  # Excel serial day number
 )
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+_NUMBER_OK = ("code", "int", "float", "bool")  # JSON numbers read as their text in these columns only
+WRONG_TYPE = "_wrong_type"  # per row: the native columns whose JSON value was not text (';'-joined)
+# Lines a spreadsheet adds around the records: totals and notes (the first cell starts with these).
+NON_RECORD = {  # patterns both RE2 (Arrow) and Python's re read alike: the ideographic space is literal
+    "totals": "^[\\s\u3000\"']*(?:合\\s*计|总\\s*计|小\\s*计)",
+    "notes": "^[\\s\u3000\"']*(?:备\\s*注|说\\s*明|注\\s*[:：])",
+}
 
 
 class BatchUnreadable(Exception):
@@ -112,6 +127,7 @@ def _read_csv(path: Path, contract: SourceContract) -> pd.DataFrame:
             f"valid {contract.encoding} (byte offset {exc.start}: {exc.reason})"
         ) from exc
     text = text.removeprefix("\ufeff")
+    text, counts = _blank_non_records(text)
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -145,7 +161,35 @@ def _read_csv(path: Path, contract: SourceContract) -> pd.DataFrame:
         if empty_line.any():
             frame = frame[~empty_line]
             log.info("%s: %s: skipped %d blank lines", contract.source, path.name, int(empty_line.sum()))
+    frame.attrs["non_record_rows"] = counts
     return frame
+
+
+def _blank_non_records(text: str) -> tuple[str, dict[str, int]]:
+    """Totals, notes and repeated header lines become empty lines (so line numbers stay right).
+
+    They are not records: counting them as such would send a department its own totals row back
+    as a bad ID, and a totals row with extra commas would make the whole file unreadable.
+    """
+    lines = pa.array(text.split("\n"), pa.large_string())
+    if len(lines) < 2:
+        return text, {}
+    stripped = pc.utf8_rtrim(lines, "\r")
+    header = stripped[0]
+    masks = {kind: _mask_of(pc.match_substring_regex(stripped, rx)) for kind, rx in NON_RECORD.items()}
+    repeated = _mask_of(pc.equal(stripped, header))
+    repeated[0] = False
+    masks["header"] = repeated
+    counts = {kind: int(m.sum()) for kind, m in masks.items() if m.any()}
+    if not counts:
+        return text, {}
+    drop = np.logical_or.reduce(list(masks.values()))
+    kept = pc.if_else(pa.array(drop), pa.scalar("", pa.large_string()), lines)
+    return "\n".join(kept.to_pylist()), counts
+
+
+def _mask_of(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _read_page(path: Path, contract: SourceContract) -> pd.DataFrame:
@@ -159,16 +203,47 @@ def _read_page(path: Path, contract: SourceContract) -> pd.DataFrame:
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise LandingCorrupt(f"{contract.source}: {path.name}: 'items' must be a list of objects")
     frame = pd.DataFrame.from_records(items)
+    wrong = pd.Series(pd.NA, index=frame.index, dtype=STRING)
     if items:
         for column in contract.columns:  # JSON leaves an empty optional field out: read it as null
             if not column.required and column.native not in frame.columns:
                 frame[column.native] = None
         _check_columns(contract, path.name, [str(c) for c in frame.columns])
+        frame, wrong = _text_only(frame[contract.natives], contract)
     else:
         frame = pd.DataFrame({c: pd.Series(dtype=STRING) for c in contract.natives})
     frame = _as_text(frame[contract.natives])
+    if wrong.notna().any():
+        frame[WRONG_TYPE] = wrong
     frame["_source_line"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     return frame
+
+
+def _text_only(frame: pd.DataFrame, contract: SourceContract) -> tuple[pd.DataFrame, pd.Series]:
+    """JSON values of the wrong type (a list, an object, a boolean; a number where text is expected)
+    are never stringified.
+
+    The cell keeps the JSON text of what was sent (for the reject file) and the row names the column
+    in WRONG_TYPE, so standardise quarantines it (FIELD_TYPE) instead of parsing "['张', '三']".
+    A number is text's equal only in a code or numeric column (hkztdm: 1); in a name, an ID or a
+    date it is not what the contract says (an ID as a number has already lost digits). A missing
+    key (NaN from from_records) is a null, not a wrong type.
+    """
+    flags: list[tuple[str, np.ndarray]] = []
+    out = {}
+    for column in contract.columns:
+        values = frame[column.native]
+        kinds = values.map(type)  # the JSON parser already built Python objects: type() per cell is its cost
+        allowed = [str, type(None)] + ([int, float] if column.type in _NUMBER_OK else [])
+        bad = ~kinds.isin(allowed).to_numpy(dtype=bool)
+        bad &= values.notna().to_numpy(dtype=bool) | kinds.isin([list, dict]).to_numpy(dtype=bool)
+        if bad.any():
+            values = values.astype(object).copy()
+            values[bad] = [json.dumps(v, ensure_ascii=False) for v in values[bad]]
+            flags.append((column.native, bad))
+        out[column.native] = values
+    wrong = pd.Series(join_flags(flags, len(frame)), index=frame.index, dtype=STRING).replace("", pd.NA)
+    return pd.DataFrame(out, index=frame.index), wrong
 
 
 def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
@@ -180,6 +255,7 @@ def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
             f"{batch_dir}: manifest source {manifest.get('source')!r} != contract {contract.source!r}"
         )
     frames: list[pd.DataFrame] = []
+    non_records: dict[str, int] = {}
     line_base = 0
     for entry in manifest["files"]:
         path = batch_dir / entry["name"]
@@ -211,6 +287,8 @@ def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
                 entry["rows"],
                 len(frame),
             )
+        for kind, count in frame.attrs.pop("non_record_rows", {}).items():
+            non_records[kind] = non_records.get(kind, 0) + count
         frame["_source_file"] = pd.Series(entry["name"], index=frame.index, dtype=STRING)
         frames.append(frame)
     if not frames:
@@ -219,7 +297,10 @@ def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
             empty | {"_source_file": pd.Series(dtype=STRING), "_source_line": pd.Series(dtype="int64")}
         )
     native = pd.concat(frames, ignore_index=True)
-    return native[[*contract.natives, *LINEAGE]]
+    extra = [WRONG_TYPE] if WRONG_TYPE in native.columns else []
+    native = native[[*contract.natives, *LINEAGE, *extra]]
+    native.attrs["non_record_rows"] = non_records
+    return native
 
 
 # -- reason codes ----------------------------------------------------------------------------------
@@ -343,7 +424,6 @@ def _number(chars: np.ndarray, start: int, stop: int) -> np.ndarray:
 def _ymd(digits: np.ndarray, year: int, month: int, day: int) -> tuple[np.ndarray, np.ndarray]:
     y = _number(digits, year, year + 4)
     ok, dates = calendar_dates(y, _number(digits, month, month + 2), _number(digits, day, day + 2))
-    ok &= y >= EARLIEST_YEAR
     return ok, np.where(ok, dates, np.datetime64("NaT", "D"))
 
 
@@ -363,7 +443,7 @@ def _regex_dates(arr: pa.Array) -> np.ndarray:
     year, month, day, serial = number("y1", "y2"), number("m1", "m2"), number("d1", "d2"), number("serial")
     is_serial = matched & (serial > 0)
     ok, dates = calendar_dates(year, month, day)
-    ok &= matched & ~is_serial & (year >= EARLIEST_YEAR)
+    ok &= matched & ~is_serial
     out = np.where(ok, dates, out)
     return np.where(is_serial, EXCEL_EPOCH + serial.astype("timedelta64[D]"), out)
 
@@ -371,7 +451,7 @@ def _regex_dates(arr: pa.Array) -> np.ndarray:
 def parse_dates(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """YYYYMMDD, YYYY-MM-DD, YYYY/M/D (optionally with a time, dropped) or an Excel serial day number.
 
-    Returns datetime64[ns] dates (NaT where absent or invalid) and the mask of present-but-invalid cells.
+    Returns datetime64[us] dates (NaT where absent or invalid) and the mask of present-but-invalid cells.
     """
     arr = as_arrow(text)
     out = np.full(len(arr), np.datetime64("NaT", "D"), dtype="datetime64[D]")
@@ -384,12 +464,12 @@ def parse_dates(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     rest = present & ~shaped
     if rest.any():
         out[rest] = _regex_dates(arr.filter(pa.array(rest)))
-    dates = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    dates = pd.Series(out.astype("datetime64[us]"), index=text.index)
     return dates, present & np.isnat(out)
 
 
 def _parse_with_format(text: pd.Series, fmt: str, date_only: bool) -> tuple[pd.Series, np.ndarray]:
-    parsed = pd.to_datetime(text, format=fmt, errors="coerce").astype("datetime64[ns]")
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce").astype("datetime64[us]")
     if date_only:
         parsed = parsed.dt.normalize()
     return parsed, text.notna().to_numpy(dtype=bool) & parsed.isna().to_numpy(dtype=bool)
@@ -406,14 +486,14 @@ def parse_timestamps(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
     ok &= (hour < 24) & (minute < 60) & (second < 60)
     seconds = (hour * 3600 + minute * 60 + second).astype("timedelta64[s]")
     out[rows] = np.where(ok, days.astype("datetime64[s]") + seconds, np.datetime64("NaT", "s"))
-    parsed = pd.Series(out.astype("datetime64[ns]"), index=text.index)
+    parsed = pd.Series(out.astype("datetime64[us]"), index=text.index)
     shaped = np.zeros(len(arr), dtype=bool)
     shaped[rows] = True
     rest = present & ~shaped
     if rest.any():
         retry = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
         if getattr(retry.dt, "tz", None) is None:  # zone-aware text is not a local timestamp: invalid
-            parsed[rest] = retry.astype("datetime64[ns]")
+            parsed[rest] = retry.astype("datetime64[us]")
     return parsed, present & parsed.isna().to_numpy(dtype=bool)
 
 
@@ -422,9 +502,13 @@ def _parse_column(values: pd.Series, column: Column, reasons: Reasons) -> pd.Ser
     text = clean_text(values, name=column.type == "name")
     absent = text.isna().to_numpy(dtype=bool)
     if column.required:
-        reasons.add("FIELD_MISSING", absent, column.name)
+        reasons.add("FIELD_MISSING", absent & ~reasons.on_field(column.name), column.name)
     if column.type in ("name", "string"):
-        return text
+        if column.max_length is None:
+            return text
+        long = _mask_of(pc.greater(pc.utf8_length(as_arrow(text)), column.max_length))
+        reasons.add("FIELD_TOO_LONG", long, column.name)
+        return text.mask(long)
     if column.type == "code":
         assert column.codes is not None  # the contract model guarantees it
         mapped = text.map(column.codes)
@@ -466,6 +550,14 @@ def _parse_column(values: pd.Series, column: Column, reasons: Reasons) -> pd.Ser
     raise ValueError(f"{column.name}: unsupported type {column.type}")  # pragma: no cover - Literal-typed
 
 
+# NUL and the other C0 controls except tab, newline and carriage return: PostgreSQL refuses NUL in text.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+def _wrong_pattern(native: str) -> str:
+    return "(?:^|;)" + re.escape(native) + "(?:;|$)"
+
+
 def standardise_rows(
     native: pd.DataFrame, contract: SourceContract, as_of: date
 ) -> tuple[pd.DataFrame, Reasons]:
@@ -475,20 +567,33 @@ def standardise_rows(
         raise SchemaDrift(contract.source, "(frame)", contract.natives, [str(c) for c in native.columns])
     reasons = Reasons(len(native))
     out: dict[str, pd.Series] = {}
+    wrong = native[WRONG_TYPE] if WRONG_TYPE in native.columns else None
     for column in contract.columns:
         values = native[column.native]
+        unusable = np.zeros(len(native), dtype=bool)
+        if wrong is not None:
+            typed = _mask_of(pc.match_substring_regex(as_arrow(wrong), _wrong_pattern(column.native)))
+            reasons.add("FIELD_TYPE", typed, column.name)
+            unusable |= typed
+        control = _mask_of(pc.match_substring_regex(as_arrow(values), _CONTROL))
+        reasons.add("FIELD_CONTROL_CHAR", control & ~unusable, column.name)
+        unusable |= control
+        if unusable.any():  # never parse what was not sent as clean text
+            values = values.mask(unusable)
         if column.type == "id_number":
-            ids = normalise_ids(values, as_of)
+            ids = normalise_ids(values, as_of, contract.spreadsheet_ids)
             for code in ids["id_reason"].dropna().unique():
-                reasons.add(
-                    str(code), (ids["id_reason"] == code).fillna(False).to_numpy(dtype=bool), column.name
-                )
+                if code == ID_UPGRADE_IMPLAUSIBLE and contract.implausible_upgrade == "flag":
+                    continue  # kept, and flagged on the row by `_id_fix`
+                flagged = (ids["id_reason"] == code).fillna(False).to_numpy(dtype=bool)
+                reasons.add(str(code), flagged & ~unusable, column.name)
             out[column.name] = ids["id_number"]
             out["_id_fix"] = ids["id_fix"]
+            out["_id_reason"] = ids["id_reason"]
         else:
             out[column.name] = _parse_column(values, column, reasons)
     frame = pd.DataFrame(out, index=native.index)
-    frame = frame[[*contract.names, "_id_fix"]]
+    frame = frame[[*contract.names, "_id_fix", "_id_reason"]]
     for lineage in LINEAGE:
         if lineage in native.columns:
             frame[lineage] = native[lineage]

@@ -41,9 +41,12 @@ from hub.storage import (
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
+from transforms.ids import FIX_UPGRADED_15
 from transforms.lenient import read_landed_lenient
+from transforms.merge import DELTA_KEYS
 from transforms.standardise import (
     LINEAGE,
+    NON_RECORD,
     STRING,
     BatchUnreadable,
     LandingCorrupt,
@@ -384,6 +387,66 @@ def _apply_suite(
     return results
 
 
+def split_non_records(
+    native: pd.DataFrame, contract: SourceContract
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """Rows that are not records (totals, notes, the header line repeated) and their counts by kind.
+
+    A CSV reader already blanked such lines (a totals row may have other columns than the records);
+    this catches them in any format, from the first column or the ID cell: never a bad record, never
+    in a reject file, never holding the file.
+    """
+    if native.empty:
+        return native, np.ones(0, dtype=bool), {}
+    cells = [contract.natives[0], contract.column("id_number").native]
+    masks: dict[str, np.ndarray] = {}
+    for kind, pattern in NON_RECORD.items():
+        hit = np.zeros(len(native), dtype=bool)
+        for cell in dict.fromkeys(cells):
+            hit |= native[cell].astype(STRING).str.contains(pattern, regex=True).fillna(False).to_numpy(bool)
+        masks[kind] = hit
+    header = np.ones(len(native), dtype=bool)
+    for name in contract.natives:
+        header &= (native[name].astype(STRING).str.strip() == name).fillna(False).to_numpy(dtype=bool)
+    masks["header"] = header
+    counts = {kind: int(m.sum()) for kind, m in masks.items() if m.any()}
+    if not counts:
+        return native, np.ones(len(native), dtype=bool), {}
+    drop = np.logical_or.reduce(list(masks.values()))
+    return native.loc[~drop].reset_index(drop=True), ~drop, counts
+
+
+def key_conflicts(frame: pd.DataFrame, contract: SourceContract, bad: np.ndarray) -> np.ndarray:
+    """Rows sharing a key and an update time whose values differ: which one is right is unknowable.
+
+    The merge would keep the later row in batch order, a choice the department never made (one
+    person recorded dead under another's number). Every row of such a key is quarantined, so the
+    department resolves it; rows that agree in every canonical column are one fact, not a conflict,
+    and versions with different update times are ordered by time in the merge.
+    """
+    out = np.zeros(len(frame), dtype=bool)
+    keys = [*DELTA_KEYS.get(contract.source, ("id_number",)), "updated_at"]
+    usable = ~bad & frame["id_number"].notna().to_numpy(dtype=bool)
+    candidates = frame.loc[usable, keys]
+    shared = candidates.duplicated(keep=False).to_numpy(dtype=bool)
+    if not shared.any():
+        return out
+    rows = np.flatnonzero(usable)[shared]
+    subset = frame.iloc[rows]
+    content = pd.util.hash_pandas_object(subset[contract.names], index=False)
+    distinct = content.groupby([subset[k] for k in keys], dropna=False).transform("nunique")
+    out[rows] = distinct.to_numpy(dtype=np.int64) > 1
+    return out
+
+
+def _id_flags(reasons: pd.Series, fixes: pd.Series) -> pd.Series:
+    """Warnings on kept ID numbers: an implausible 15-digit upgrade kept by its contract, a 1800s century."""
+    flags = pd.Series(pd.NA, index=fixes.index, dtype=STRING)
+    implausible = (reasons == "ID_UPGRADE_IMPLAUSIBLE").fillna(False)
+    flags[implausible] = "ID_UPGRADE_IMPLAUSIBLE"
+    return flags
+
+
 def related_codes(check_reason: str, parse_codes: set[str]) -> set[str]:
     """The standardiser's codes that mean a value failed a check with this reason code: the same code,
     or for the ID check (ID_INVALID) every ID code but a missing one (the not-null check's)."""
@@ -531,6 +594,12 @@ def stage_batch(
             read, undecodable = read_landed_lenient(
                 landing, contract, storage.staged(source, batch_id).parent
             )
+        non_records = dict(read.attrs.get("non_record_rows", {}))
+        read, kept, more = split_non_records(read.reset_index(drop=True), contract)
+        for kind, count in more.items():
+            non_records[kind] = non_records.get(kind, 0) + count
+        if undecodable is not None:
+            undecodable = undecodable[kept[: len(undecodable)]]
         native, held_out = _with_held_out(landing, manifest, contract, read)
     except BatchUnreadable as exc:
         return _held(storage, source, batch_id, as_of, manifest, exc)
@@ -547,6 +616,7 @@ def stage_batch(
     reasons.add("DUPLICATE_ROW", duplicate)
 
     gx_results = _apply_suite(settings, source, contract, frame, reasons, as_of)
+    reasons.add("DUPLICATE_KEY_CONFLICT", key_conflicts(frame, contract, reasons.any()))
 
     bad = reasons.any()
     quarantined = int(bad.sum())
@@ -580,6 +650,12 @@ def stage_batch(
     )
     for lineage in LINEAGE:
         accepted[lineage] = native.loc[~bad, lineage]
+    # which numbers were upgraded from 15 digits (and how): recorded on the row, not only counted
+    fixes = frame.loc[~bad, "_id_fix"].astype(STRING)
+    accepted["_id_upgraded_from15"] = (
+        fixes.str.contains(FIX_UPGRADED_15, regex=False).fillna(False).astype(bool)
+    )
+    accepted["_id_flags"] = _id_flags(frame.loc[~bad, "_id_reason"], fixes)
     write_parquet_atomic(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
 
     id_native = contract.column("id_number").native
@@ -617,6 +693,7 @@ def stage_batch(
         "reasons_zh": {code: REASONS[code] for code in counts},
         "field_reason_counts": field_counts,
         "id_fixes": _id_fix_counts(frame["_id_fix"]),
+        "non_record_rows": non_records,
         "schema_drift": None,
         "decision": None if decision is None else {k: v for k, v in decision.items() if k != "id"},
         "gx": {
@@ -629,6 +706,8 @@ def stage_batch(
     _write_summary(summary, out)
     storage.seal(out)
     storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
+    if non_records:
+        log.info("%s batch %s: non-record rows skipped %s", source, batch_id, non_records)
     log.info(
         "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",
         source,

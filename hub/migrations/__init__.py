@@ -3,7 +3,7 @@
 `upgrade(engine)` brings a database to head; MasterStore calls it on open. `python -m hub.migrations
 ARGS` runs the alembic command line against the configured master store (or `--url URL`), e.g.
 `python -m hub.migrations current`, `... upgrade head --sql` for a DBA, or
-`... revision --autogenerate -m "what changed"` after editing the tables in hub/master_store.py.
+`... revision --autogenerate -m "what changed"` after editing schemas/master.yaml or hub/store/schema.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Alembic environment of the master store: target metadata from hub.master_store, online and offline."""
+"""Alembic environment of the master store: target metadata from hub.store.schema (built from schemas/master.yaml), online and offline."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import context
 
-from hub.master_store import metadata
+from hub.store.schema import metadata
 
 config = context.config
 

@@ -19,11 +19,14 @@ or cut off mid-body, so connector tests see the failures real departments produc
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
+import hashlib
 import hmac
 import json
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -302,3 +305,157 @@ def running_police_simulator(sandbox_dir: Path) -> Iterator[tuple[str, str]]:
     app = create_app(sandbox_dir / "police" / "persons.jsonl", token)
     with serve(app) as url:
         yield url, token
+
+
+# -- receiving endpoint: a department taking exchange files from the hub ------------------------------
+
+RECEIVE_PATH = "/api/v1/exchange/files"
+_SAFE_FILE = re.compile(r"[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_.\-\u4e00-\u9fff]{0,200}")
+MAX_CHUNK_BYTES = 8 * 2**20
+
+
+def create_receiver_app(inbox: Path, token: str) -> Starlette:
+    """A department's receiving endpoint: chunks, then a commit that publishes the file and answers a receipt.
+
+        POST /api/v1/exchange/files/{name}/chunks/{index}   body: the bytes; Idempotency-Key required
+        POST /api/v1/exchange/files/{name}/commit  {"manifest": b64, "marker": text, "chunks": [keys]}
+        -> {"receipt_id", "file", "sha256", "rows", "received_at", "duplicate"}
+
+    Idempotency: a key seen before with the same body gets the first answer again; with another body,
+    422. A file is published into `inbox` as the hub does (data, manifest, then marker, each by
+    rename) exactly once: committing it again answers the same receipt marked duplicate, and other
+    bytes under a published name are refused (409), since a correction comes as a new version.
+    Everything lives on disk, so a restarted simulator keeps its promises. `app.state.published`
+    counts publications per file, for tests.
+    """
+    if not token:
+        raise ValueError("the receiving endpoint needs a non-empty token")
+    inbox = Path(inbox)
+    work = inbox / ".receiver"
+    for folder in (inbox, work / "chunks", work / "keys", work / "receipts"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    expected = f"Bearer {token}".encode()
+    published: dict[str, int] = {}
+
+    def digest(text: str | bytes) -> str:
+        return hashlib.sha256(text.encode("utf-8") if isinstance(text, str) else text).hexdigest()
+
+    def put(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def replay(key: str, body_hash: str) -> Response | None:
+        """The stored answer for a key seen before, a 422 if its body differs, or None for a new key."""
+        seen = work / "keys" / digest(key)
+        if not seen.exists():
+            return None
+        record = json.loads(seen.read_text(encoding="utf-8"))
+        if record["body"] != body_hash:
+            return _error(422, "idempotency_conflict", "this Idempotency-Key was used with another body")
+        return JSONResponse(record["answer"], status_code=record["status"])
+
+    def remember(key: str, body_hash: str, status: int, answer: dict[str, object]) -> JSONResponse:
+        record = {"body": body_hash, "status": status, "answer": answer}
+        put(work / "keys" / digest(key), json.dumps(record, ensure_ascii=False).encode("utf-8"))
+        return JSONResponse(answer, status_code=status)
+
+    async def checked(request: Request) -> tuple[str, str, bytes] | Response:
+        if not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
+            return _error(401, "unauthorized", "missing or wrong bearer token")
+        name = request.path_params["name"]
+        if not _SAFE_FILE.fullmatch(name):
+            return _error(400, "bad_name", "file name outside the allowed characters")
+        key = request.headers.get("idempotency-key", "")
+        if not key or len(key) > 512:
+            return _error(
+                400, "no_idempotency_key", "an Idempotency-Key header (at most 512 characters) is required"
+            )
+        body = await request.body()
+        return name, key, body
+
+    async def chunk(request: Request) -> Response:
+        got = await checked(request)
+        if isinstance(got, Response):
+            return got
+        name, key, body = got
+        if len(body) > MAX_CHUNK_BYTES:
+            return _error(413, "chunk_too_large", f"a chunk holds at most {MAX_CHUNK_BYTES} bytes")
+        body_hash = digest(body)
+        answer = replay(key, body_hash)
+        if answer is not None:
+            return answer
+        put(work / "chunks" / digest(key), body)
+        return remember(
+            key, body_hash, 200, {"file": name, "chunk": request.path_params["index"], "sha256": body_hash}
+        )
+
+    async def commit(request: Request) -> Response:
+        got = await checked(request)
+        if isinstance(got, Response):
+            return got
+        name, key, body = got
+        body_hash = digest(body)
+        answer = replay(key, body_hash)
+        if answer is not None:
+            return answer
+        try:
+            request_body = json.loads(body)
+            manifest_bytes = base64.b64decode(request_body["manifest"], validate=True)
+            manifest = json.loads(manifest_bytes)
+            marker = str(request_body["marker"]).encode("ascii")
+            keys = [str(k) for k in request_body["chunks"]]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "bad_body", 'expected {"manifest": base64, "marker": text, "chunks": [keys]}')
+        final = inbox / name
+        receipt_file = work / "receipts" / f"{name}.json"
+        if (inbox / f"{name}.ok").exists():  # published before: the same unit is a duplicate, never a copy
+            if (inbox / f"{name}.ok").read_bytes() != marker:
+                return remember(
+                    key,
+                    body_hash,
+                    409,
+                    {"error": "published", "message": f"{name} already published with other content"},
+                )
+            receipt = {**json.loads(receipt_file.read_text(encoding="utf-8")), "duplicate": True}
+            return remember(key, body_hash, 200, receipt)
+        parts = [work / "chunks" / digest(k) for k in keys]
+        if not all(p.exists() for p in parts):
+            return _error(409, "missing_chunks", "some chunks were never received")
+        data = b"".join(p.read_bytes() for p in parts)
+        if digest(data) != manifest.get("sha256") or manifest.get("file") != name:
+            return _error(422, "checksum", "the chunks do not add up to the manifest's file and SHA-256")
+        staging = inbox / ".incoming"
+        staging.mkdir(mode=0o700, exist_ok=True)
+        for target, content in (
+            (final, data),
+            (inbox / f"{name}.manifest.json", manifest_bytes),
+            (inbox / f"{name}.ok", marker),
+        ):
+            tmp = staging / f"{target.name}.part"
+            tmp.write_bytes(content)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+        receipt = {
+            "receipt_id": digest(f"{name}\n{manifest['sha256']}")[:20],
+            "file": name,
+            "sha256": manifest["sha256"],
+            "rows": manifest.get("rows"),
+            "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "duplicate": False,
+        }
+        put(receipt_file, json.dumps(receipt, ensure_ascii=False).encode("utf-8"))
+        published[name] = published.get(name, 0) + 1
+        for p in parts:
+            p.unlink(missing_ok=True)
+        return remember(key, body_hash, 200, receipt)
+
+    app = Starlette(
+        routes=[
+            Route(RECEIVE_PATH + "/{name}/chunks/{index:int}", chunk, methods=["POST"]),
+            Route(RECEIVE_PATH + "/{name}/commit", commit, methods=["POST"]),
+        ]
+    )
+    app.state.published = published
+    return app

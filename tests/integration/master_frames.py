@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from transforms import merge
 from transforms.ids import check_char
-from transforms.merge import ATTRIBUTE_COLUMNS, coerce
+from transforms.merge import ATTRIBUTE_COLUMNS, CONFLICT_COLUMNS, coerce
 
 # police: identity and 户籍; cdpf: certificate and needs; civil: assistance; hrss: employment
 SOURCES = "P" * 6 + "C" * 8 + "M" * 5 + "H" * 3
@@ -96,19 +96,6 @@ def build_master(
         frame[f"{source}_batch"] = pd.Series(b[source], index=frame.index, dtype="string")
     frame["record_hash"] = record_hash(frame) if hashed else pd.Series(0, index=frame.index, dtype="Int64")
     return frame
-
-
-CONFLICT_COLUMNS = (
-    "id_number",
-    "conflict_type",
-    "source_a",
-    "value_a",
-    "source_b",
-    "value_b",
-    "batch_a",
-    "batch_b",
-    "department",
-)
 
 
 def name_conflicts(master: pd.DataFrame, rows: list[int]) -> pd.DataFrame:

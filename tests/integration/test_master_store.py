@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -27,6 +28,8 @@ from master_frames import (
 
 from hub import migrations
 from hub.master_store import MASTER_COLUMNS, MasterStore, metadata
+from hub.store.schema import build_tables, conflict, id_change, person_version, sql_type
+from transforms.master_schema import MASTER_SCHEMA_PATH, load_master_schema
 
 
 def _count(url: str, table: str) -> int:
@@ -60,7 +63,37 @@ def test_the_store_keeps_the_merge_contract() -> None:
 # -- schema -----------------------------------------------------------------------------------------------
 
 
-def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: str) -> None:
+def _schema_with_one_more_attribute(folder: Path) -> Path:
+    """schemas/master.yaml with one attribute line added, as a helper adding an attribute would."""
+    text = MASTER_SCHEMA_PATH.read_text(encoding="utf-8")
+    line = "  - {name: pension_scheme, kind: string, sql: String(16), carriers: [hrss], precedence: [hrss]}\n"
+    anchor = "\n# Where each value came from"
+    assert anchor in text
+    path = folder / "master.yaml"
+    path.write_text(text.replace(anchor, "\n" + line + anchor, 1), encoding="utf-8")
+    return path
+
+
+def test_the_models_are_the_columns_of_schemas_master_yaml() -> None:
+    """The store's tables are built from the YAML: every declared column with its SQL type, in order."""
+    schema = load_master_schema()
+    declared = schema.sql_types()
+    stored = {c.name: c for c in person_version.columns if c.name in declared}
+    assert list(stored) == list(declared) == list(MASTER_COLUMNS)
+    for name, spec in declared.items():
+        assert repr(stored[name].type) == repr(sql_type(spec)), name
+        kind = {**schema.attribute_columns, **schema.provenance_columns}[name]
+        assert stored[name].nullable == (kind != "flag" and name != schema.key.name), name
+    assert len(schema.attributes) == int(declared["sources"][len("String(") : -1])  # a code per attribute
+    for record, table in ((schema.conflict, conflict), (schema.id_change, id_change)):
+        fields = {f.name: f for f in (*record.fields, *record.state)}
+        assert set(table.c.keys()) == set(fields)
+        assert [c.name for c in table.primary_key.columns] == list(record.key)
+        for name, f in fields.items():
+            assert repr(table.c[name].type) == repr(sql_type(f.sql)), name
+
+
+def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: str, tmp_path: Path) -> None:
     engine = sa.create_engine(store_url)
     try:
         assert sa.inspect(engine).get_table_names() == []
@@ -79,17 +112,30 @@ def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: 
             context = MigrationContext.configure(conn)
             assert set(context.get_current_heads()) == migrations.heads()
             assert compare_metadata(context, metadata) == []
-            # the comparison can fail: a model that drifts from the migration shows up
-            drifted = sa.MetaData()
-            for table in metadata.tables.values():
-                table.to_metadata(drifted)
-            sa.Table("person_version", drifted, sa.Column("nickname", sa.String(16)), extend_existing=True)
-            diff = compare_metadata(context, drifted)
-            assert [d[0] for d in diff] == ["add_column"] and diff[0][3].name == "nickname"
+            # the comparison can fail: one more attribute line in schemas/master.yaml without its
+            # migration shows up as a column the database lacks and a `sources` too narrow for it
+            drifted = build_tables(load_master_schema(_schema_with_one_more_attribute(tmp_path)))
+            diff = [
+                d[0] if isinstance(d, tuple) else d[0][0] for d in compare_metadata(context, drifted.metadata)
+            ]
+            assert sorted(diff) == ["add_column", "modify_type"]
+            added = next(d for d in compare_metadata(context, drifted.metadata) if isinstance(d, tuple))
+            assert (added[2], added[3].name) == ("person_version", "pension_scheme")
         MasterStore(store_url).dispose()  # an up-to-date database: opening it changes nothing
         assert set(sa.inspect(engine).get_table_names()) == tables
     finally:
         engine.dispose()
+
+
+def test_each_database_gets_its_backend_and_others_are_refused() -> None:
+    from hub.store.backends import PostgresBackend, SqliteBackend, backend_for
+
+    assert isinstance(backend_for("sqlite:///var/master.db"), SqliteBackend)
+    assert isinstance(backend_for("postgresql+psycopg://postgres@127.0.0.1/x"), PostgresBackend)
+    for url in ("postgresql+psycopg2://u:secret@h/x", "mysql+pymysql://u@h/x"):
+        with pytest.raises(ValueError, match="expected sqlite:///FILE or postgresql\\+psycopg://") as caught:
+            backend_for(url)
+        assert "secret" not in str(caught.value)
 
 
 def test_a_store_from_before_migrations_is_refused_with_advice(store_url: str) -> None:
@@ -386,7 +432,7 @@ def test_a_bulk_merge_leaves_postgresql_fresh_statistics(
 ) -> None:
     """After a bulk load, autovacuum analyzes later; the next 1% merge's key joins would be planned from
     a near-empty table (full scans of person_version). A large merge analyzes what it wrote."""
-    from hub import master_store
+    from hub.store.backends import PostgresBackend
 
     def planned_rows(store: MasterStore) -> dict[str, float]:
         with store.engine.connect() as conn:
@@ -395,7 +441,7 @@ def test_a_bulk_merge_leaves_postgresql_fresh_statistics(
             )
             return {str(name): float(n) for name, n in rows}
 
-    monkeypatch.setattr(master_store, "ANALYZE_AFTER_ROWS", 500)
+    monkeypatch.setattr(PostgresBackend, "analyze_after_rows", 500)
     store = _store(pg_url)
     store.apply_merge(first_merge(300), "run-1", DAY1)  # below the threshold: left to autovacuum
     assert planned_rows(store) == {"conflict": -1.0, "person_version": -1.0}  # never analyzed

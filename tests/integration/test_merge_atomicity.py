@@ -1,9 +1,9 @@
 """A merge killed mid-write (SIGKILL) leaves the previous master intact; running it again equals a clean run.
 
-The merge runs in a child process with the store's test-only pause hook
-(LIANBAN_STORE_TEST_PAUSE_AT, see hub/master_store.py): it stops inside the open transaction after
-writing its first chunk into the named table (or just before the commit) and touches a marker file;
-the test then kills it with SIGKILL, which no cleanup code can intercept.
+The merge runs in a child process whose store backend the test wraps (no hook in the store): it stops
+inside the open transaction after writing its first chunk into the named table (BulkSession.write_chunk)
+or just before the commit (the last BulkSession.drop_temps of the merge), touches a marker file and
+sleeps; the test then kills it with SIGKILL, which no cleanup code can intercept.
 """
 
 from __future__ import annotations
@@ -27,16 +27,48 @@ from master_frames import (
     state,
 )
 
-from hub.master_store import PAUSE_AT_ENV, PAUSE_MARKER_ENV, MasterStore
+from hub.master_store import MasterStore
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PERSONS = 3000
 CHILD = """
 import sys
+import time
+from pathlib import Path
+
 from master_frames import DAY2, second_merge
 from hub.master_store import MasterStore
+from hub.store.backends import BulkSession
 
+point, marker = sys.argv[3], Path(sys.argv[4])
+
+
+def pause(where):
+    if where == point:
+        marker.write_text(point, encoding="utf-8")
+        time.sleep(120)
+
+
+write_chunk = BulkSession.write_chunk
+
+
+def chunk_then_pause(self, table, write, part):
+    write_chunk(self, table, write, part)
+    pause(table.name)
+
+
+def pausing(drop):
+    def drop_then_pause(self):
+        drop(self)
+        pause("commit")
+
+    return drop_then_pause
+
+
+BulkSession.write_chunk = chunk_then_pause
+for session in BulkSession.__subclasses__():  # the merge's last step before its commit
+    session.drop_temps = pausing(session.drop_temps)
 store = MasterStore(sys.argv[1], chunk_rows=500)
 store.apply_merge(second_merge(int(sys.argv[2])), "run-2", DAY2, batches={"hrss": "hrss-b2"})
 print("committed")
@@ -47,11 +79,9 @@ def _merge_killed_at(url: str, point: str, marker: Path) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        PAUSE_AT_ENV: point,
-        PAUSE_MARKER_ENV: str(marker),
     }
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(PERSONS)],
+        [sys.executable, "-c", CHILD, url, str(PERSONS), point, str(marker)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -90,7 +90,7 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
         assert dag["doc_md"], f"{dag_id} has no doc_md"
         assert "lianban" in dag["tags"], dag_id
         assert all(r >= 1 for r in dag["retries"]), f"{dag_id} has a task without retries"
-    assert dags["cycle"]["tasks"] == ["audit", "eligibility", "exchange", "merge", "report"]
+    assert dags["cycle"]["tasks"] == ["audit", "deliver", "eligibility", "exchange", "merge", "report"]
     for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["tasks"] == ["pull", "stage"]
         assert dags[f"ingest_{source}"]["schedule"] == "0 0 * * *"  # @daily

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from transforms.exchange import (
     exchange_datasets,
     load_exchange_contract,
     load_exchange_contracts,
+    load_purposes,
     money,
     neutralise_formulas,
 )
@@ -81,11 +83,13 @@ def storage(settings) -> Storage:
 
 def test_contracts_carry_purpose_onward_transfer_and_encoding() -> None:
     contracts = {c.partner: c for c in load_exchange_contracts(CONTRACTS) if c.dataset != "conflicts_civil"}
-    assert set(contracts) == {"civil", "cdpf", "hrss", "police"}
-    assert contracts["civil"].encoding == "gb18030" and contracts["cdpf"].encoding == "utf-8"
+    assert set(contracts) == {"civil", "cdpf", "cdpf_stats", "hrss", "police"}
+    assert contracts["civil"].encoding == "gb18030" and contracts["cdpf"].encoding == "utf-8-sig"
     for c in contracts.values():
-        assert "第三方" in c.onward_transfer and c.purpose
-        assert c.id_mode in ("raw", "masked")
+        assert "第三方" in c.onward_transfer and c.purpose and "\n" not in c.purpose
+        assert c.delivery["transport"] in ("folder", "sftp", "rest") and c.schedule and c.purpose_id
+    assert contracts["cdpf_stats"].id_mode == "pseudonym" and contracts["cdpf_stats"].format == "xlsx"
+    assert "name" not in contracts["cdpf_stats"].fields
     assert list(contracts["civil"].fields.values()) == [
         "公民身份号码",
         "姓名",
@@ -131,8 +135,9 @@ def test_civil_file_gb18030_round_trip_and_content(storage: Storage) -> None:
     assert "赵䶮" in text and "阿依·古丽" in text
     assert "\r\n" in text
     table = pd.read_csv(civil.path, dtype=str, encoding="gb18030", keep_default_na=False)
-    assert list(table.columns) == ["公民身份号码", "姓名", "补贴类型", "金额", "所属期", "县区"]
-    assert len(table) == civil.rows == 5  # eligible decisions only
+    assert list(table.columns) == ["公民身份号码", "姓名", "补贴类型", "金额", "所属期", "县区", "变更类型"]
+    assert len(table) == civil.rows == 5  # eligible decisions only, all new: nothing acknowledged yet
+    assert set(table["变更类型"]) == {"新增"} and civil.kind == "delta"
     first = table[table["公民身份号码"] == IDS[0]].iloc[0]
     assert first.to_dict() == {
         "公民身份号码": IDS[0],
@@ -141,6 +146,7 @@ def test_civil_file_gb18030_round_trip_and_content(storage: Storage) -> None:
         "金额": "345.00",
         "所属期": "2026-03",
         "县区": "330106",
+        "变更类型": "新增",
     }
     assert not table.map(lambda v: v[:1] in {"=", "+", "-", "@", "\t", "\r"}).any().any()
     assert set(table.loc[table["公民身份号码"] == IDS[2], "姓名"]) == {'\'=HYPERLINK("x")'}
@@ -149,7 +155,8 @@ def test_civil_file_gb18030_round_trip_and_content(storage: Storage) -> None:
 
 def test_each_department_gets_its_own_work_list(storage: Storage) -> None:
     files = {f.contract: f for f in run(storage)}
-    cdpf = pd.read_csv(files["cdpf_conflicts"].path, dtype=str, encoding="utf-8", keep_default_na=False)
+    assert files["cdpf_conflicts"].path.read_bytes().startswith(b"\xef\xbb\xbf")  # BOM for Excel
+    cdpf = pd.read_csv(files["cdpf_conflicts"].path, dtype=str, encoding="utf-8-sig", keep_default_na=False)
     assert cdpf["公民身份号码"].tolist() == [IDS[1]]
     assert files["hrss_conflicts"].rows == 0 and files["police_conflicts"].rows == 0
     table = pd.read_csv(files["civil_conflicts"].path, dtype=str, encoding="gb18030", keep_default_na=False)
@@ -175,19 +182,29 @@ def test_manifest_matches_the_file_and_no_temporary_file_is_left(storage: Storag
         assert manifest["rows"] == f.rows
         assert manifest["run_id"] == "cycle-2026-03-01"
         assert manifest["period"] == "2026-03"
-        assert manifest["generated_at"] == "2026-03-01"
+        assert manifest["business_date"] == "2026-03-01"
+        stamped = datetime.fromisoformat(manifest["generated_at"])  # the real time, not the business date
+        assert abs((datetime.now(UTC) - stamped).total_seconds()) < 60
         assert manifest["contract"] and manifest["version"] and manifest["onward_transfer"]
-    leftovers = [p for p in (storage.var / "outbox").rglob("*") if p.name.endswith(".tmp")]
+        assert manifest["key_id"].startswith("ed25519:") and manifest["signature"]
+        marker = f.path.with_name(f.path.name + ".ok").read_text(encoding="ascii")
+        assert f"{f.sha256}  {f.path.name}" in marker
+        assert hashlib.sha256(f.manifest.read_bytes()).hexdigest() in marker
+        for path in (f.path, f.manifest):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(f.path.parent.stat().st_mode) == 0o700
+    leftovers = [p for p in (storage.var / "outbox").rglob("*") if ".tmp" in p.name]
     assert leftovers == []
 
 
-def test_rerun_overwrites_identically_whatever_the_input_order(storage: Storage) -> None:
+def test_rerun_publishes_nothing_new_whatever_the_input_order(storage: Storage) -> None:
     first = {f.path: (f.path.read_bytes(), f.manifest.read_bytes()) for f in run(storage)}
     shuffled = tiny_decisions().sample(frac=1.0, random_state=3)
     second = {
         f.path: (f.path.read_bytes(), f.manifest.read_bytes()) for f in run(storage, decisions=shuffled)
     }
     assert first == second
+    assert len(list((storage.var / "outbox").rglob("*.ok"))) == len(first)
 
 
 def test_masked_id_mode(storage: Storage) -> None:
@@ -217,5 +234,6 @@ def test_malformed_contract_names_file_and_key(tmp_path: Path) -> None:
     )
     path = tmp_path / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ExchangeError, match=r"bad\.yaml: key 'id_mode'"):
-        load_exchange_contract(path)
+    line = next(i for i, t in enumerate(text.splitlines(), start=1) if t.startswith("id_mode:"))
+    with pytest.raises(ExchangeError, match=rf"bad\.yaml line {line}: key 'id_mode': expected one of"):
+        load_exchange_contract(path, load_purposes(CONTRACTS / "purposes.yaml"))

@@ -68,8 +68,9 @@ def test_dirty_forms_are_repaired_and_recorded(raw: str, expected: str, fix: str
         ("", "ID_MISSING"),
         ("   ", "ID_MISSING"),
         (None, "ID_MISSING"),
-        ("3.30106E+17", "ID_FORMAT"),  # Excel scientific notation: the digits are gone
-        ("330106199001011234.0", "ID_FORMAT"),
+        ("3.30106E+17", "ID_SPREADSHEET_DAMAGED"),  # Excel scientific notation: the digits are gone
+        ("330106199001011234.0", "ID_SPREADSHEET_DAMAGED"),
+        ("3.30106199001012E+17", "ID_SPREADSHEET_DAMAGED"),
         ("11010519491231002", "ID_FORMAT"),  # 17 digits
         ("1101051949123100211", "ID_FORMAT"),  # 19 digits
         ("01010519491231002X", "ID_FORMAT"),  # address codes never start with 0
@@ -89,6 +90,44 @@ def test_unfixable_ids_get_one_reason(raw: str | None, reason: str) -> None:
     result = one(raw)
     assert result["id_number"] is None
     assert result["id_reason"] == reason
+
+
+def test_spreadsheet_zeros_are_caught_even_when_the_check_character_matches() -> None:
+    """15 significant digits padded with 000 by a float: the check character happens to match."""
+    raw = pd.Series(["330106199001014000", with_check("33010619900101401")], dtype="string")
+    assert with_check("33010619900101400") == raw[0]
+    assert normalise_ids(raw, AS_OF, spreadsheet=True)["id_reason"].tolist() == [
+        "ID_SPREADSHEET_DAMAGED",
+        pd.NA,
+    ]
+    assert normalise_ids(raw, AS_OF)["id_reason"].isna().all()  # a source whose IDs never see a spreadsheet
+
+
+@pytest.mark.parametrize(
+    ("raw", "upgraded", "fix", "reason"),
+    [
+        ("110105491231002", with_check("11010519491231002"), "UPGRADED_15", None),
+        # sequence codes 996-999 were reserved for centenarians: the century is 18, never a guessed 19
+        ("110105991231997", with_check("11010518991231997"), "UPGRADED_15;UPGRADED_15_1800S", None),
+        # 19xx would be after the run date and 18xx over 110 years old: flagged, never guessed silently
+        ("110105991231002", with_check("11010519991231002"), "UPGRADED_15", "ID_UPGRADE_IMPLAUSIBLE"),
+    ],
+)
+def test_15_digit_century_comes_from_the_sequence_code(
+    raw: str, upgraded: str, fix: str, reason: str | None
+) -> None:
+    result = normalise_ids(pd.Series([raw], dtype="string"), date(1999, 6, 30)).iloc[0]
+    assert result["id_number"] == upgraded
+    assert result["id_fix"] == fix
+    assert (None if pd.isna(result["id_reason"]) else result["id_reason"]) == reason
+
+
+def test_a_centenarian_sequence_today_is_an_implausible_age() -> None:
+    result = one("110105491231999")  # born 1849: 176 at the run date
+    assert (result["id_number"], result["id_reason"]) == (
+        with_check("11010518491231999"),
+        "ID_UPGRADE_IMPLAUSIBLE",
+    )
 
 
 def test_run_date_itself_and_leap_day_are_fine() -> None:
@@ -119,7 +158,7 @@ def test_empty_series() -> None:
 def test_birth_date_and_gender_helpers() -> None:
     ids = pd.Series([*VECTORS, None, "bad"], dtype="string")
     births = birth_date_of(ids)
-    assert births.dtype == "datetime64[ns]"
+    assert births.dtype == "datetime64[us]"
     assert births.iloc[0] == pd.Timestamp("1949-12-31")
     assert births.iloc[1] == pd.Timestamp("1880-01-01")
     assert births.iloc[4:].isna().all()

@@ -90,3 +90,22 @@ def test_a_batch_without_quarantine_or_staging_gets_no_reject_file(
     assert stage_batch(settings, "hrss", "hrss-clean", AS_OF).quarantined == 0
     assert write_pending_rejects(Storage(settings), {"hrss": HRSS}, "run-1", AS_OF) == []
     assert not (Storage(settings).var / "outbox").exists()
+
+
+def test_a_sql_batch_rejects_name_the_front_database_not_internal_parts(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from batch_builders import cdpf_row, land_sql
+
+    cdpf = load_contract(ROOT / "schemas/sources/cdpf.yaml")
+    people = holders(4)
+    rows = [cdpf_row(h) for h in people[:3]] + [cdpf_row(people[3], CSRQ="2025-13-01")]  # row 4: a bad date
+    land_sql(settings, "cdpf", "cdpf-rej", rows, tmp_path)
+    assert stage_batch(settings, "cdpf", "cdpf-rej", AS_OF).quarantined == 1
+    made = write_reject_file(Storage(settings), cdpf, "cdpf-rej", "run-1", AS_OF)
+    assert made is not None
+    raw = made.path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM for Excel
+    table = pd.read_csv(made.path, dtype=str, encoding="utf-8-sig", keep_default_na=False)
+    assert table[["源文件", "行号"]].values.tolist() == [["前置库 cdpf", "4"]]
+    assert "part-" not in raw.decode("utf-8-sig")

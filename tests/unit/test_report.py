@@ -251,7 +251,7 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
         decisions.loc[decisions["service"] == "nursing_subsidy", "eligible"].sum() == 1
     )  # no police: not local
     exchanged = cycle.exchange_stage(settings, AS_OF, run_id)
-    assert {f["partner"] for f in exchanged["files"]} == {"civil", "cdpf", "hrss", "police"}
+    assert {f["partner"] for f in exchanged["files"]} == {"civil", "cdpf", "cdpf_stats", "hrss", "police"}
     reported = cycle.report_stage(settings, AS_OF, run_id)
     html = Path(reported["path"]).read_text(encoding="utf-8")
     data = json.loads(Path(reported["json"]).read_text(encoding="utf-8"))
@@ -261,7 +261,7 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert by_source["cdpf"]["reasons"] == {"ID_CHECKSUM": 1} and by_source["cdpf"]["verdict"] == "accepted"
     assert any("hrss" in w for w in data["warnings"])
     assert data["master"]["conflicts_by_type"] == {"NAME_MISMATCH": 1}
-    assert len(data["exchange"]) == 5  # subsidies + four work lists (empty ones too: "nothing to check")
+    assert len(data["exchange"]) == 6  # subsidies, statistics + four work lists (empty ones too)
     for result in (merged, decided, exchanged, reported):
         json.dumps(result)  # XCom-safe
 

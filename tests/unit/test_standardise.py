@@ -212,7 +212,7 @@ def test_dates_in_every_accepted_format() -> None:
         )
     )
     dates, invalid = parse_dates(text)
-    assert dates.dtype == "datetime64[ns]"
+    assert dates.dtype == "datetime64[us]"
     assert (dates.iloc[:5] == pd.Timestamp("2024-01-02")).all()
     assert dates.iloc[5:].isna().all()
     assert invalid.tolist() == [False] * 5 + [True, True, True, False, False, True]
@@ -281,7 +281,7 @@ def test_standardise_canonical_dtypes_and_reason_codes() -> None:
     dtypes = {k: str(v) for k, v in frame.dtypes.items()}
     assert dtypes["id_number"] == dtypes["name"] == dtypes["gender"] == "string"
     assert dtypes["category"] == dtypes["level"] == "Int64"
-    assert dtypes["birth_date"] == dtypes["updated_at"] == "datetime64[ns]"
+    assert dtypes["birth_date"] == dtypes["updated_at"] == "datetime64[us]"
     assert dtypes["needs_long_term_care"] == "boolean"
     assert frame["gender"].iloc[0] == "female" and pd.isna(frame["gender"].iloc[1])
     assert frame["category"].iloc[0] == 1 and pd.isna(frame["category"].iloc[1])

@@ -105,7 +105,7 @@ def cdpf_rows() -> list[dict[str, str]]:
         cdpf_row(D, CJRZH=E + "11"),  # line 6: certificate of another person -> CERT_MISMATCH
         cdpf_row(E, XB="9", YXQZ="2030-02-30"),  # line 7: CODE_UNKNOWN + DATE_INVALID
         cdpf_row(E, XM=""),  # line 8: FIELD_MISSING
-        cdpf_row(E, SFZH="3.30106E+17"),  # line 9: ID_FORMAT
+        cdpf_row(E, SFZH="3.30106E+17"),  # line 9: ID_SPREADSHEET_DAMAGED
         cdpf_row(E, GXSJ="2025-06-02 09:00:00"),  # line 10: clean (same person, later update: merge's job)
         cdpf_row(A, CJRZH=A + "81"),  # line 11: category 8 in the certificate number -> CERT_MISMATCH
     ]
@@ -135,7 +135,10 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
         "_batch_id",
         "_source_file",
         "_source_line",
+        "_id_upgraded_from15",
+        "_id_flags",
     ]
+    assert not accepted["_id_upgraded_from15"].any()
     assert str(accepted["needs_long_term_care"].dtype) == "bool"
     assert str(accepted["category"].dtype) == "Int64"
     assert "_id_fix" not in accepted.columns
@@ -148,7 +151,7 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
         6: "CERT_MISMATCH",
         7: "CODE_UNKNOWN;DATE_INVALID",
         8: "FIELD_MISSING",
-        9: "ID_FORMAT",
+        9: "ID_SPREADSHEET_DAMAGED",
         11: "CERT_MISMATCH",
     }
     assert list(quarantine.columns) == [
@@ -171,7 +174,7 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
 
     assert validation["reason_counts"] == {
         "DUPLICATE_ROW": 1,
-        "ID_FORMAT": 1,
+        "ID_SPREADSHEET_DAMAGED": 1,
         "ID_CHECKSUM": 1,
         "FIELD_MISSING": 1,
         "CODE_UNKNOWN": 1,
@@ -332,7 +335,7 @@ def test_civil_batch_checks_float_and_codes(settings: Settings, tmp_path: Path) 
     }
     assert accepted["assistance_type"].tolist()[:2] == ["dibao", "orphan"]
     assert str(accepted["dibao_standard"].dtype) == "Float64"
-    assert str(accepted["end_date"].dtype) == "datetime64[ns]" and accepted["end_date"].isna().sum() == 11
+    assert str(accepted["end_date"].dtype) == "datetime64[us]" and accepted["end_date"].isna().sum() == 11
 
 
 def test_police_pages_batch(settings: Settings) -> None:

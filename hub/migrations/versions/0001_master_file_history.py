@@ -1,6 +1,7 @@
 """Master file with history: person, person_version, id_change, conflict lifecycle, decision, run.
 
-A frozen copy of the tables in hub/master_store.py as of this revision (tests compare the two).
+A frozen copy of the store's tables as of this revision (today built by hub/store/schema.py from
+schemas/master.yaml; tests compare the migrated database with them).
 
 Revision ID: 0001
 Revises:
