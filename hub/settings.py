@@ -236,7 +236,21 @@ def load_settings(
     var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
     settings = Settings(**raw, var_dir=var)
     _check_precedence(settings, config_path)
+    _check_merged(settings, config_path)
     return settings
+
+
+def _check_merged(settings: Settings, config_path: Path) -> None:
+    """A source marked `merge: true` must be one the merge can read (its master attributes are declared
+    in transforms.precedence); say so at load time rather than when the cycle's merge starts."""
+    from transforms.precedence import SOURCES, PrecedenceError
+
+    unknown = [s for s in settings.merged_sources if s not in SOURCES]
+    if unknown:
+        raise PrecedenceError(
+            f"{config_path}: sources.{unknown[0]}.merge: the merge reads only {list(SOURCES)}; "
+            "a new department can land, validate and be audited, but not yet feed the master"
+        )
 
 
 def _check_precedence(settings: Settings, config_path: Path) -> None:

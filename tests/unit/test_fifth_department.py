@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from batch_builders import holders
 
@@ -62,3 +63,17 @@ def test_a_fifth_department_lands_and_validates_from_configuration(tmp_path: Pat
     assert accepted["insurance_type"].astype(str).value_counts().to_dict() == {"employee": 5, "resident": 5}
     reasons = pd.read_parquet(folder / "quarantine.parquet")
     assert len(reasons) == 2
+
+
+def test_merging_a_department_the_merge_cannot_read_is_a_config_error(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8"))
+    raw["sources"]["medical"] = {
+        "transport": "folder",
+        "contract": str(FIXTURES / "medical.yaml"),
+        "path": "{var}/drops/medical",
+        "merge": True,
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config\.yaml: sources\.medical\.merge: the merge reads only"):
+        load_settings(config, var_dir=tmp_path / "var")
