@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import requests
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from connectors.credentials import mask, rest_endpoint
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
 from connectors.sql import canonical_ts, ts_bound
@@ -29,6 +30,9 @@ from hub.storage import Storage
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+# The only retry policy for a REST pull (its Airflow task has no retries): a dead host fails after
+# ATTEMPTS calls, i.e. within ATTEMPTS * (5 s connect + timeout_s read) + 15.5 s of backoff.
+ATTEMPTS = 6
 
 
 class RetryableResponse(Exception):
@@ -70,8 +74,9 @@ class RestClient:
     @retry(
         retry=retry_if_exception(_retryable),
         wait=wait_exponential(multiplier=0.5, max=30),
-        stop=stop_after_attempt(6),
+        stop=stop_after_attempt(ATTEMPTS),
         reraise=True,
+        before_sleep=lambda state: _log_attempt(state),
     )
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One call with retries on connection errors, 429 (honouring Retry-After) and 5xx."""
@@ -101,6 +106,22 @@ class RestClient:
         return found
 
 
+def _log_attempt(state: RetryCallState) -> None:
+    """One line per failed attempt: which call, which attempt, why, and the pause before the next."""
+    _, method, path = state.args[:3]
+    pause = state.next_action.sleep if state.next_action else 0.0
+    error = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "%s %s: attempt %d/%d failed (%s); next in %.1f s",
+        method,
+        path,
+        state.attempt_number,
+        ATTEMPTS,
+        type(error).__name__ if error is not None else "?",
+        pause,
+    )
+
+
 def _secret(name: str, source: str) -> str:
     value = os.environ.get(name)
     if not value:
@@ -122,8 +143,10 @@ def pull_rest(
     `updated_at`: the items' native updated-at field, which guards the change feed's cursor; `now`: the
     run's clock (local wall time), default the machine's.
     """
-    base_url = config.base_url or _secret(config.base_url_env or "", source)
-    token = _secret(config.token_env, source)
+    conn_url, conn_token = rest_endpoint(config.conn_id)
+    base_url = conn_url or config.base_url or _secret(config.base_url_env or "", source)
+    token = conn_token or _secret(config.token_env, source)
+    mask(token)
     with (
         BatchWriter(storage, source, as_of.strftime("%Y%m%d"), "rest") as batch,
         RestClient(base_url, token, config.timeout_s) as client,
@@ -225,7 +248,14 @@ def _fetch(client: RestClient, path: str, params: dict[str, Any], source: str, w
     except requests.HTTPError as exc:
         raise ConnectorError(source, "rest", where, f"HTTP {exc.response.status_code}") from exc
     except (RetryableResponse, requests.RequestException) as exc:
-        raise ConnectorError(source, "rest", where, f"gave up after retries: {exc}") from exc
+        root: BaseException = exc  # requests wraps urllib3 wraps the socket error: name the last one
+        while (inner := root.__cause__ or root.__context__) is not None and len(str(inner)) <= len(str(root)):
+            root = inner
+        cause = f"{type(exc).__name__}: {root}"
+        # `from None`: the message carries the cause; one traceback instead of five chained ones.
+        raise ConnectorError(
+            source, "rest", f"{client.base_url}{where}", f"gave up after {ATTEMPTS} attempts: {cause}"
+        ) from None
 
 
 def _check_page(

@@ -20,7 +20,7 @@ import posixpath
 import re
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from connectors.credentials import sftp_values
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
 from hub.settings import SftpSource
@@ -182,11 +183,16 @@ class SftpClient:
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
-    def from_env(cls, prefix: str, *, source: str = "sftp", **options: Any) -> SftpClient:
-        """Read `<prefix>_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_KEY`, `_KEY_PASSPHRASE`, `_KNOWN_HOSTS`."""
+    def from_env(
+        cls, prefix: str, *, source: str = "sftp", values: Mapping[str, str] | None = None, **options: Any
+    ) -> SftpClient:
+        """Read `<prefix>_HOST`, `_PORT`, `_USER`, `_PASSWORD`, `_KEY`, `_KEY_PASSPHRASE`, `_KNOWN_HOSTS`.
+
+        `values` (an Airflow connection's, by the same names without the prefix) win over the environment.
+        """
 
         def value(name: str, required: bool = False) -> str | None:
-            found = os.environ.get(f"{prefix}_{name}") or None
+            found = (values or {}).get(name) or os.environ.get(f"{prefix}_{name}") or None
             if required and found is None:
                 raise ConnectorError(
                     source, TRANSPORT, "configuration", f"environment variable {prefix}_{name} is not set"
@@ -591,6 +597,7 @@ def pull_sftp(storage: Storage, source: str, config: SftpSource, as_of: date) ->
         SftpClient.from_env(
             prefix,
             source=source,
+            values=sftp_values(config.conn_id),
             timeout_s=config.timeout_s,
             attempts=config.attempts,
             retry_wait_s=config.retry_wait_s,

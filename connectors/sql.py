@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from connectors.credentials import sql_url
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
 from hub.settings import SqlSource
@@ -163,7 +164,7 @@ def pull_sql(
 
     `now`: the run's clock (local wall time, as the department's timestamps are), default the machine's.
     """
-    engine = sa.create_engine(storage.settings.expand(config.url))
+    engine = sa.create_engine(sql_url(config.conn_id, storage.settings.expand(config.url)))
     table = _reflect(engine, source, config.table)
     incremental = config.mode == "incremental"
     if incremental:

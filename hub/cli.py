@@ -92,9 +92,17 @@ def run(
     ] = None,
     config: Config = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Airflow and stage logs")] = False,
+    airflow_home: Annotated[
+        Path | None,
+        typer.Option(
+            "--airflow-home",
+            help="the team's AIRFLOW_HOME (migrated metadata DB) so runs show in its UI; "
+            "default LIANBAN_AIRFLOW_HOME or a private one under var/airflow",
+        ),
+    ] = None,
 ) -> None:
     """Run one full exchange cycle through the Airflow DAGs, in-process."""
-    from hub.run import CycleFailed, run_cycle
+    from hub.run import EXIT_STALE, CycleFailed, run_cycle
 
     _logging(verbose)
     settings = load_settings(config)
@@ -107,7 +115,7 @@ def run(
         raise typer.BadParameter(f"{as_of} is before 2016-01-01, when the DAGs start", param_hint="--date")
     started = datetime.now()
     try:
-        outcome = run_cycle(settings, as_of, verbose)
+        outcome = run_cycle(settings, as_of, verbose, airflow_home)
     except CycleFailed as exc:
         console.print(f"[red]cycle failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -121,6 +129,13 @@ def run(
     console.print(table)
     for label, where in outcome.outputs.items():
         console.print(f"{label:>7}: {where}")
+    if outcome.stale:  # exit 3: delivered, but not on today's data for every source (1: nothing delivered)
+        for entry in outcome.stale:
+            console.print(
+                f"[bold yellow]STALE {entry['source']}[/bold yellow]: pull refused on {entry['as_of']}: "
+                f"{entry['error']}; the cycle used its last accepted batch {entry['last_good_batch']}"
+            )
+        raise typer.Exit(EXIT_STALE)
 
 
 @batch_app.command("list")

@@ -447,6 +447,10 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         elif used_batch is None:
             warnings.append(f"{source}: 主档未使用任何批次 the master used no batch of this source")
         sources.append(entry)
+    from hub.staleness import stale_sources, stale_warning
+
+    stale = stale_sources(storage, sorted(settings.sources))
+    warnings.extend(stale_warning(entry) for entry in stale)
 
     counts = store.counts()
     eligibility = _read_json(storage.run_dir(run_id) / "eligibility.json")
@@ -489,6 +493,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "decisions": decisions,
         "exchange": exchange,
         "warnings": warnings,
+        "stale": stale,
     }
     summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
     path = write_report(storage, run_id, as_of, summary)
@@ -498,6 +503,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
         "rows": len(exchange),
         "path": str(path),
         "json": str(path.with_suffix(".json")),
+        "stale": [entry["source"] for entry in stale],
     }
 
 

@@ -25,13 +25,34 @@ def staged_asset(source: str) -> Asset:
 
 
 def _as_of() -> date:
-    """The run's logical date (never now()): decisions are for the day the run stands for."""
-    logical = get_current_context()["logical_date"]
-    return pendulum.instance(logical).in_timezone("Asia/Shanghai").date()
+    """The run's business date by the one rule of hub.business_date (never now()).
+
+    Reads the context with .get(): Asset-triggered runs and triggers without a logical date have
+    no `logical_date` key at all.
+    """
+    from hub.business_date import business_date
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    events = context.get("triggering_asset_events") or {}
+    extras = [event.extra for asset in events for event in events[asset]]
+    return business_date(
+        conf=getattr(dag_run, "conf", None),
+        logical_date=context.get("logical_date"),
+        event_extras=extras,
+        run_after=getattr(dag_run, "run_after", None),
+    )
 
 
 def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> DAG:
-    """One ingestion DAG per source: pull (land raw bytes), then stage (standardise + validate).
+    """One ingestion DAG per source: pull (land raw bytes), stage (standardise + validate), fresh.
+
+    One retry policy per step: `pull` has no Airflow retries because the connector retries its own
+    calls (bounded, one log line per attempt), so a dead source fails once, within the connector's
+    bound, instead of Airflow multiplying the client's attempts. A refused pull does not stop the
+    cycle: `stage` still runs (trigger rule all_done) and updates the Asset with status "stale",
+    so the cycle runs on this source's last accepted batch; `fresh` then fails this DAG run with
+    the pull's error, so the refusal is red in the UI and reaches the failure callbacks.
 
     `schedule` is the source's configured one (a cron expression or preset such as @daily).
     """
@@ -47,21 +68,56 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
         doc_md=doc_md,
     )
     def ingest() -> None:
-        @task
+        @task(retries=0)
         def pull() -> str:
             from hub.ingest import pull_stage
             from hub.settings import load_settings
 
             return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
 
-        @task(outlets=[staged_asset(source)])
-        def stage(batch_id: str) -> dict[str, Any]:
+        @task(outlets=[staged_asset(source)], trigger_rule="all_done")
+        def stage() -> dict[str, Any]:
             from hub.ingest import validate_stage
             from hub.settings import load_settings
+            from hub.staleness import refusal
+            from hub.storage import Storage
 
-            return validate_stage(load_settings(), source, batch_id, _as_of())
+            context = get_current_context()
+            as_of = _as_of()
+            settings = load_settings()
+            batch_id = context["ti"].xcom_pull(task_ids="pull")
+            if batch_id is None:  # the pull was refused: announce the source as stale
+                refused = refusal(Storage(settings), source) or {}
+                result: dict[str, Any] = {
+                    "source": source,
+                    "status": "stale",
+                    "error": refused.get("error", "the pull task failed"),
+                    "last_good_batch": refused.get("last_good_batch"),
+                }
+            else:
+                result = validate_stage(settings, source, str(batch_id), as_of)
+            # The cycle run this event triggers takes its business date from here (hub.business_date).
+            context["outlet_events"][staged_asset(source)].extra = {
+                "as_of": as_of.isoformat(),
+                "batch_id": batch_id,
+                "status": result["status"],
+            }
+            return result
 
-        stage(pull())  # type: ignore[arg-type]  # TaskFlow passes an XComArg that resolves to str
+        @task(retries=0, trigger_rule="all_done")
+        def fresh(staged: dict[str, Any] | None) -> None:
+            """Fail the run when the pull was refused (the cycle goes on without this source)."""
+            if staged is None:
+                raise RuntimeError(f"{source}: the stage task failed; see its log")
+            if staged["status"] == "stale":
+                raise RuntimeError(
+                    f"{source} is stale (its pull was refused, see the pull task); "
+                    f"the cycle uses its last accepted batch {staged['last_good_batch']}"
+                )
+
+        pulled, staged = pull(), stage()
+        pulled >> staged
+        fresh(staged)  # type: ignore[arg-type]  # TaskFlow passes an XComArg that resolves to a dict
 
     return ingest()
 

@@ -13,13 +13,30 @@ log = logging.getLogger(__name__)
 
 
 def pull_stage(settings: Settings, source: str, as_of: date) -> dict[str, Any]:
-    """Pull one batch from the source's transport and land it; returns the batch id and row count."""
+    """Pull one batch from the source's transport and land it; returns the batch id and row count.
+
+    A refused pull is recorded (hub.staleness) before the error propagates, so the cycle and the
+    report know the source is stale; a successful one clears that record.
+    """
+    from hub.staleness import clear_refusal, record_refusal
+
+    storage = Storage(settings)
+    try:
+        result = _pull(settings, storage, source, as_of)
+    except Exception as exc:
+        record_refusal(storage, source, as_of, exc)
+        raise
+    clear_refusal(storage, source)
+    return result
+
+
+def _pull(settings: Settings, storage: Storage, source: str, as_of: date) -> dict[str, Any]:
     from connectors import puller
     from transforms.contracts import load_contract
 
     config = settings.sources[source]
     contract = load_contract(settings.path(config.contract))
-    landed = puller(config.transport)(Storage(settings), source, config, as_of, contract)
+    landed = puller(config.transport)(storage, source, config, as_of, contract)
     return {"source": source, "batch_id": landed.batch_id, "rows": landed.rows, "new": landed.new}
 
 

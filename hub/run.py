@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 TZ = ZoneInfo("Asia/Shanghai")
 
 
+EXIT_STALE = 3  # `hub run`: the cycle ran, but on stale data for at least one source
+
+
 class CycleFailed(RuntimeError):
-    """A DAG run ended in a state other than success."""
+    """The cycle DAG did not succeed (or the DAGs could not be loaded): nothing was delivered."""
 
 
 @dataclass
@@ -29,6 +33,7 @@ class CycleOutcome:
     run_id: str
     dag_states: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    stale: list[dict[str, Any]] = field(default_factory=list)  # hub.staleness entries
 
 
 @contextmanager
@@ -60,9 +65,19 @@ def _sandbox_services(settings: Settings) -> Iterator[None]:
                     os.environ[key] = value
 
 
-def run_cycle(settings: Settings, as_of: date, verbose: bool = False) -> CycleOutcome:
-    """Run every ingestion DAG, then the cycle DAG, for the logical date `as_of`."""
-    home = configure(settings, verbose)
+def run_cycle(
+    settings: Settings, as_of: date, verbose: bool = False, airflow_home: Path | None = None
+) -> CycleOutcome:
+    """Run every ingestion DAG, then the cycle DAG, for the logical date `as_of`.
+
+    A failed ingestion DAG does not stop the others or the cycle: the cycle runs on that source's
+    last accepted batch and `outcome.stale` says which source is stale and why. Only a failed
+    cycle raises CycleFailed.
+
+    The logical date is midnight of `as_of` in Asia/Shanghai, so the tasks' business date
+    (hub.business_date) is `as_of` exactly as under the scheduler.
+    """
+    home = configure(settings, verbose, airflow_home)
     ensure_metadata_db(home)
     from airflow.dag_processing.dagbag import DagBag
 
@@ -82,8 +97,15 @@ def run_cycle(settings: Settings, as_of: date, verbose: bool = False) -> CycleOu
             # leaves the run "success": the run still fails
             failed = [ti.task_id for ti in run.get_task_instances() if str(ti.state) != "success"]
             if state != "success" or failed:
-                raise CycleFailed(f"DAG {dag_id} ended {state}; tasks not successful: {failed}")
+                if dag_id == "cycle":
+                    raise CycleFailed(f"DAG {dag_id} ended {state}; tasks not successful: {failed}")
+                log.warning(
+                    "%s ended %s (tasks %s); the cycle runs without its new data", dag_id, state, failed
+                )
     storage = Storage(settings)
+    from hub.staleness import stale_sources
+
+    outcome.stale = stale_sources(storage, sorted(settings.sources))
     outcome.outputs = {
         "master": settings.expand(settings.master_url),
         "outbox": str(storage.var / "outbox"),

@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-ROOT = Path(__file__).resolve().parent.parent
+_CODE = Path(__file__).resolve().parent.parent
+# The checkout, or, for an installed wheel, the project files shipped beside the code (pyproject.toml).
+ROOT = _CODE if (_CODE / "config" / "sandbox.yaml").is_file() else _CODE / "lianban_files"
+# var/ beside the checkout; for an installed wheel, in the working directory (never site-packages).
+DEFAULT_VAR = ROOT / "var" if ROOT == _CODE else Path("var")
 
 
 class _Source(BaseModel):
@@ -28,6 +32,10 @@ class _Source(BaseModel):
     )
     suite: str | None = Field(
         None, description="Great Expectations suite file; default expectations/<source>.json"
+    )
+    conn_id: str | None = Field(
+        None,
+        description="Airflow connection with this source's endpoint and secrets (else the env variables)",
     )
 
 
@@ -197,6 +205,9 @@ class Settings(BaseModel):
         default_factory=dict, description="三查 audit rules; validated by hub.audit_stage.AuditConfig"
     )
     var_dir: Path = Field(default_factory=lambda: Path("var"))
+    config_file: Path | None = Field(
+        None, exclude=True, description="the file these settings came from (DAG tasks reload it)"
+    )
     file_mode_group: bool = Field(
         False,
         description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",
@@ -233,8 +244,13 @@ def load_settings(
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SystemExit(f"config file {config_path} not found (set LIANBAN_CONFIG)") from exc
-    var = Path(var_dir or os.environ.get("LIANBAN_VAR") or ROOT / "var").resolve()
-    settings = Settings(**raw, var_dir=var)
+    var = Path(var_dir or os.environ.get("LIANBAN_VAR") or DEFAULT_VAR).resolve()
+    from hub.config_errors import explain
+
+    try:
+        settings = Settings(**raw, var_dir=var, config_file=config_path.resolve())
+    except (ValidationError, TypeError) as exc:
+        raise SystemExit(explain(config_path, exc)) from None
     _check_precedence(settings, config_path)
     _check_merged(settings, config_path)
     return settings

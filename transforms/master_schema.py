@@ -16,7 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MASTER_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "master.yaml"
+_CODE = Path(__file__).resolve().parents[1]
+# in the checkout, or beside the code of an installed wheel (lianban_files/, see pyproject.toml)
+MASTER_SCHEMA_PATH = (
+    (_CODE if (_CODE / "schemas" / "master.yaml").is_file() else _CODE / "lianban_files")
+    / "schemas"
+    / "master.yaml"
+)
 
 Kind = Literal["string", "date", "int", "float", "flag"]
 # SQL types a column may name; String takes a length, the others none.

@@ -459,3 +459,14 @@ def create_receiver_app(inbox: Path, token: str) -> Starlette:
     )
     app.state.published = published
     return app
+
+
+if __name__ == "__main__":  # the simulator as a service (docker-compose.yml): python -m hub.sandbox.simulator
+    import uvicorn
+
+    _sandbox = Path(os.environ.get("LIANBAN_VAR", "var")) / "sandbox"
+    uvicorn.run(
+        create_app(_sandbox / "police" / "persons.jsonl", read_token(_sandbox / "secrets.env")),
+        host=os.environ.get("LIANBAN_SIMULATOR_HOST", "127.0.0.1"),  # the compose file sets 0.0.0.0
+        port=int(os.environ.get("LIANBAN_SIMULATOR_PORT", "8000")),
+    )

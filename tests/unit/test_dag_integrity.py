@@ -38,7 +38,7 @@ PROBE = textwrap.dedent(
             "tags": sorted(dag.tags),
             "catchup": dag.catchup,
             "doc_md": bool(dag.doc_md),
-            "retries": sorted({t.retries for t in dag.tasks}),
+            "retries": {t.task_id: t.retries for t in dag.tasks},
             "tasks": sorted(t.task_id for t in dag.tasks),
             "schedule": getattr(dag.timetable, "expression", None),
             "assets": sorted(a.uri for a in getattr(dag.timetable.asset_condition, "objects", [])),
@@ -89,10 +89,16 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
         assert dag["catchup"] is False, dag_id
         assert dag["doc_md"], f"{dag_id} has no doc_md"
         assert "lianban" in dag["tags"], dag_id
-        assert all(r >= 1 for r in dag["retries"]), f"{dag_id} has a task without retries"
+        # One retry policy: a pull is retried by its connector only (Airflow would multiply the
+        # attempts); `fresh` is a verdict, not work. Every other task is retried by Airflow.
+        for task_id, retries in dag["retries"].items():
+            if task_id in {"pull", "fresh"}:
+                assert retries == 0, f"{dag_id}.{task_id} retries in Airflow and in its client"
+            else:
+                assert retries >= 1, f"{dag_id}.{task_id} has no retries"
     assert dags["cycle"]["tasks"] == ["audit", "deliver", "eligibility", "exchange", "merge", "report"]
     for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
-        assert dags[f"ingest_{source}"]["tasks"] == ["pull", "stage"]
+        assert dags[f"ingest_{source}"]["tasks"] == ["fresh", "pull", "stage"]
         assert dags[f"ingest_{source}"]["schedule"] == "0 0 * * *"  # @daily
     # the cycle waits on the sources that feed the master, never on the audit-only ones
     assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]
@@ -117,6 +123,6 @@ def test_a_configured_department_gets_its_dag_and_schedule(tmp_path: Path) -> No
     assert result["errors"] == {}
     dags = result["dags"]
     assert dags["ingest_medical"]["schedule"] == "30 6 * * 1-5"
-    assert dags["ingest_medical"]["tasks"] == ["pull", "stage"]
+    assert dags["ingest_medical"]["tasks"] == ["fresh", "pull", "stage"]
     assert dags["ingest_hrss"]["schedule"] == "0 0 * * *"
     assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]
