@@ -77,3 +77,28 @@ def test_merging_a_department_the_merge_cannot_read_is_a_config_error(tmp_path: 
     config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ValueError, match=r"config\.yaml: sources\.medical\.merge: the merge reads only"):
         load_settings(config, var_dir=tmp_path / "var")
+
+
+def test_a_configured_department_gets_its_conflict_work_list() -> None:
+    """The work lists follow the departments given (the cycle passes Settings.merged_sources)."""
+    from transforms.exchange import exchange_datasets
+
+    people = holders(3)
+    master = pd.DataFrame({"id_number": people, "name": ["甲", "乙", "丙"], "hukou_county": ["330106"] * 3})
+    decisions = pd.DataFrame(
+        {"id_number": people[:1], "service": ["living_subsidy"], "eligible": [True], "amount": [100.0]}
+    )
+    conflicts = pd.DataFrame(
+        {
+            "id_number": people,
+            "conflict_type": ["NAME_MISMATCH"] * 3,
+            "source_a": ["police"] * 3,
+            "source_b": ["medical", "cdpf", "medical"],
+            "department": ["medical", "cdpf", "medical"],
+            "status": ["open", "open", "resolved"],
+        }
+    )
+    datasets = exchange_datasets(master, decisions, conflicts, departments=("cdpf", "medical"))
+    assert list(datasets["conflicts_medical"]["id_number"]) == [people[0]]
+    assert list(datasets["conflicts_cdpf"]["id_number"]) == [people[1]]
+    assert "conflicts_hrss" not in datasets
