@@ -40,13 +40,15 @@ class ConnectionValues:
 
 def mask(*secrets: str | None) -> None:
     """Register secrets with Airflow's masker (a no-op where Airflow is not installed)."""
+    secrets = tuple(s for s in secrets if s)
+    if not secrets:  # nothing to hide: keep Airflow out of plain library use (and its memory)
+        return
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # pragma: no cover - Airflow is a dependency; kept for library use
         return
     for secret in secrets:
-        if secret:
-            mask_secret(secret)
+        mask_secret(secret)
 
 
 def lookup(conn_id: str | None) -> ConnectionValues | None:

@@ -55,6 +55,7 @@ class AuditConfig(BaseModel):
     amount_limits: dict[str, float] = Field(default_factory=dict)
     county_rise: _Rise = Field(default_factory=lambda: _Rise())
     village_tiers: list[_Tier] = Field(default_factory=list)
+    receipt_delay_days: int = Field(7, ge=0)
 
     def rules(self) -> audit.AuditRules:
         return audit.AuditRules(
@@ -66,6 +67,7 @@ class AuditConfig(BaseModel):
             county_rise_ratio=self.county_rise.max_ratio,
             county_rise_floor=self.county_rise.floor_yuan,
             village_tiers=tuple(audit.VillageTier(t.below, t.amount) for t in self.village_tiers),
+            receipt_delay_days=self.receipt_delay_days,
         )
 
 
@@ -118,11 +120,20 @@ def _work_list_contracts(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def _ledger(storage: Storage) -> pd.DataFrame:
+    """The delivery ledger's status per file (hub.deliver), as a frame."""
+    from hub.deliver import deliveries
+
+    rows = deliveries(storage)
+    columns = ["partner", "file", "sha256", "status"]
+    return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns).astype("string")
+
+
 def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Run every audit whose inputs are there; write findings, figures and the civil work lists."""
     from hub.cycle import _stage_record, _store
     from hub.master_snapshot import current_master
-    from transforms.exchange import write_exchange_file
+    from transforms.exchange import read_carried, write_exchange_file
 
     storage = Storage(settings)
     rules = audit_rules(settings)
@@ -138,6 +149,9 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     figures = audit.county_figures(master, decisions)
     frames["county_holders"] = figures["holders"]
     frames["county_services"] = figures["services"]
+    frames["no_receipt"] = audit.no_receipt(
+        decisions, read_carried(storage), _ledger(storage), master, as_of, rules.receipt_delay_days
+    )
     missing: list[str] = []
     if payments is not None:
         # the roll pays the services its contract codes (the two subsidies); the others are not on it
@@ -173,8 +187,12 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
         )
         fund = frames["fund_findings"]
         lists["fund_findings"] = fund.assign(month=fund["month"].dt.strftime("%Y-%m"))
+    late = frames["no_receipt"]
+    lists["no_receipt"] = late.assign(business_date=late["business_date"].dt.strftime("%Y-%m-%d"))
     for dataset, data in lists.items():
         if dataset in contracts:
+            if dataset == "no_receipt":  # each partner is asked only about its own files
+                data = data[data["partner"] == contracts[dataset].partner]
             written = write_exchange_file(
                 storage, contracts[dataset], data.reset_index(drop=True), run_id, as_of
             )
@@ -207,6 +225,12 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             str(k): int(v) for k, v in frames["fund_findings"]["rule"].value_counts().sort_index().items()
         }
         summary["not_delivered"] = len(frames["not_delivered"])
+    summary["no_receipt"] = {
+        "cases": len(late),
+        "persons": int(late["id_number"].nunique()),
+        "files": int(late["file"].nunique()),
+        "delay_days": rules.receipt_delay_days,
+    }
     if "needs_unknown" in frames:
         summary["needs"] = {
             str(k): int(v) for k, v in frames["needs_unknown"]["finding"].value_counts().sort_index().items()

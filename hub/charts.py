@@ -44,7 +44,8 @@ def hbar(rows: Sequence[tuple[str, float]], title: str = "", unit: str = "", wid
             f"{_num(value)}{escape(unit)}</text></g>"
         )
     parts.append("</svg>")
-    return Markup("".join(parts))
+    # every text above went through escape(); the rest is numbers and constants
+    return Markup("".join(parts))  # noqa: S704
 
 
 def trend(
@@ -93,4 +94,5 @@ def trend(
             f'<text x="{width - right + 24}" y="{top + k * 18 + 9}" class="chart-label">{escape(name)}</text>'
         )
     parts.append("</svg>")
-    return Markup("".join(parts))
+    # every text above went through escape(); the rest is numbers and constants
+    return Markup("".join(parts))  # noqa: S704

@@ -81,6 +81,10 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
     ).hexdigest()[:16]
     scope = None
     before = store.last_merge()
+    if before is not None and before["run_id"] == run_id and before["batches"] == used:
+        # a retry of this run's merge after it committed (killed before its record): scope it against the
+        # merge before, as the first attempt did, so the run keeps that attempt's figures, not a no-op's
+        before = store.last_merge(exclude_run=run_id)
     if not full:
         found = _incremental_scope(storage, before, used, states, as_of)
         if found is not None:

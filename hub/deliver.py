@@ -138,7 +138,8 @@ def pusher(settings: Settings, route: Route) -> Pusher:
             attempts=int(config.get("attempts", 5)),
             retry_wait_s=float(config.get("retry_wait_s", 1.0)),
         )
-        assert isinstance(client, SftpPush)
+        if not isinstance(client, SftpPush):  # from_env is a classmethod of SftpPush's base
+            raise TypeError(f"route {route.partner}: the SFTP client is a {type(client).__name__}")
         return client
     if transport == "rest":
         base = os.environ.get(str(config["base_url_env"]))
@@ -196,7 +197,8 @@ class _Ledger:
                 )  # fmt: skip
             )
             primary = result.inserted_primary_key
-            assert primary is not None
+            if primary is None:
+                raise RuntimeError("delivery ledger: the database returned no key for the new attempt")
             return int(primary[0])
 
     def finish(

@@ -121,7 +121,7 @@ AUDIT_KEYS = (
     "months", "missing_inputs", "payments", "fund", "needs", "villages", "not_delivered", "payment_persons",
     "payment_persons_total", "payment_counties", "fund_findings", "fund_total", "needs_by_county",
     "not_delivered_sample", "village_list", "village_total", "village_counties", "county_holders",
-    "county_services", "work_lists", "rules",
+    "county_services", "work_lists", "rules", "no_receipt", "no_receipt_sample",
 )  # fmt: skip
 TOC = (
     ("summary", "运行概况", "Summary"),

@@ -118,6 +118,7 @@ def audit_view(storage: Storage, run_id: str) -> dict[str, Any]:
             "needs",
             "villages",
             "not_delivered",
+            "no_receipt",
         )
     }
     view["rules"] = summary.get("rules") or {}
@@ -167,6 +168,15 @@ def audit_view(storage: Storage, run_id: str) -> dict[str, Any]:
     if not late.empty:
         view["not_delivered_sample"] = _records(
             late.assign(id_number=mask_ids(late["id_number"]))[["id_number", "service", "amount", "since"]],
+            LIST_LIMIT,
+        )
+    unreceipted = frame("no_receipt")
+    if not unreceipted.empty:
+        unreceipted = unreceipted.sort_values("days_waiting", ascending=False, kind="stable")
+        view["no_receipt_sample"] = _records(
+            unreceipted.assign(id_number=mask_ids(unreceipted["id_number"]))[
+                ["hukou_county", "id_number", "service", "partner", "file", "status", "days_waiting"]
+            ],
             LIST_LIMIT,
         )
     villages = frame("villages")

@@ -343,14 +343,28 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of `path` whose writer process no longer runs (killed mid-write)."""
+    import glob
+
+    import psutil
+
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def publishing(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside `path`; when the block succeeds, make it durable and rename it into place.
 
     The one way the hub publishes a file: a reader sees the old file or the whole new one, never half;
-    a crash leaves at most a `.<name>.tmp-<pid>` file, which the block's failure removes.
+    a failure removes its `.<name>.tmp-<pid>` file, and one a killed writer left (its process is gone)
+    is removed by the next publication of the same file, so no stray copy of personal data stays.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

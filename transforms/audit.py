@@ -37,6 +37,7 @@ FINDING_ZH = {
     "NEEDS_SURVEY_MISSING": "未做需求调查",
     "NEEDS_SURVEY_STALE": "需求调查已过期",
     "NOT_DELIVERED": "符合条件但未在发放名册",
+    "NO_RECEIPT": "决定已送出但对方未回执",
 }
 
 
@@ -58,6 +59,7 @@ class AuditRules:
     county_rise_ratio: float = 1.5
     county_rise_floor: float = 2000.0
     village_tiers: Sequence[VillageTier] = ()
+    receipt_delay_days: int = 7
 
 
 def audit_months(as_of: date, months: int) -> list[pd.Timestamp]:
@@ -316,6 +318,51 @@ def not_delivered(
     joined = eligible.merge(paid, on=["id_number", "service"], how="left", indicator=True)
     out = joined[joined["_merge"] == "left_only"].drop(columns="_merge")
     return out.assign(finding="NOT_DELIVERED", since=f"{recent[0]:%Y-%m}").reset_index(drop=True)
+
+
+def no_receipt(
+    decisions: pd.DataFrame,
+    carried: pd.DataFrame,
+    status: pd.DataFrame,
+    master: pd.DataFrame,
+    as_of: date,
+    delay_days: int,
+) -> pd.DataFrame:
+    """Eligible (person, service) whose decision went out in a partner file with no receipt after
+    `delay_days`: per contract, the newest file carrying the pair (a delta carries it when it is new or
+    changed, so an acknowledged earlier file still counts until a change goes out); `status` is the
+    delivery ledger per (partner, file, sha256), a file absent from it is `unsent`. Days waiting are
+    counted from the file's business date.
+
+    Columns: id_number, hukou_county, service, partner, contract, file, status, business_date,
+    days_waiting, finding.
+    """
+    eligible = decisions.loc[decisions["eligible"].astype(bool), ["id_number", "service"]]
+    eligible = eligible.astype("string").drop_duplicates()
+    newest = carried.astype({"id_number": "string", "service": "string"}).sort_values(
+        ["business_date", "file"], kind="stable"
+    )
+    newest = newest.drop_duplicates(["id_number", "service", "contract"], keep="last")
+    joined = eligible.merge(newest, on=["id_number", "service"], how="inner")
+    ledger = status[["partner", "file", "sha256", "status"]].drop_duplicates(
+        ["partner", "file", "sha256"], keep="last"
+    )
+    joined = joined.merge(ledger, on=["partner", "file", "sha256"], how="left")
+    joined["status"] = joined["status"].astype("string").fillna("unsent")
+    joined["days_waiting"] = (pd.Timestamp(as_of) - pd.to_datetime(joined["business_date"])).dt.days
+    joined["days_waiting"] = joined["days_waiting"].astype("int64")
+    joined["finding"] = "NO_RECEIPT"
+    late = joined[(joined["status"] != "acked") & (joined["days_waiting"] > delay_days)]
+    people = master[["id_number", "hukou_county"]].astype({"id_number": "string"})
+    out = late.merge(people, on="id_number", how="left")
+    out["hukou_county"] = out["hukou_county"].fillna("unknown")
+    columns = [
+        "id_number", "hukou_county", "service", "partner", "contract", "file", "status", "business_date",
+        "days_waiting", "finding",
+    ]  # fmt: skip
+    return out.sort_values(["hukou_county", "id_number", "service", "contract"], kind="stable")[
+        columns
+    ].reset_index(drop=True)
 
 
 def county_figures(master: pd.DataFrame, decisions: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -253,7 +253,8 @@ def _periods(
         r.known_keys(period, keys, PERIOD_KEYS)
         start = r.date(period.get("effective_from"), (*keys, "effective_from"), nullable=False)
         end = r.date(period.get("effective_to"), (*keys, "effective_to"), nullable=True)
-        assert start is not None
+        if start is None:  # nullable=False has already refused a missing date; this narrows the type
+            raise r.fail((*keys, "effective_from"), "a date", "nothing")
         if end is not None and end < start:
             raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
         params = r.numbers(
@@ -303,7 +304,8 @@ def _adjustments(r: _Reader, raw: dict[str, Any], names: set[str]) -> list[Adjus
         r.known_keys(adj, keys, ADJUSTMENT_KEYS)
         start = r.date(adj.get("effective_from"), (*keys, "effective_from"), nullable=False)
         end = r.date(adj.get("effective_to"), (*keys, "effective_to"), nullable=False)
-        assert start is not None and end is not None
+        if start is None or end is None:  # nullable=False has already refused a missing date
+            raise r.fail(keys, "effective_from and effective_to dates", "nothing")
         if end < start:
             raise r.fail((*keys, "effective_to"), f"a date on or after effective_from {start}", str(end))
         region = adj.get("region")

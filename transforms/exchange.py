@@ -590,6 +590,8 @@ def write_exchange_file(
         current.to_parquet(buffer, index=False)
         publish_bytes(state, buffer.getvalue())
         publish_bytes(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
+    if contract.dataset in DECISION_DATASETS and {"id_number", "service"} <= set(data.columns):
+        _record_carried(storage, contract, data, current, table, unit.path.name, unit.sha256, run_id, as_of)
     log.info(
         "exchange %s -> %s: %s, %d rows, sha256 %s%s",
         contract.name,
@@ -603,6 +605,69 @@ def write_exchange_file(
         contract.partner, contract.name, period, unit.path, unit.manifest, unit.rows, unit.sha256,
         unit.version, kind, unit.supersedes,
     )  # fmt: skip
+
+
+def carried_dir(storage: Storage) -> Path:
+    """var/state/carried/: per published decision file, the (ID number, service) pairs its rows carry."""
+    return storage.var / "state" / "carried"
+
+
+def carried_rows(
+    contract: ExchangeContract, data: pd.DataFrame, current: pd.DataFrame, table: pd.DataFrame
+) -> pd.DataFrame:
+    """The raw (id_number, service) of the rows a file carries as a decision in force: every row of a
+    snapshot, the new and changed rows of a delta (stopped rows carry no decision in force).
+
+    The file's own cells may be masked or pseudonymised; `current` is rendered row for row from `data`,
+    so its rows found in the file (by the contract's key) point back to the raw values."""
+    keep = pd.Series(True, index=current.index)
+    if CHANGE_HEADER in table.columns:
+        keys = [contract.fields[k] for k in contract.key]
+        sent = table.loc[table[CHANGE_HEADER] != CHANGES["stopped"], keys].astype("string").drop_duplicates()
+        hit = current[keys].astype("string").merge(sent, on=keys, how="left", indicator=True)
+        keep = pd.Series((hit["_merge"] == "both").to_numpy(), index=current.index)
+    rows = data.reset_index(drop=True).loc[keep.to_numpy(), ["id_number", "service"]]
+    return rows.astype("string").drop_duplicates().reset_index(drop=True)
+
+
+def _record_carried(
+    storage: Storage,
+    contract: ExchangeContract,
+    data: pd.DataFrame,
+    current: pd.DataFrame,
+    table: pd.DataFrame,
+    file_name: str,
+    sha256: str,
+    run_id: str,
+    as_of: date,
+) -> None:
+    """Index which eligible (person, service) went into which file, so the audit can tell whose decision
+    reached the partner with a receipt (the file itself may not carry the raw ID). Full IDs: 0600/0700."""
+    path = private_dir(carried_dir(storage) / contract.name) / f"{file_name}.parquet"
+    if path.exists():  # the same bytes published again: the index of that version stands
+        return
+    rows = carried_rows(contract, data, current, table).assign(
+        partner=contract.partner,
+        contract=contract.name,
+        file=file_name,
+        sha256=sha256,
+        business_date=pd.Timestamp(as_of),
+        run_id=run_id,
+    )
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    publish_bytes(path, buffer.getvalue())
+
+
+def read_carried(storage: Storage) -> pd.DataFrame:
+    """Every recorded (person, service, file) of the published decision files, empty when none."""
+    paths = sorted(carried_dir(storage).glob("*/*.parquet"))
+    columns = ["id_number", "service", "partner", "contract", "file", "sha256", "business_date", "run_id"]
+    if not paths:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in columns}).assign(
+            business_date=pd.Series(dtype="datetime64[us]")
+        )
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)[columns]
 
 
 def build_exchange(

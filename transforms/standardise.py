@@ -510,13 +510,15 @@ def _parse_column(values: pd.Series, column: Column, reasons: Reasons) -> pd.Ser
         reasons.add("FIELD_TOO_LONG", long, column.name)
         return text.mask(long)
     if column.type == "code":
-        assert column.codes is not None  # the contract model guarantees it
+        if column.codes is None:  # the contract model refuses a code column without codes
+            raise ValueError(f"contract column {column.name}: type code without codes")
         mapped = text.map(column.codes)
         reasons.add("CODE_UNKNOWN", ~absent & mapped.isna().to_numpy(dtype=bool), column.name)
         ints = all(isinstance(v, int) for v in column.codes.values())
         return mapped.astype("Int64" if ints else STRING)
     if column.type == "bool":
-        assert column.true_values is not None and column.false_values is not None
+        if column.true_values is None or column.false_values is None:  # refused by the contract model
+            raise ValueError(f"contract column {column.name}: type bool without true_values/false_values")
         arr = as_arrow(text)
         yes = pc.fill_null(pc.is_in(arr, value_set=pa.array(column.true_values)), False).to_numpy(
             zero_copy_only=False

@@ -51,7 +51,7 @@ _ID_FIELD = re.compile(rb'"gmsfhm":\s*"([^"]*)"')
 _UPDATED_FIELD = re.compile(rb'"gxsj":\s*"([^"]*)"')
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
-TOKEN_VARIABLE = "LIANBAN_POLICE_TOKEN"
+TOKEN_VARIABLE = "LIANBAN_POLICE_TOKEN"  # noqa: S105 - the name of the variable, not a token
 
 
 class SimulatorDataError(ValueError):

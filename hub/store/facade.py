@@ -716,13 +716,14 @@ class MasterStore:
             ).scalar_one_or_none()
         return None if text is None else dict(json.loads(text))
 
-    def last_merge(self) -> dict[str, Any] | None:
-        """The last merge: run_id, as_of, the batches it used and when it was written; None before any merge."""
+    def last_merge(self, exclude_run: str | None = None) -> dict[str, Any] | None:
+        """The last merge (other than `exclude_run`'s): run_id, as_of, the batches it used and when it was
+        written; None before any merge."""
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
                     sa.select(run.c.run_id, run.c.as_of, run.c.batches, run.c.master_written_at)
-                    .where(run.c.mode.is_not(None))
+                    .where(run.c.mode.is_not(None), run.c.run_id != (exclude_run or ""))
                     .order_by(run.c.master_written_at.desc(), run.c.run_id.desc())
                     .limit(1)
                 )

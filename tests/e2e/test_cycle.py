@@ -29,8 +29,11 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [*HUB, "sandbox", "init", "--persons", "2000", "--seed", "7"], env=env, cwd=ROOT, check=True
     )
-    done = subprocess.run([*HUB, "run"], env=env, cwd=ROOT, capture_output=True, text=True)
+    # --verbose: the stage and Airflow logs at INFO, which the personal-data scan reads
+    done = subprocess.run([*HUB, "run", "--verbose"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the run's own output (python logging, Airflow's console) beside var/, for the personal-data scan
+    (var.parent / "hub-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     return var
 
 
@@ -299,6 +302,17 @@ def test_delivery_and_needs_audits_match_ground_truth(cycle: Path) -> None:
     )
     late = _audit(cycle, "not_delivered")
     assert set(zip(late["id_number"], late["service"], strict=True)) == never and never
+    # the exchange indexed every eligible subsidy decision it sent civil; in a first run no file is
+    # older than the receipt delay yet, so none is listed as unreceipted
+    decisions = pd.read_parquet(cycle / "runs" / f"cycle-{_as_of(cycle)}" / "decisions.parquet")
+    paid = decisions[decisions["eligible"] & decisions["service"].isin(["living_subsidy", "nursing_subsidy"])]
+    carried = pd.concat(
+        pd.read_parquet(p) for p in (cycle / "state" / "carried" / "civil_two_subsidies").glob("*.parquet")
+    )
+    assert set(zip(carried["id_number"], carried["service"], strict=True)) == set(
+        zip(paid["id_number"], paid["service"], strict=True)
+    )
+    assert _audit(cycle, "no_receipt").empty
 
     import sqlalchemy as sa
 
@@ -467,3 +481,23 @@ def test_explain_gives_the_cycle_decisions_with_facts_and_sources(cycle: Path) -
     )
     assert raw.returncode == 0 and chosen in raw.stdout and "nursing_subsidy" in raw.stdout
     assert audit.read_text(encoding="utf-8").count("\n") == before + 1
+
+
+def test_no_personal_data_where_none_is_contracted(cycle: Path) -> None:
+    """No valid ID number, certificate number or sandbox name in logs (the run's output at INFO, Airflow's
+    task log files), reports, run records, the Airflow metadata database (XCom, the event log, rendered
+    fields), the audit log, manifests, or any partner file whose contract does not carry them
+    (tests/e2e/pii_scan.py)."""
+    from pii_scan import name_pattern, scan, scan_text, scanned_files
+
+    output = (cycle.parent / "hub-run.log").read_text(encoding="utf-8")
+    hits, places = scan(cycle, ROOT, [("hub run output", output)])
+    assert not hits, f"{len(hits)} personal data found, e.g. {hits[:10]}"
+    # the scan looked where the data would be: Airflow task logs, XCom, reports, run records, manifests
+    scanned = {p.relative_to(cycle).parts[0] for p in scanned_files(cycle, ROOT)}
+    assert {"reports", "runs", "outbox", "staged"} <= scanned, scanned
+    assert places > 20 and len(output) > 10_000, "the run logged almost nothing: the scan would be empty"
+    # and it finds what it looks for: the contracted civil file carries raw numbers and names
+    civil = next((cycle / "outbox" / "civil").glob("*/civil_two_subsidies_*.csv"))
+    found = {h.kind for h in scan_text("civil", civil.read_bytes().decode("gb18030"), name_pattern(cycle))}
+    assert found == {"id_number", "name"}

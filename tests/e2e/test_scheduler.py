@@ -108,8 +108,9 @@ class Airflow:
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    from throwaway_db import PG_HOST, throwaway
+
     from hub.sandbox.simulator import running_police_simulator
-    from tests.conftest import PG_HOST, _throwaway
 
     base = tmp_path_factory.mktemp("scheduler")
     home, var = base / "airflow", base / "var"
@@ -138,7 +139,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         capture_output=True,
     )
     port = _free_port()
-    db = _throwaway(
+    db = throwaway(
         f"postgresql+psycopg://{PG_HOST}/postgres",
         f"postgresql+psycopg://{PG_HOST}/{{name}}",
         "CREATE DATABASE {name}",

@@ -215,3 +215,52 @@ def test_county_figures_count_holders_and_decisions() -> None:
     services = figures["services"].set_index(["hukou_county", "service"])
     assert services.loc[("330102", "nursing_subsidy"), "eligible"] == 2
     assert services.loc[("330102", "nursing_subsidy"), "amount"] == 500.0
+
+
+def test_no_receipt_takes_the_newest_file_per_contract_and_its_ledger_status() -> None:
+    def carried(rows: list[tuple[str, str, str, str, str]]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=["id_number", "service", "contract", "file", "business_date"])
+        return frame.assign(
+            partner="civil",
+            sha256=frame["file"] + "-sha",
+            business_date=pd.to_datetime(frame["business_date"]),
+        )
+
+    index = carried(
+        [
+            (A, "living_subsidy", "civil_two", "f1.csv", "2026-09-01"),  # acked, later changed in f2
+            (A, "living_subsidy", "civil_two", "f2.csv", "2026-10-01"),  # sent, no receipt: 31 days
+            (A, "nursing_subsidy", "civil_two", "f1.csv", "2026-09-01"),  # acked, unchanged since
+            (B, "nursing_subsidy", "civil_two", "f3.csv", "2026-10-28"),  # no receipt but only 4 days
+            (C, "nursing_subsidy", "civil_two", "f1.csv", "2026-09-01"),  # not eligible any more
+            (D, "living_subsidy", "civil_two", "f4.csv", "2026-10-10"),  # never delivered: 22 days
+        ]
+    )
+    ledger = pd.DataFrame(
+        {
+            "partner": "civil",
+            "file": ["f1.csv", "f2.csv", "f3.csv"],
+            "sha256": ["f1.csv-sha", "f2.csv-sha", "f3.csv-sha"],
+            "status": ["acked", "pending", "pending"],
+        }
+    )
+    late = audit.no_receipt(decisions(), index, ledger, master(), AS_OF, 7)
+    got = list(
+        zip(
+            late["id_number"],
+            late["service"],
+            late["file"],
+            late["status"],
+            late["days_waiting"],
+            strict=True,
+        )
+    )
+    assert got == [
+        (A, "living_subsidy", "f2.csv", "pending", 31),
+        (D, "living_subsidy", "f4.csv", "unsent", 22),
+    ]
+    assert list(late["hukou_county"]) == ["330102", "330103"] and set(late["finding"]) == {"NO_RECEIPT"}
+    assert audit.no_receipt(decisions(), index, ledger, master(), AS_OF, 30)["id_number"].tolist() == [A]
+    assert audit.no_receipt(decisions(), index, ledger, master(), AS_OF, 31).empty
+    acked = ledger.assign(status="acked")
+    assert audit.no_receipt(decisions(), index, acked, master(), AS_OF, 7)["id_number"].tolist() == [D]

@@ -237,3 +237,26 @@ def test_malformed_contract_names_file_and_key(tmp_path: Path) -> None:
     line = next(i for i, t in enumerate(text.splitlines(), start=1) if t.startswith("id_mode:"))
     with pytest.raises(ExchangeError, match=rf"bad\.yaml line {line}: key 'id_mode': expected one of"):
         load_exchange_contract(path, load_purposes(CONTRACTS / "purposes.yaml"))
+
+
+def test_a_delta_file_records_only_the_decisions_it_carries(storage: Storage) -> None:
+    from hub.publish import acknowledge
+    from transforms.exchange import read_carried
+
+    civil = [c for c in load_exchange_contracts(CONTRACTS) if c.name == "civil_two_subsidies"]
+    first = build_exchange(storage, civil, exchange_datasets(tiny_master(), tiny_decisions(), tiny_conflicts()),
+                           "cycle-2026-03-01", AS_OF)[0]  # fmt: skip
+    acknowledge(storage, "civil_two_subsidies", first.path.name)
+    changed = tiny_decisions()
+    changed.loc[(changed["id_number"] == IDS[1]) & (changed["service"] == "living_subsidy"), "amount"] = 400.0
+    later = date(2026, 4, 1)
+    second = build_exchange(storage, civil, exchange_datasets(tiny_master(), changed, tiny_conflicts()),
+                            "cycle-2026-04-01", later)[0]  # fmt: skip
+    carried = read_carried(storage)
+    by_file = {f: set(zip(g["id_number"], g["service"], strict=True)) for f, g in carried.groupby("file")}
+    eligible = tiny_decisions()[tiny_decisions()["eligible"]]
+    assert by_file[first.path.name] == set(zip(eligible["id_number"], eligible["service"], strict=True))
+    assert by_file[second.path.name] == {(IDS[1], "living_subsidy")}  # the unchanged rows are not in it
+    assert set(carried.loc[carried["file"] == second.path.name, "sha256"]) == {second.sha256}
+    index = next((storage.var / "state" / "carried" / "civil_two_subsidies").glob("*.parquet"))
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600

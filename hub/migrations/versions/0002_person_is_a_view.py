@@ -28,8 +28,8 @@ RECORD = (
     "dibao_edge, tekun, orphan_support, dibao_standard, employment, pension_type, work_injury_care, "
     "sources, cdpf_batch, police_batch, civil_batch, hrss_batch, record_hash"
 )
-CURRENT = (
-    f"SELECT {RECORD}, valid_from, version, run_id FROM person_version WHERE valid_to IS NULL AND NOT removed"
+CURRENT = (  # built from the constant column list above
+    f"SELECT {RECORD}, valid_from, version, run_id FROM person_version WHERE valid_to IS NULL AND NOT removed"  # noqa: S608
 )
 
 

@@ -58,7 +58,7 @@ FROM g
 JOIN v f ON f.id_number = g.id_number AND f.service = g.service AND f.seq = g.first_seq
 JOIN runs o ON o.seq = g.first_seq
 LEFT JOIN runs c ON c.seq = g.last_seq + 1
-"""
+"""  # noqa: S608 - composed of the constant RUNS above, no outside value
 
 DOWNGRADE = f"""
 INSERT INTO decision (run_id, id_number, service, period, eligible, amount, reasons, policy, policy_version)
@@ -69,7 +69,7 @@ FROM decision_version v
 JOIN runs o ON o.run_id = v.run_id
 LEFT JOIN runs c ON c.run_id = v.closed_run
 JOIN runs r ON r.seq >= o.seq AND (c.seq IS NULL OR r.seq < c.seq)
-"""
+"""  # noqa: S608 - composed of the constant RUNS above, no outside value
 
 
 def _decision_0001() -> list[sa.Column]:
