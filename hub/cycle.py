@@ -27,8 +27,6 @@ from hub.storage import Storage, batches, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-MERGE_SOURCES = ("cdpf", "police", "civil", "hrss")
-
 
 def _store(settings: Settings) -> MasterStore:
     return MasterStore(settings.expand(settings.master_url))
@@ -55,8 +53,8 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
     states: dict[str, _SourceState] = {}
     used: dict[str, str | None] = {}
     missing: list[str] = []
-    for source in MERGE_SOURCES:
-        chain = _chain(storage, source) if source in settings.sources else []
+    for source in settings.merged_sources:
+        chain = _chain(storage, source)
         if not chain:
             log.warning("merge %s: %s has no accepted batch; its facts are unknown this run", run_id, source)
             used[source] = None
@@ -121,7 +119,7 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
             "conflicts": len(result.conflicts),
             "conflicts_by_type": {str(k): int(v) for k, v in by_type.items()},
             "id_changes": len(result.id_changes),
-            "batches": {k: v for k, v in used.items() if k in MERGE_SOURCES},
+            "batches": {k: v for k, v in used.items() if k in settings.merged_sources},
             "delta_chains": {s: st.chain for s, st in states.items() if len(st.chain) > 1},
             "missing_sources": missing,
             "mode": "full" if scope is None else "incremental",
@@ -211,7 +209,7 @@ def _incremental_scope(
         return None
     parts: list[pd.Series] = []
     previous_police: pd.DataFrame | None = None
-    for source in MERGE_SOURCES:
+    for source in [s for s in used if not s.startswith("_")]:  # the merged sources ("_" keys are metadata)
         recorded = last["batches"].get(f"_{source}_chain") or last["batches"].get(source)
         before = str(recorded).split(",") if recorded else []
         state = states.get(source)
@@ -311,7 +309,9 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     people = current_master(storage.master_snapshot(store.url), store, ["id_number", "name", "hukou_county"])
     moves_path = storage.run_dir(run_id) / "transitions.parquet"
     moves = pd.read_parquet(moves_path) if moves_path.exists() else None
-    datasets = exchange_datasets(people, decisions, store.read_conflicts(), moves)
+    datasets = exchange_datasets(
+        people, decisions, store.read_conflicts(), moves, departments=settings.merged_sources
+    )
     contracts, held = hold_contracts(contracts, datasets, still_held(storage, run_id))
     files = build_exchange(storage, contracts, datasets, run_id, as_of)
     sources = {name: contract_for(settings, name) for name in settings.sources}
@@ -428,7 +428,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
     used = merged.get("batches") or {}
     warnings: list[str] = []
     sources = []
-    for source in sorted(set(settings.sources) | set(MERGE_SOURCES)):
+    for source in sorted(settings.sources):
         latest = _latest_batch(storage, source)
         accepted = storage.last_accepted(source)
         used_batch = used.get(source, accepted["batch_id"] if accepted else None)

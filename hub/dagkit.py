@@ -13,7 +13,6 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, get_current_context, task
 
-SOURCES = ("cdpf", "civil", "hrss", "police")
 START = pendulum.datetime(
     2016, 1, 1, tz="Asia/Shanghai"
 )  # 国发〔2015〕52号 in force; earlier dates have no subsidy
@@ -45,7 +44,7 @@ def _as_of() -> date:
     )
 
 
-def ingestion_dag(source: str, doc_md: str | None) -> DAG:
+def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> DAG:
     """One ingestion DAG per source: pull (land raw bytes), stage (standardise + validate), fresh.
 
     One retry policy per step: `pull` has no Airflow retries because the connector retries its own
@@ -54,11 +53,13 @@ def ingestion_dag(source: str, doc_md: str | None) -> DAG:
     cycle: `stage` still runs (trigger rule all_done) and updates the Asset with status "stale",
     so the cycle runs on this source's last accepted batch; `fresh` then fails this DAG run with
     the pull's error, so the refusal is red in the UI and reaches the failure callbacks.
+
+    `schedule` is the source's configured one (a cron expression or preset such as @daily).
     """
 
     @dag(
         dag_id=f"ingest_{source}",
-        schedule="@daily",
+        schedule=schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -121,12 +122,13 @@ def ingestion_dag(source: str, doc_md: str | None) -> DAG:
     return ingest()
 
 
-def cycle_dag(doc_md: str | None) -> DAG:
-    """The cycle downstream of every source's Asset: merge, eligibility, exchange, report."""
+def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
+    """The cycle downstream of the staged Asset of every configured source: merge, eligibility, exchange,
+    audit, report (any source's new batch may change a person's facts or an audit finding)."""
 
     @dag(
         dag_id="cycle",
-        schedule=[staged_asset(s) for s in SOURCES],
+        schedule=[staged_asset(s) for s in sources],
         start_date=START,
         catchup=False,
         max_active_runs=1,

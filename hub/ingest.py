@@ -6,7 +6,7 @@ import logging
 from datetime import date
 from typing import Any
 
-from hub.settings import FolderSource, RestSource, Settings, SftpSource, SqlSource
+from hub.settings import Settings
 from hub.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -31,28 +31,12 @@ def pull_stage(settings: Settings, source: str, as_of: date) -> dict[str, Any]:
 
 
 def _pull(settings: Settings, storage: Storage, source: str, as_of: date) -> dict[str, Any]:
-    from connectors.folder import pull_folder
-    from connectors.rest import pull_rest
-    from connectors.sftp import pull_sftp
-    from connectors.sql import pull_sql
+    from connectors import puller
     from transforms.contracts import load_contract
 
     config = settings.sources[source]
     contract = load_contract(settings.path(config.contract))
-    native = {c.name: c.native for c in contract.columns}
-    if isinstance(config, SqlSource):
-        landed = pull_sql(
-            storage, source, config, as_of, order_by=[native["updated_at"], native["id_number"]]
-        )
-    elif isinstance(config, FolderSource):
-        landed = pull_folder(storage, source, config, as_of)
-    elif isinstance(config, SftpSource):
-        landed = pull_sftp(storage, source, config, as_of)
-    elif isinstance(config, RestSource):
-        required = [c.native for c in contract.columns if c.required]
-        landed = pull_rest(storage, source, config, as_of, required, native.get("updated_at"))
-    else:  # pragma: no cover - the settings model admits no other transport
-        raise TypeError(f"unknown transport for {source}")
+    landed = puller(config.transport)(storage, source, config, as_of, contract)
     return {"source": source, "batch_id": landed.batch_id, "rows": landed.rows, "new": landed.new}
 
 

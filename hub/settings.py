@@ -23,7 +23,16 @@ DEFAULT_VAR = ROOT / "var" if ROOT == _CODE else Path("var")
 
 class _Source(BaseModel):
     contract: str
-    schedule: str = "@daily"
+    description: str | None = Field(None, description="what the department sends, for the DAG's docs")
+    schedule: str = Field("@daily", description="the ingestion DAG's schedule (cron or preset)")
+    merge: bool | None = Field(
+        None,
+        description="the source feeds the master file; unset: it does when the precedence names it "
+        "(audit-only sources are never merged)",
+    )
+    suite: str | None = Field(
+        None, description="Great Expectations suite file; default expectations/<source>.json"
+    )
     conn_id: str | None = Field(
         None,
         description="Airflow connection with this source's endpoint and secrets (else the env variables)",
@@ -204,6 +213,18 @@ class Settings(BaseModel):
         description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",
     )
 
+    @property
+    def merged_sources(self) -> tuple[str, ...]:
+        """The departments that feed the master file, in config order: `merge: true`, or named in the precedence."""
+        from transforms.precedence import resolve_precedence
+
+        named = {s for order in resolve_precedence(self.precedence).values() for s in order}
+        return tuple(
+            name
+            for name, source in self.sources.items()
+            if source.merge or (source.merge is None and name in named)
+        )
+
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""
         return os.path.expandvars(text.replace("{var}", str(self.var_dir)))
@@ -231,7 +252,21 @@ def load_settings(
     except (ValidationError, TypeError) as exc:
         raise SystemExit(explain(config_path, exc)) from None
     _check_precedence(settings, config_path)
+    _check_merged(settings, config_path)
     return settings
+
+
+def _check_merged(settings: Settings, config_path: Path) -> None:
+    """A source marked `merge: true` must be one the merge can read (its master attributes are declared
+    in transforms.precedence); say so at load time rather than when the cycle's merge starts."""
+    from transforms.precedence import SOURCES, PrecedenceError
+
+    unknown = [s for s in settings.merged_sources if s not in SOURCES]
+    if unknown:
+        raise PrecedenceError(
+            f"{config_path}: sources.{unknown[0]}.merge: the merge reads only {list(SOURCES)}; "
+            "a new department can land, validate and be audited, but not yet feed the master"
+        )
 
 
 def _check_precedence(settings: Settings, config_path: Path) -> None:

@@ -17,7 +17,9 @@ import hmac
 import io
 import logging
 import os
+import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -44,12 +46,10 @@ TRANSPORTS = {"folder": ("path",), "sftp": ("env_prefix", "folder"), "rest": ("b
 PURPOSES_FILE = "purposes.yaml"
 CHANGE_HEADER = "变更类型"
 CHANGES = {"new": "新增", "changed": "变更", "stopped": "停止"}
-WORK_LISTS = (
-    "cdpf",
-    "police",
-    "civil",
-    "hrss",
-)  # one open-conflicts dataset per department: conflicts_<dept>
+# one open-conflicts dataset per department that feeds the master: conflicts_<dept>; the departments
+# come from the configuration (Settings.merged_sources), these are the defaults
+WORK_LISTS = ("cdpf", "police", "civil", "hrss")
+WORK_LIST = re.compile(r"conflicts_[a-z][a-z0-9_]*")
 # new / continuing / stop lists of the paying departments, from the run's transitions (transforms.decisions)
 DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")
 DECISION_DATASETS = ("eligible_decisions", *DECISION_LISTS)
@@ -213,7 +213,11 @@ def load_exchange_contract(path: Path, purposes: dict[str, dict[str, Any]] | Non
             "id_mode", f"purpose {purpose_id!r} allows ID numbers only as {id_modes}, found {id_mode!r}"
         )
     line_ending = choice("line_ending", tuple(LINE_ENDINGS), "crlf")
-    dataset = choice("dataset", DATASETS)
+    dataset = text("dataset")
+    if dataset not in DATASETS and not WORK_LIST.fullmatch(dataset):
+        raise fail(
+            "dataset", f"expected one of {list(DATASETS)} or conflicts_<department>, found {dataset!r}"
+        )
     mode = choice("mode", MODES, "snapshot")
     key = raw.get("key") or []
     if not isinstance(key, list) or not all(isinstance(k, str) and k in fields for k in key):
@@ -287,9 +291,10 @@ def exchange_datasets(
     decisions: pd.DataFrame,
     conflicts: pd.DataFrame,
     transitions: pd.DataFrame | None = None,
+    departments: Iterable[str] = WORK_LISTS,
 ) -> dict[str, pd.DataFrame]:
     """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
-    when the run's transitions are given)."""
+    when the run's transitions are given; one conflicts_<d> work list per department in `departments`)."""
     from transforms.decisions import delivery_lists
 
     people = master[["id_number", "name", "hukou_county"]]
@@ -317,7 +322,7 @@ def exchange_datasets(
     )
     work_lists = {
         f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
-        for d in WORK_LISTS
+        for d in departments
     }
     return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
 

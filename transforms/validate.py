@@ -91,7 +91,8 @@ class StageResult:
 
 
 def suite_path(settings: Settings, source: str) -> Path:
-    return settings.path(f"{SUITE_DIR}/{source}.json")
+    configured = settings.sources[source].suite if source in settings.sources else None
+    return settings.path(configured or f"{SUITE_DIR}/{source}.json")
 
 
 def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:

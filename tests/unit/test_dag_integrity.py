@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,8 @@ PROBE = textwrap.dedent(
             "doc_md": bool(dag.doc_md),
             "retries": {t.task_id: t.retries for t in dag.tasks},
             "tasks": sorted(t.task_id for t in dag.tasks),
+            "schedule": getattr(dag.timetable, "expression", None),
+            "assets": sorted(a.uri for a in getattr(dag.timetable.asset_condition, "objects", [])),
         }
         for dag_id, dag in bag.dags.items()
     }
@@ -48,13 +51,17 @@ PROBE = textwrap.dedent(
 )
 
 
-def _parse(tmp_path: Path) -> dict:
+def _parse(tmp_path: Path, config: Path | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "LIANBAN_CONFIG"}
+    if config is not None:
+        env["LIANBAN_CONFIG"] = str(config)
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(ROOT / "dags"), str(tmp_path)],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -92,3 +99,30 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
     assert dags["cycle"]["tasks"] == ["audit", "deliver", "eligibility", "exchange", "merge", "report"]
     for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["tasks"] == ["fresh", "pull", "stage"]
+        assert dags[f"ingest_{source}"]["schedule"] == "0 0 * * *"  # @daily
+    # the cycle waits on the sources that feed the master, never on the audit-only ones
+    assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]
+
+
+def test_a_configured_department_gets_its_dag_and_schedule(tmp_path: Path) -> None:
+    """A fifth department declared in the config alone appears with its own schedule; no DAG file is
+    written for it. Not feeding the master, it does not trigger the cycle."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8"))
+    raw["sources"]["medical"] = {
+        "transport": "folder",
+        "contract": "tests/fixtures/medical/medical.yaml",
+        "path": "{var}/drops/medical",
+        "pattern": "medical_*.csv",
+        "schedule": "30 6 * * 1-5",
+    }
+    config = tmp_path / "medical.yaml"
+    config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    result = _parse(tmp_path, config)
+    assert result["errors"] == {}
+    dags = result["dags"]
+    assert dags["ingest_medical"]["schedule"] == "30 6 * * 1-5"
+    assert dags["ingest_medical"]["tasks"] == ["fresh", "pull", "stage"]
+    assert dags["ingest_hrss"]["schedule"] == "0 0 * * *"
+    assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]
