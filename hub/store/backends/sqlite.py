@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
+from hub.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from hub.store.backends.base import Backend, BulkSession, Writer
 from hub.store.convert import rows_arrow
 
@@ -87,7 +88,10 @@ class SqliteBackend(Backend):
     def engine(self) -> sa.Engine:
         parsed = sa.make_url(self.url)
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database)
+            if not database.exists():  # the master file is personal data: owner only (SQLite's -wal follows)
+                database.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+                database.touch(mode=PRIVATE_FILE_MODE)
         engine = sa.create_engine(self.url)
 
         @sa.event.listens_for(engine, "connect")
