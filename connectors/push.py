@@ -92,7 +92,7 @@ def _step(unit: Unit, transport: str, step: str) -> None:
 
 def _parse_ack(raw: bytes) -> dict[str, Any]:
     """An ack file as the partner wrote it: JSON if it is JSON, else its first 200 characters as text."""
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="backslashreplace")  # an odd byte stays visible, never lost
     with contextlib.suppress(ValueError):
         parsed = json.loads(text)
         if isinstance(parsed, dict):

@@ -100,7 +100,7 @@ class Airflow:
 
     def tail(self, name: object) -> str:
         path = self.home / f"{name}.out"
-        return f"--- {name}\n" + path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return f"--- {name}\n" + path.read_text(errors="backslashreplace")[-3000:] if path.exists() else ""
 
     def runs(self, dag_id: str) -> list[dict]:
         return list(self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after"})["dag_runs"])
@@ -221,7 +221,7 @@ def test_assets_trigger_the_cycle_which_succeeds(airflow: Airflow) -> None:
     day = max(as_of).replace("-", "")
     subsidies = var / "outbox" / "civil" / f"{max(as_of)[:7]}" / f"civil_two_subsidies_{day}.csv"
     assert subsidies.exists(), partner_files
-    assert len(subsidies.read_text(encoding="utf-8-sig", errors="replace").splitlines()) > 1
+    assert len(subsidies.read_text(encoding="utf-8-sig", errors="backslashreplace").splitlines()) > 1
     assert all((var / p).with_name(p.name + ".manifest.json").exists() for p in partner_files)
     for source in ("cdpf", "civil", "hrss", "police"):
         assert (var / "outbox" / source / max(as_of)[:7] / f"{source}_conflicts_{day}.csv").exists()
@@ -262,7 +262,7 @@ def test_no_secret_in_any_task_log(airflow: Airflow) -> None:
     logs = [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
     assert any("task_id=pull" in str(p) for p in logs), "no task log found"
     token = json.loads(airflow.env["AIRFLOW_CONN_LIANBAN_POLICE"])["password"]
-    leaked = [str(p) for p in logs if token in p.read_text(errors="replace")]
+    leaked = [str(p) for p in logs if token in p.read_text(errors="backslashreplace")]
     assert leaked == [], f"the police token is in {leaked}"
     outputs = [p for p in airflow.home.glob("*.out")]
-    assert not [str(p) for p in outputs if token in p.read_text(errors="replace")]
+    assert not [str(p) for p in outputs if token in p.read_text(errors="backslashreplace")]
