@@ -1,4 +1,4 @@
-"""The `hub` command line: sandbox, run, batch, master, bench."""
+"""The `hub` command line: sandbox, run, batch, approve, master, bench."""
 
 from __future__ import annotations
 
@@ -178,6 +178,27 @@ def batch_release(
     )
 
 
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="the run whose outbound files the guard held")],
+    who: Annotated[str, typer.Option("--by", help="who approves (recorded with the time)")],
+    reason: Annotated[str, typer.Option("--reason", help="why the mass change is right (recorded)")],
+    config: Config = None,
+) -> None:
+    """Release the outbound files the mass-change guard held for a run: recorded, then built."""
+    from hub.decision_run import approve_and_build
+
+    try:
+        done = approve_and_build(load_settings(config), run_id, who, reason)
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"[green]approved[/green] {run_id} by {done['by']} at {done['at']} ({', '.join(done['services'])}); "
+        f"{len(done['files'])} files built"
+    )
+
+
 @master_app.command("show")
 def master_show(
     id_number: Annotated[
@@ -279,6 +300,11 @@ def bench(
     console.print(
         f"master store {figures['master_backend']}: incremental merge after 1% changes "
         f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
+    )
+    console.print(
+        f"decision versions written: {figures['decisions_written_full']:,} on the first run, "
+        f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
+        f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
     )
     for label, key in (
         ("full merge", "merge_seconds_by_step"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -33,13 +32,6 @@ MERGE_SOURCES = ("cdpf", "police", "civil", "hrss")
 
 def _store(settings: Settings) -> MasterStore:
     return MasterStore(settings.expand(settings.master_url))
-
-
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -243,17 +235,21 @@ def _incremental_scope(
 
 
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
-    """Evaluate the policy in force on as_of over the whole master; decisions go to the store and a parquet file."""
+    """Evaluate the policy in force on as_of over the master as of that date; the store keeps only the
+    decisions that changed (hub/decision_run.py), the run directory all of them and the transitions."""
+    from hub.decision_run import evaluation_master, record_decisions
     from transforms.eligibility import columns_read, evaluate, load_policy
 
     storage = Storage(settings)
     store = _store(settings)
     policy = load_policy(settings.path(settings.policy), as_of)
-    master = current_master(storage.master_snapshot(store.url), store, columns_read(policy, MASTER_COLUMNS))
+    attributes = columns_read(policy, MASTER_COLUMNS)
+    master, past = evaluation_master(storage, store, as_of, attributes)
     decisions = evaluate(master, policy, as_of)
-    store.write_decisions(decisions, run_id)
+    stored = record_decisions(
+        settings, storage, store, decisions, master, policy.path, attributes, as_of, run_id, past
+    )
     path = storage.run_dir(run_id) / "decisions.parquet"
-    _write_parquet_atomic(decisions, path)
     services = []
     for name, service in policy.services.items():
         rows = decisions[decisions["service"] == name]
@@ -281,12 +277,14 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
             "period_in_force": [str(policy.effective_from), str(policy.effective_to or "")],
             "services": services,
             "path": str(path),
+            **stored,
         },
     )
 
 
 def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Write every partner file of schemas/exchange for this run, each with its manifest."""
+    from hub.decision_run import hold_contracts, still_held
     from transforms.contracts import contract_for
     from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
     from transforms.rejects import write_pending_rejects
@@ -298,7 +296,10 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
     decisions_path = storage.run_dir(run_id) / "decisions.parquet"
     decisions = pd.read_parquet(decisions_path) if decisions_path.exists() else store.read_decisions(run_id)
     people = current_master(storage.master_snapshot(store.url), store, ["id_number", "name", "hukou_county"])
-    datasets = exchange_datasets(people, decisions, store.read_conflicts())
+    moves_path = storage.run_dir(run_id) / "transitions.parquet"
+    moves = pd.read_parquet(moves_path) if moves_path.exists() else None
+    datasets = exchange_datasets(people, decisions, store.read_conflicts(), moves)
+    contracts, held = hold_contracts(contracts, datasets, still_held(storage, run_id))
     files = build_exchange(storage, contracts, datasets, run_id, as_of)
     sources = {name: contract_for(settings, name) for name in settings.sources}
     rejects = write_pending_rejects(storage, sources, run_id, as_of)
@@ -322,7 +323,13 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, An
         storage,
         run_id,
         "exchange",
-        {"run_id": run_id, "rows": sum(f.rows for f in files), "files": listed, "rejects": returned},
+        {
+            "run_id": run_id,
+            "rows": sum(f.rows for f in files),
+            "files": listed,
+            "rejects": returned,
+            "held": held,
+        },
     )
 
 
@@ -391,6 +398,7 @@ def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -
 
 def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
+    from hub.decision_run import guard_warnings
     from hub.report import write_report
 
     storage = Storage(settings)
@@ -446,6 +454,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]
             }
             for svc, rows in frame.groupby("service", sort=True)
         ]
+    warnings.extend(guard_warnings(storage, run_id, eligibility, decisions))
     exchange = []
     for manifest_path in sorted((storage.var / "outbox").glob("*/*/*.manifest.json")):
         manifest = _read_json(manifest_path)

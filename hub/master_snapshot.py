@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from hub.master_store import MASTER_COLUMNS, MasterStore, as_master
+from hub.storage import publishing
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,12 @@ def _write(path: Path, table: pa.Table, labels: dict[bytes, Any]) -> None:
         **{k: json.dumps(v, sort_keys=True).encode() for k, v in labels.items()},
     }
     table = table.replace_schema_metadata(metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    with (
+        publishing(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
         writer.write_table(table)
-    os.replace(tmp, path)
 
 
 def write_after_merge(

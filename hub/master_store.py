@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,9 +38,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 # SOURCE_CODES: the merge's one character per attribute in `sources` (P police, C cdpf, M civil, H hrss)
+from hub.storage import publishing
+from transforms.decisions import DecisionDiff
 from transforms.merge import ATTRIBUTE_COLUMNS, CONFLICT_COLUMNS, SOURCE_CODES
 
 log = logging.getLogger(__name__)
@@ -155,18 +158,26 @@ conflict = sa.Table(
     sa.Index("ix_conflict_status", "status"),
 )
 
-decision = sa.Table(
-    "decision",
+# One row per change of a person's decision for a service (migration 0003): open while valid_to is
+# null; run_id opened it, closed_run closed it (a retried run undoes exactly its own writes by these).
+decision_version = sa.Table(
+    "decision_version",
     metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("id_number", sa.String(18), primary_key=True),
     sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("valid_from", sa.Date, nullable=False),
+    sa.Column("valid_to", sa.Date),
     sa.Column("period", sa.String(7), nullable=False),
     sa.Column("eligible", sa.Boolean, nullable=False),
     sa.Column("amount", sa.Float, nullable=False),
     sa.Column("reasons", sa.String(256), nullable=False),
     sa.Column("policy", sa.String(64), nullable=False),
     sa.Column("policy_version", sa.String(32), nullable=False),
+    sa.Column("policy_hash", sa.String(64), nullable=False),
+    sa.Column("caused_by", sa.Text),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("closed_run", sa.String(64)),
 )
 
 run = sa.Table(
@@ -183,6 +194,8 @@ run = sa.Table(
     sa.Column("scope", sa.Integer),
     sa.Column("written", sa.Integer),
     sa.Column("batches", sa.Text),
+    sa.Column("decisions_written", sa.Integer),
+    sa.Column("decisions_sha256", sa.String(64)),
 )
 
 
@@ -574,6 +587,34 @@ class _Bulk:
         self.temps.clear()
 
 
+# -- the open decisions as a file --------------------------------------------------------------------------
+
+OPEN_DECISIONS_KEY = b"lianban.open_decisions"
+OPEN_DECISION_COLUMNS = ["id_number", "service", "eligible", "amount", "reasons"]
+
+
+def _write_open_decisions(path: Path, decisions: pd.DataFrame, tag: dict[str, str]) -> None:
+    """The open decisions after a run (its decisions), tagged with the store, the run and its write time."""
+    table = pa.Table.from_pandas(decisions[OPEN_DECISION_COLUMNS], preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), OPEN_DECISIONS_KEY: json.dumps(tag)}
+    )
+    with publishing(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _read_open_decisions(path: Path, tag: dict[str, str]) -> pd.DataFrame | None:
+    """The file's decisions when its tag is `tag` (it mirrors the store), else None."""
+    try:
+        schema = pq.read_schema(path)
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return None
+    if json.loads((schema.metadata or {}).get(OPEN_DECISIONS_KEY, b"{}")) != tag:
+        return None
+    frame = pq.read_table(path).to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return frame.astype({"eligible": bool, "amount": "float64"})
+
+
 # -- the store --------------------------------------------------------------------------------------------
 
 
@@ -841,15 +882,229 @@ class MasterStore:
 
     # -- decisions ----------------------------------------------------------------------------------------
 
-    def write_decisions(self, decisions: pd.DataFrame, run_id: str) -> None:
-        """Replace the decisions of one run (a retried run writes the same rows, never twice)."""
+    def apply_decisions(
+        self,
+        decisions: pd.DataFrame,
+        run_id: str,
+        as_of: date,
+        policy_hash: str,
+        sha256: str,
+        causes: Callable[[pd.Series], pd.Series] | None = None,
+        open_snapshot: Path | None = None,
+    ) -> tuple[DecisionDiff, dict[str, int]]:
+        """Write a run's decisions as changes, in ONE transaction; returns the comparison and counts.
+
+        `decisions`: every person x service of the run, in canonical order (transforms.decisions).
+        Compared with the open versions: a new or changed decision closes the open version
+        (valid_to = as_of, closed_run = this run) and opens the next; a decision no longer made (the
+        person left the master, the service left the policy) only closes. Unchanged decisions are not
+        touched, so a day with 1% changed decisions writes about 1% of the rows. A retried run first
+        undoes what its earlier attempt committed (its versions deleted, the versions it closed
+        reopened), then writes what a clean run writes. `causes(ids)`: the batches each person's facts
+        came from, asked only for the persons written.
+
+        `open_snapshot`: a Parquet file of the open decisions. After a run the open versions are
+        exactly its decisions, so the file is that run's decisions, tagged with the run and its write
+        time; the next run reads it instead of every open version from the database (the read that
+        would otherwise cost as much as the day's writes) when the tag names the store's last
+        decision run.
+        """
+        from transforms.decisions import diff
+
         with self.engine.begin() as conn:
-            conn.execute(decision.delete().where(decision.c.run_id == run_id))
-            self._bulk(conn).insert(decision, decisions.assign(run_id=run_id))
-            self._touch_run(
-                conn, run_id, {"decisions": len(decisions), "decisions_written_at": _written_at()}
+            bulk = self._bulk(conn)
+            self._check_decisions_forward(conn, run_id, as_of)
+            undone = self._undo_decisions(conn, run_id)
+            before = self._open_decisions(conn, run_id, open_snapshot)
+            changes = diff(decisions, before)
+            rows = changes.rows
+            opening = rows[rows["state"] != "gone"]
+            closing = int((rows["state"] != "new").sum())
+            # an empty table (the first run) has nothing to close and every version is the first
+            history = conn.execute(sa.select(sa.exists().select_from(decision_version))).scalar_one()
+            keys = (
+                bulk.keys("lb_decision_keys", rows[["id_number", "service"]])
+                if history and len(rows)
+                else None
             )
-        log.info("master store: %d decisions written for %s", len(decisions), run_id)
+            if len(opening):
+                self._insert_decisions(
+                    conn, bulk, keys, decisions, opening, run_id, as_of, policy_hash, causes
+                )
+            if keys is not None:
+                bulk.update(
+                    decision_version,
+                    keys,
+                    sa.and_(decision_version.c.valid_to.is_(None), decision_version.c.run_id != run_id),
+                    {"valid_to": as_of, "closed_run": run_id},
+                )
+            counts = {
+                "opened": len(opening),
+                "closed": closing,
+                "unchanged": changes.unchanged,
+                "undone": undone,
+            }
+            written_at = _written_at()
+            self._touch_run(
+                conn,
+                run_id,
+                {
+                    "as_of": as_of,
+                    "decisions": len(decisions),
+                    "decisions_written": len(opening),
+                    "decisions_sha256": sha256,
+                    "decisions_written_at": written_at,
+                },
+            )
+            bulk.drop_temps()
+        if open_snapshot is not None:
+            _write_open_decisions(
+                open_snapshot, decisions, {"url": self.url, "run_id": run_id, "at": written_at}
+            )
+        log.info(
+            "master store %s: decisions %d opened, %d closed, %d unchanged",
+            run_id,
+            counts["opened"],
+            counts["closed"],
+            counts["unchanged"],
+        )
+        return changes, counts
+
+    def _check_decisions_forward(self, conn: sa.Connection, run_id: str, as_of: date) -> None:
+        """Decision history only moves forward too; a past date is a backfill, which writes no versions."""
+        last = self._last_decision_day(conn, run_id)
+        if last is not None and as_of < last:
+            raise ValueError(
+                f"decisions of {run_id} are as of {as_of}, but the store holds decisions from {last}; "
+                "a past date is a backfill (evaluate and compare, write nothing)"
+            )
+
+    @staticmethod
+    def _last_decision_day(conn: sa.Connection, exclude_run: str | None = None) -> date | None:
+        """The latest as_of of a run that wrote decisions (the small run table, not a scan of versions)."""
+        query = sa.select(sa.func.max(run.c.as_of)).where(run.c.decisions_written_at.is_not(None))
+        if exclude_run is not None:
+            query = query.where(run.c.run_id != exclude_run)
+        last = conn.execute(query).scalar_one()
+        return date.fromisoformat(last) if isinstance(last, str) else last
+
+    def _undo_decisions(self, conn: sa.Connection, run_id: str) -> int:
+        """Take back what an earlier attempt of this run committed (nothing on a first attempt)."""
+        wrote = conn.execute(
+            sa.select(run.c.decisions_written_at).where(run.c.run_id == run_id)
+        ).scalar_one_or_none()
+        if wrote is None:
+            return 0
+        dv = decision_version
+        deleted = conn.execute(dv.delete().where(dv.c.run_id == run_id)).rowcount
+        conn.execute(dv.update().where(dv.c.closed_run == run_id).values(valid_to=None, closed_run=None))
+        return int(deleted)
+
+    def _open_decisions(self, conn: sa.Connection, run_id: str, snapshot: Path | None) -> pd.DataFrame:
+        """The open versions' keys and values: from the snapshot when it mirrors the store, else read."""
+        last = conn.execute(
+            sa.select(run.c.run_id, run.c.decisions_written_at)
+            .where(run.c.decisions_written_at.is_not(None))
+            .order_by(run.c.decisions_written_at.desc(), run.c.run_id.desc())
+            .limit(1)
+        ).first()
+        if snapshot is not None and last is not None and last[0] != run_id:
+            frame = _read_open_decisions(
+                snapshot, {"url": self.url, "run_id": str(last[0]), "at": str(last[1])}
+            )
+            if frame is not None:
+                self.stats["open_decisions_from_snapshot"] += 1
+                return frame
+        dv = decision_version
+        cols = self._columns(dv, ["id_number", "service", "eligible", "amount", "reasons"])
+        query = sa.select(*cols).where(dv.c.valid_to.is_(None)).order_by(dv.c.id_number, dv.c.service)
+        return self._read(query, dv, conn)
+
+    def _insert_decisions(
+        self,
+        conn: sa.Connection,
+        bulk: _Bulk,
+        keys: sa.Table | None,
+        decisions: pd.DataFrame,
+        opening: pd.DataFrame,
+        run_id: str,
+        as_of: date,
+        policy_hash: str,
+        causes: Callable[[pd.Series], pd.Series] | None,
+    ) -> None:
+        """Insert the next version of every opened decision, after whatever history its key has
+        (`keys`: every key the run touches; None when the table was empty)."""
+        dv = decision_version
+        rows = opening[["id_number", "service"]].merge(decisions, on=["id_number", "service"], how="left")
+        out = rows[["id_number", "service"]].copy()
+        out["version"] = np.int64(1)
+        if keys is not None:
+            last = self._read(
+                sa.select(dv.c.id_number, dv.c.service, sa.func.max(dv.c.version).label("version"))
+                .where(bulk.in_keys(dv, keys))
+                .group_by(dv.c.id_number, dv.c.service),
+                dv,
+                conn,
+            )
+            found = out[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
+            out["version"] = found["version"].fillna(0).astype("int64").to_numpy() + 1
+        out["valid_from"] = pd.Timestamp(as_of)
+        for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version"):
+            out[c] = rows[c].to_numpy()
+        out["policy_hash"] = policy_hash
+        if causes is not None:
+            out["caused_by"] = causes(out["id_number"]).to_numpy()
+        out["run_id"] = run_id
+        bulk.insert(dv, out)
+
+    def decisions_in_force(self, day: date, services: Iterable[str] | None = None) -> pd.DataFrame:
+        """The decisions in force on `day`: the version of each person x service valid then.
+
+        Columns: id_number, service, eligible, amount, reasons, policy, policy_version, policy_hash,
+        valid_from, valid_to, caused_by, run_id; ordered by id_number and service.
+        """
+        dv = decision_version
+        wanted = ["id_number", "service", "eligible", "amount", "reasons", "policy", "policy_version"]
+        wanted += ["policy_hash", "valid_from", "valid_to", "caused_by", "run_id"]
+        query = sa.select(*self._columns(dv, wanted)).where(
+            dv.c.valid_from <= day, sa.or_(dv.c.valid_to.is_(None), dv.c.valid_to > day)
+        )
+        if services is not None:
+            query = query.where(dv.c.service.in_(list(services)))
+        return self._read(query.order_by(dv.c.id_number, dv.c.service), dv)
+
+    def last_decision_day(self) -> date | None:
+        """The latest date decisions were written for: a run before it is a backfill."""
+        with self.engine.connect() as conn:
+            return self._last_decision_day(conn)
+
+    def read_decision_versions(self, run_id: str | None = None) -> pd.DataFrame:
+        """Every decision version (or those one run opened), ordered by key and version."""
+        dv = decision_version
+        query = sa.select(*dv.c)
+        if run_id is not None:
+            query = query.where(dv.c.run_id == run_id)
+        return self._read(query.order_by(dv.c.id_number, dv.c.service, dv.c.version), dv)
+
+    def master_rows(self, ids: pd.Series, columns: list[str], day: date | None = None) -> pd.DataFrame:
+        """Some persons' master rows (current, or as of `day`), found through a key table, not an IN list."""
+        with self.engine.begin() as conn:
+            bulk = self._bulk(conn)
+            keys = bulk.keys("lb_rows", ids.astype("string").drop_duplicates().to_frame("id_number"))
+            if day is None:
+                query = sa.select(*self._columns(person, columns)).where(bulk.in_keys(person, keys))
+                frame = self._read(query, person, conn)
+            else:
+                pv = person_version
+                query = sa.select(*self._columns(pv, columns)).where(
+                    bulk.in_keys(pv, keys),
+                    pv.c.valid_from <= day,
+                    sa.or_(pv.c.valid_to.is_(None), pv.c.valid_to > day),
+                    pv.c.removed == sa.false(),
+                )
+                frame = self._read(query, pv, conn)
+            bulk.drop_temps()
+        return frame
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -1031,14 +1286,34 @@ class MasterStore:
         }
 
     def read_decisions(self, run_id: str) -> pd.DataFrame:
-        """The decisions of one run, ordered by id_number and service."""
-        cols = [c for c in decision.columns if c.name != "run_id"]
-        query = (
-            sa.select(*cols)
-            .where(decision.c.run_id == run_id)
-            .order_by(decision.c.id_number, decision.c.service)
+        """The decisions a run left in force, as the run evaluated them (period = its month).
+
+        The versions opened by this run or an earlier one and not closed by either, where runs are
+        ordered as the migration orders them (as_of, then write time); empty for an unknown run.
+        """
+        with self.engine.connect() as conn:
+            runs = conn.execute(
+                sa.select(run.c.run_id, run.c.as_of)
+                .where(run.c.decisions_written_at.is_not(None))
+                .order_by(run.c.as_of, run.c.decisions_written_at, run.c.run_id)
+            ).all()
+        names = [str(r) for r, _ in runs]
+        if run_id not in names:
+            return self._read(sa.select(*self._decision_columns()).where(sa.false()), decision_version)
+        as_of = runs[names.index(run_id)][1]
+        upto = names[: names.index(run_id) + 1]
+        dv = decision_version
+        query = sa.select(*self._decision_columns(f"{as_of}"[:7])).where(
+            dv.c.run_id.in_(upto), sa.or_(dv.c.closed_run.is_(None), dv.c.closed_run.not_in(upto))
         )
-        return self._read(query, decision)
+        return self._read(query.order_by(dv.c.id_number, dv.c.service), dv)
+
+    @staticmethod
+    def _decision_columns(period: str = "") -> list[sa.ColumnElement[Any]]:
+        dv = decision_version
+        month = sa.literal(period, sa.String(7)).label("period")
+        names = ("eligible", "amount", "reasons", "policy", "policy_version")
+        return [dv.c.id_number, dv.c.service, month, *(dv.c[n] for n in names)]
 
     def counts(self) -> dict[str, Any]:
         """Sizes for the report: persons, open conflicts (and by type), decisions, runs."""
@@ -1057,7 +1332,13 @@ class MasterStore:
                 "persons": count(person),
                 "conflicts": sum(int(n) for _, n in by_type),
                 "conflicts_by_type": {str(t): int(n) for t, n in by_type},
-                "decisions": count(decision),
+                "decisions": int(
+                    conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(decision_version)
+                        .where(decision_version.c.valid_to.is_(None))
+                    ).scalar_one()
+                ),
                 "runs": count(run),
             }
 

@@ -1,6 +1,6 @@
 """`hub master show`: one person's master record as it stood on a day, with the source and batch of each attribute.
 
-Masked by default (DOMAIN.md section 6: ID and certificate number first 6 + last 4, name first
+Masked by default (docs/domain.md, Personal information: ID and certificate number first 6 + last 4, name first
 character); `unmasked` shows raw values, and the caller writes an audit line (who, when, never the ID).
 ID-number changes are followed: asking for a former number shows the person's record under the new one.
 """

@@ -3,7 +3,7 @@
 The HTML is self-contained (inline CSS, no script, no URL of any kind) so it can be mailed or
 archived as one file, with Chinese and English headings. Its only links are relative ones to the
 batches' validation.html files beside it under var/ (they open offline too). Every ID number in it is masked (first 6 +
-last 4, DOMAIN.md section 6): the summary is scrubbed before it is rendered or written, whatever the
+last 4, docs/domain.md, Personal information): the summary is scrubbed before it is rendered or written, whatever the
 stages put into it.
 """
 
@@ -17,17 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
-from hub.masking import mask_id
-from hub.storage import Storage, write_json_atomic
-
-# An 18-character (or legacy 15-digit) ID number anywhere in a text; a hex digest (sha256) is matched
-# first as a whole token so that a run of digits inside a checksum is left alone.
-_ID_TOKEN = re.compile(r"(?P<digest>\b[0-9a-fA-F]{32,}\b)|(?<![\dXx*])(?P<id>\d{17}[\dXx]|\d{15})(?![\dXx])")
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    return match.group(0) if match.group("digest") else mask_id(match.group("id"))
-
+from hub.masking import mask_structure
+from hub.storage import Storage, publish_bytes, write_json_atomic
 
 # Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
 STYLE = """<style>
@@ -97,12 +88,15 @@ _TEMPLATE = """<!DOCTYPE html>
 
 <h2>资格判定 <span class="en">Decisions</span></h2>
 <table>
-<tr><th>服务 Service</th><th>判定人数 Evaluated</th><th>符合 Eligible</th><th>金额合计（元）Amount total (yuan)</th></tr>
+<tr><th>服务 Service</th><th>判定人数 Evaluated</th><th>符合 Eligible</th><th>金额合计（元）Amount total (yuan)</th>
+<th>本次变化 Changed this run</th><th>外发 Outbound files</th></tr>
 {% for d in decisions %}
 <tr><td>{{ d.title or d.service }} <span class="mono">{{ d.service }}</span></td>
 <td class="num">{{ d.evaluated }}</td><td class="num">{{ d.eligible }}</td>
-<td class="num">{{ "%.2f"|format(d.amount_total) }}</td></tr>
-{% else %}<tr><td colspan="4">无 none</td></tr>{% endfor %}
+<td class="num">{{ "%.2f"|format(d.amount_total) }}</td>
+<td class="num">{% if d.changed is not none %}{{ d.changed }} ({{ "%.1f"|format(100 * d.changed_share) }}%){% endif %}</td>
+<td class="{{ 'held' if d.outbound == '暂扣 HELD' else '' }}">{{ d.outbound }}</td></tr>
+{% else %}<tr><td colspan="6">无 none</td></tr>{% endfor %}
 </table>
 
 <h2>交换文件 <span class="en">Exchange files</span></h2>
@@ -122,14 +116,8 @@ _TEMPLATE = """<!DOCTYPE html>
 
 
 def scrub(value: Any) -> Any:
-    """Mask every ID-number token in a JSON-like structure (keys and values, recursively)."""
-    if isinstance(value, str):
-        return _ID_TOKEN.sub(_mask_match, value)
-    if isinstance(value, dict):
-        return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
+    """Mask every ID-shaped token in a JSON-like structure (keys and values, recursively)."""
+    return mask_structure(value)
 
 
 def defang(value: Any) -> Any:
@@ -155,6 +143,9 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("title", "")
         d.setdefault("evaluated", 0)
         d.setdefault("eligible", 0)
+        d.setdefault("changed", None)
+        d.setdefault("changed_share", None)
+        d.setdefault("outbound", "")
         d["amount_total"] = round(float(d.get("amount_total") or 0.0), 2)
         decisions.append(d)
     sources = []
@@ -220,7 +211,5 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
     html = env.from_string(_TEMPLATE).render(**{**shown, "policy": shown.get("policy", ""), "style": STYLE})
     target = out_dir / "report.html"
-    tmp = target.with_name(".report.html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, target)
+    publish_bytes(target, html.encode("utf-8"))
     return target

@@ -156,9 +156,23 @@ class Gates(BaseModel):
     )
 
 
+class Guard(BaseModel):
+    """Mass-change guard: a service whose decisions change for too many persons in one run has its
+    outbound files held until `hub approve RUN --by NAME --reason TEXT` (a first run is exempt)."""
+
+    max_changed_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of a service's persons whose eligibility or amount changed above which its "
+        "outbound files are held",
+    )
+
+
 class Settings(BaseModel):
     region: str
     gates: Gates = Field(default_factory=lambda: Gates())
+    guard: Guard = Field(default_factory=lambda: Guard())
     precedence: dict[str, list[str]] = Field(
         default_factory=dict,
         description="一数一源: attribute -> sources in order (first non-null wins); defaults in transforms.merge",

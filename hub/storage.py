@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -327,6 +329,45 @@ class Storage:
             )
 
 
+# Everything under var/ may hold personal data: readable by its owner only (docs/domain.md,
+# Personal information).
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def publishing(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; when the block succeeds, make it durable and rename it into place.
+
+    The one way the hub publishes a file: a reader sees the old file or the whole new one, never half;
+    a crash leaves at most a `.<name>.tmp-<pid>` file, which the block's failure removes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def publish_bytes(path: Path, payload: bytes) -> None:
+    with publishing(path) as tmp:
+        tmp.write_bytes(payload)
+
+
 def decision_note(decision: dict[str, Any]) -> str:
     """The ledger note of a batch accepted by an operator; the same text on every re-staging."""
     verb = "accepted in part" if decision["decision"] == "partial" else "released"
@@ -336,11 +377,14 @@ def decision_note(decision: dict[str, Any]) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON through a temporary name and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    """JSON published atomically (see `publishing`)."""
+    publish_bytes(path, json.dumps(payload, ensure_ascii=False, indent=2, default=str).encode("utf-8"))
+
+
+def write_parquet_atomic(frame: Any, path: Path) -> None:
+    """A pandas frame as Parquet, published atomically (see `publishing`)."""
+    with publishing(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def sha256_file(path: Path) -> str:

@@ -7,13 +7,13 @@ network. Inline CSS only, no script, link or URL; every ID-number token is maske
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
 from hub.report import STYLE, defang, scrub
+from hub.storage import publish_bytes
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="zh-CN">
@@ -157,7 +157,5 @@ def write_validation_report(summary: dict[str, Any], target: Path) -> Path:
     shown = defang(scrub(_view(summary)))
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
     html = env.from_string(_TEMPLATE).render(**shown, style=STYLE)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, target)
+    publish_bytes(target, html.encode("utf-8"))
     return target

@@ -4,7 +4,7 @@ A contract names the partner, the purpose (data minimisation: only the fields th
 the no-onward-transfer line, the Chinese headers, the encoding and whether ID numbers go raw or
 masked. Every file is written through a temporary name and an atomic rename, then its manifest
 (contract, version, run, rows, SHA-256, period), so a partner never sees half a file and can check
-what it got. Cells that Excel would run as formulas are neutralised (DOMAIN.md section 7).
+what it got. Cells that Excel would run as formulas are neutralised (docs/domain.md, Text).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 import yaml
 
 from hub.masking import mask_ids
-from hub.storage import Storage, write_json_atomic
+from hub.storage import Storage, publish_bytes, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,10 @@ WORK_LISTS = (
     "civil",
     "hrss",
 )  # one open-conflicts dataset per department: conflicts_<dept>
-DATASETS = ("eligible_decisions", "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
+# new / continuing / stop lists of the paying departments, from the run's transitions (transforms.decisions)
+DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")
+DECISION_DATASETS = ("eligible_decisions", *DECISION_LISTS)
+DATASETS = (*DECISION_DATASETS, "conflicts", *(f"conflicts_{d}" for d in WORK_LISTS))
 
 
 class ExchangeError(ValueError):
@@ -153,10 +155,23 @@ def money(amount: pd.Series) -> pd.Series:
 
 
 def exchange_datasets(
-    master: pd.DataFrame, decisions: pd.DataFrame, conflicts: pd.DataFrame
+    master: pd.DataFrame,
+    decisions: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    transitions: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The rows each contract's `dataset` names, in a deterministic order."""
+    """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
+    when the run's transitions are given)."""
+    from transforms.decisions import delivery_lists
+
     people = master[["id_number", "name", "hukou_county"]]
+    lists: dict[str, pd.DataFrame] = {}
+    for name, rows in ({} if transitions is None else delivery_lists(decisions, transitions)).items():
+        rows = rows.merge(people, on="id_number", how="left")
+        for column in ("amount", "amount_before"):
+            if column in rows:
+                rows[column] = money(rows[column])
+        lists[name] = rows
     eligible = decisions[decisions["eligible"].astype(bool)]
     eligible = eligible.merge(people, on="id_number", how="left")
     eligible = eligible.assign(amount=money(eligible["amount"]))
@@ -176,7 +191,7 @@ def exchange_datasets(
         f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
         for d in WORK_LISTS
     }
-    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists}
+    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
 
 
 # -- cells ---------------------------------------------------------------------------------------------
@@ -257,10 +272,7 @@ def encode_table(table: pd.DataFrame, encoding: str, line_ending: str, where: st
 
 def publish(target: Path, payload: bytes, manifest: dict[str, Any]) -> tuple[Path, str]:
     """Write a file, then its manifest (with bytes and SHA-256), each via a temporary name and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
+    publish_bytes(target, payload)
     digest = hashlib.sha256(payload).hexdigest()
     manifest_path = target.with_name(target.name + ".manifest.json")
     write_json_atomic(manifest_path, {**manifest, "bytes": len(payload), "sha256": digest})

@@ -1,4 +1,4 @@
-"""Great Expectations custom expectations for rules the built-ins cannot state (DOMAIN.md sections 2, 3).
+"""Great Expectations custom expectations for rules the built-ins cannot state (docs/domain.md, ID numbers and Certificates).
 
 - expect_column_values_to_be_valid_id_number: GB 11643 check character and a real, non-future birth
   date (not after `as_of`, default today). The county code is not part of it: codes newer than any

@@ -83,7 +83,7 @@ STAGED_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 # Columns a contract may leave out; absent ones are read as null. 原公民身份号码 (police `ygmsfhm`): the
-# number the person held before a reissue (DOMAIN.md section 2: duplicate numbers were reissued).
+# number the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued).
 OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {"police": {"former_id_number": "string"}}
 
 # What identifies a row across a source's batches when a delta batch (SQL incremental, REST change feed)

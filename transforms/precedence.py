@@ -34,7 +34,7 @@ CARRIERS: dict[str, tuple[str, ...]] = {
     **{a: ("hrss",) for a in _HRSS_OWN},
 }
 
-# DOMAIN.md / issue 5: police for identity, 户籍 and death (cdpf stands in for identity when police has
+# docs/domain.md / issue 5: police for identity, 户籍 and death (cdpf stands in for identity when police has
 # no record); cdpf for the certificate and needs; civil for assistance and the 低保 standard; hrss for
 # employment, pension type and the work-injury care allowance.
 DEFAULT_PRECEDENCE: dict[str, list[str]] = {

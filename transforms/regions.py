@@ -3,7 +3,7 @@
 An ID keeps the address code it was issued with, so the list must hold abolished codes too.
 python-stdnum's `cn/loc` table has every code since 1980 with the years it was in use; codes created
 after the installed table was compiled (330113 临平区 and 330114 钱塘区, 2021) come from the config's
-`county_codes_added`. An unknown code is only ever a warning (DOMAIN.md section 2).
+`county_codes_added`. An unknown code is only ever a warning (docs/domain.md, ID numbers).
 """
 
 from __future__ import annotations

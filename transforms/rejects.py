@@ -1,4 +1,4 @@
-"""Reject files: each quarantined row goes back to the department that sent it (DESIGN.md section 2).
+"""Reject files: each quarantined row goes back to the department that sent it (docs/architecture.md, Batches).
 
 One file per batch with quarantined rows, under outbox/<source>/rejects/. The department gets its own
 row back, under its own column names and in its own encoding, followed by where the row was (file and

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -28,9 +27,17 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from hub.masking import mask_id
+from hub.masking import mask_id, mask_structure, mask_text
 from hub.settings import Gates, Settings
-from hub.storage import Storage, batches, decision_note, sha256_file, utcnow, write_json_atomic
+from hub.storage import (
+    Storage,
+    batches,
+    decision_note,
+    sha256_file,
+    utcnow,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from hub.validation_report import write_validation_report
 from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
@@ -56,7 +63,6 @@ KNOWN_COUNTY = "expect_column_values_to_have_known_county_code"
 SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
 # GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them
 SEVERITIES = ("critical", "warning", "info")
-_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])(\d{6})([0-9Xx]{5,})([0-9Xx]{4})(?![0-9A-Za-z])")
 
 
 class SuiteError(ValueError):
@@ -232,21 +238,6 @@ def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict
 # -- staging ---------------------------------------------------------------------------------------
 
 
-def _mask_text(text: str) -> str:
-    return _ID_LIKE.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
-
-
-def mask_payload(value: Any) -> Any:
-    """Mask anything shaped like an ID number anywhere in a JSON-able structure (belt and braces)."""
-    if isinstance(value, str):
-        return _mask_text(value)
-    if isinstance(value, dict):
-        return {k: mask_payload(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mask_payload(v) for v in value]
-    return value
-
-
 def _sample(frame: pd.DataFrame, column: str, index: np.ndarray) -> list[Any]:
     """A few unexpected values for the report; ID-bearing columns masked."""
     if column not in frame.columns or index.size == 0:
@@ -254,12 +245,6 @@ def _sample(frame: pd.DataFrame, column: str, index: np.ndarray) -> list[Any]:
     values = frame[column].iloc[index[:SAMPLE_SIZE]]
     out = [None if pd.isna(v) else str(v) for v in values]
     return [mask_id(v) if v and column in ID_COLUMNS else v for v in out]
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _raw_json(native: pd.DataFrame) -> pd.Series:
@@ -288,7 +273,7 @@ def _id_fix_counts(fixes: pd.Series) -> dict[str, int]:
 
 def _write_summary(summary: dict[str, Any], out: Path) -> None:
     """validation.json (masked) and the offline validation.html rendered from it."""
-    masked = mask_payload(summary)
+    masked = mask_structure(summary)
     write_json_atomic(out / "validation.json", masked)
     write_validation_report(masked, out / "validation.html")
 
@@ -322,9 +307,9 @@ def _held(
     }
     _write_summary(summary, out)
     storage.seal(out)
-    storage.set_verdict(batch_id, "held", 0, 0, note=_mask_text(note))
-    log.warning("%s batch %s held: %s", source, batch_id, _mask_text(note))
-    return StageResult(source, batch_id, "held", rows, 0, 0, {}, _mask_text(note), out)
+    storage.set_verdict(batch_id, "held", 0, 0, note=mask_text(note))
+    log.warning("%s batch %s held: %s", source, batch_id, mask_text(note))
+    return StageResult(source, batch_id, "held", rows, 0, 0, {}, mask_text(note), out)
 
 
 def _apply_suite(
@@ -561,7 +546,7 @@ def stage_batch(
     )
     for lineage in LINEAGE:
         accepted[lineage] = native.loc[~bad, lineage]
-    _write_parquet(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
+    write_parquet_atomic(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
 
     id_native = contract.column("id_number").native
     rejected = native.loc[bad]
@@ -576,7 +561,7 @@ def stage_batch(
             "raw": _raw_json(rejected[contract.natives]),
         }
     )
-    _write_parquet(quarantine.reset_index(drop=True), out / "quarantine.parquet")
+    write_parquet_atomic(quarantine.reset_index(drop=True), out / "quarantine.parquet")
 
     summary = {
         "source": source,

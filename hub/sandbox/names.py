@@ -2,7 +2,7 @@
 
 Rare characters from CJK Extension A/B (䶮, 㵘, 𠮷, ...) and names with `·` (买买提·艾力) are the
 ones real exchange files lose to GBK or a replacing decoder; the sandbox makes sure every hop sees them
-(DOMAIN.md section 7).
+(docs/domain.md, Text).
 """
 
 from __future__ import annotations

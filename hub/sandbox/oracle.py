@@ -2,7 +2,7 @@
 
 Deliberately independent of transforms/: it never evaluates the policy file's expressions, it only reads
 the numbers of the period in force, and codes the rules as plain Python (国发〔2015〕52号 and Zhejiang's
-local extensions, DOMAIN.md section 4):
+local extensions, docs/domain.md, The two subsidies):
 
 - living subsidy (困难残疾人生活补贴): valid certificate, local 户籍, in a 低保 or 低保边缘 household;
   not for 特困供养, 工伤保险生活护理费 or 孤儿/事实无人抚养儿童 support; 30% of the local 低保 standard.

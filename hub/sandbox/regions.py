@@ -3,7 +3,7 @@
 An ID number keeps the address code it was issued with, so people registered in a district created
 after their number was issued carry the predecessor's code (临安市 330185 before 临安区 330112 in 2017,
 余杭区 330110 before 临平区 330113 in 2021, 江干区 330104 before 钱塘区 330114 in 2021). Numbers issued
-after a redistricting carry the new code; the hub must accept both (DOMAIN.md section 2).
+after a redistricting carry the new code; the hub must accept both (docs/domain.md, ID numbers).
 Weights are rough resident populations (10,000s); 低保 standards (yuan/month) are plausible values
 between 1060 and 1300 (so last year's standard on ended entries stays above 1000), not official figures.
 """

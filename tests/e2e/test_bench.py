@@ -33,7 +33,10 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
     merged = next(s for s in figures["stages"] if s["stage"] == "merge")
     assert 0 < incremental["rows"] <= merged["rows"] // 50  # about 1% of persons rewritten, not all
     run = tmp_path / "var" / "bench" / "p1500-s3"
-    ours = pd.read_parquet(next((run / "runs").glob("*/decisions.parquet")))
+    ours = pd.read_parquet(run / "runs" / f"bench-{figures['as_of']}" / "decisions.parquet")
+    # decisions are stored as changes: every one on the first run, about 1% on the 1%-change day
+    assert figures["decisions_written_full"] == len(ours)
+    assert 0 < figures["decisions_written_incremental"]["opened"] <= len(ours) // 50
     floor = pd.read_parquet(run / "bench-floor-decisions.parquet")
     key = ["id_number", "service"]
     both = ours.merge(floor, on=key, suffixes=("", "_floor"), validate="one_to_one")

@@ -71,7 +71,7 @@ def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: 
             "person_version",
             "id_change",
             "conflict",
-            "decision",
+            "decision_version",
             "run",
             "alembic_version",
         } <= tables
@@ -315,8 +315,8 @@ def test_decisions_round_trip_and_a_retry_replaces_them(store_url: str) -> None:
             "policy_version": pd.array(["v"] * 3, dtype="string"),
         }
     )
-    store.write_decisions(decisions, "run-1")
-    store.write_decisions(decisions, "run-1")
+    store.apply_decisions(decisions, "run-1", DAY1, "policyhash", "sha")
+    store.apply_decisions(decisions, "run-1", DAY1, "policyhash", "sha")
     pd.testing.assert_frame_equal(store.read_decisions("run-1"), decisions)
     assert store.read_decisions("other").empty
     assert store.counts() == {

@@ -190,8 +190,9 @@ def test_master_store_round_trip_on_a_sqlite_file(tmp_path: Path) -> None:
             "policy_version": pd.array(["v"] * 2, dtype="string"),
         }
     )
-    store.write_decisions(decisions, "run-1")
-    store.write_decisions(decisions, "run-1")  # a retried task: replaced, not doubled
+    store.apply_decisions(decisions, "run-1", AS_OF, "policyhash", "sha")
+    # a retried task: its first attempt undone, not doubled
+    store.apply_decisions(decisions, "run-1", AS_OF, "policyhash", "sha")
     pd.testing.assert_frame_equal(store.read_decisions("run-1"), decisions)
     assert store.read_decisions("other").empty
 
