@@ -81,9 +81,7 @@ class Route:
 
 
 def engine(storage: Storage) -> sa.Engine:
-    path = storage.var / "state" / "deliveries.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    made = sa.create_engine(f"sqlite:///{path}")
+    made = storage.state_db("deliveries.sqlite")
     _meta.create_all(made)
     return made
 

@@ -133,12 +133,16 @@ class Storage:
     def sandbox(self) -> Path:
         return self.var / "sandbox"
 
-    def engine(self) -> sa.Engine:
-        path = self.var / "state" / "ledger.sqlite"
-        if not path.exists():  # the ledger names batches and people's rejected rows' files: private
+    def state_db(self, name: str) -> sa.Engine:
+        """An SQLite database under var/state, created owner-only (its folder too) whatever the umask."""
+        path = self.var / "state" / name
+        if not path.exists():  # ledgers name batches, files and people's rejected rows: private
             self.private_dir(path.parent)
             path.touch(mode=self.file_mode)
-        engine = sa.create_engine(f"sqlite:///{path}")
+        return sa.create_engine(f"sqlite:///{path}")
+
+    def engine(self) -> sa.Engine:
+        engine = self.state_db("ledger.sqlite")
         _meta.create_all(engine)
         return engine
 
