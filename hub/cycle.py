@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -24,6 +24,9 @@ from hub.master_snapshot import current_master, write_after_merge
 from hub.master_store import MASTER_COLUMNS, MasterStore
 from hub.settings import Settings
 from hub.storage import Storage, batches, write_json_atomic
+
+if TYPE_CHECKING:
+    from transforms.merge import MergePlan
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,27 @@ def _stage_record(storage: Storage, run_id: str, name: str, result: dict[str, An
     return result
 
 
+def merge_plan_for(settings: Settings) -> MergePlan:
+    """The merge's plan from the configured master schema and the departments' configured contracts."""
+    from transforms.contracts import contract_for
+    from transforms.merge import merge_plan
+
+    schema = settings.master()
+    return merge_plan(schema, {s: contract_for(settings, s) for s in schema.sources if s in settings.sources})
+
+
+def _check_store_holds(settings: Settings, plan: MergePlan) -> None:
+    """The store keeps the master columns of its Alembic head: a master schema that declares others
+    needs its migration first (schemas/master.yaml explains), so say so before merging."""
+    declared = list(plan.master_columns)
+    if declared != list(MASTER_COLUMNS):
+        raise ValueError(
+            f"{settings.config_file}: master_schema {settings.master_schema}: the master store's tables "
+            f"(its Alembic head) hold {list(MASTER_COLUMNS)}, the schema declares {declared}; add an "
+            "Alembic migration for the new columns (python -m hub.migrations revision --autogenerate)"
+        )
+
+
 def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False) -> dict[str, Any]:
     """Merge the current accepted state of every source into the master store (一人一档).
 
@@ -49,6 +73,8 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
     from transforms.merge import id_changes_of, in_scope, merge_sources, resolve_precedence, widen_scope
 
     started = time.perf_counter()
+    plan = merge_plan_for(settings)
+    _check_store_holds(settings, plan)
     storage = Storage(settings)
     states: dict[str, _SourceState] = {}
     used: dict[str, str | None] = {}
@@ -60,7 +86,9 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
             used[source] = None
             missing.append(source)
             continue
-        states[source] = _SourceState(source, chain, [_read_accepted(storage, source, b) for b in chain])
+        states[source] = _SourceState(
+            source, chain, [_read_accepted(storage, source, b) for b in chain], plan
+        )
         used[source] = chain[-1]
         if len(chain) > 1:
             used[f"_{source}_chain"] = ",".join(chain)
@@ -73,7 +101,7 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
             len(states[source].frame),
         )
     frames = {source: state.frame for source, state in states.items()}
-    precedence = resolve_precedence(settings.precedence, "config precedence")
+    precedence = resolve_precedence(settings.precedence, "config precedence", schema=plan.schema)
     store = _store(settings)
     # what decides the merged record besides the data: a change of it means a full merge
     used["_config"] = hashlib.sha256(
@@ -86,16 +114,16 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
         # merge before, as the first attempt did, so the run keeps that attempt's figures, not a no-op's
         before = store.last_merge(exclude_run=run_id)
     if not full:
-        found = _incremental_scope(storage, before, used, states, as_of)
+        found = _incremental_scope(storage, before, used, states, as_of, plan)
         if found is not None:
-            scope, previous_police = found
-            changes = [id_changes_of(frames.get("police"), as_of)]
-            if previous_police is not None:
-                changes.append(id_changes_of(previous_police, as_of))
+            scope, previous_reported = found
+            changes = [id_changes_of(frames.get(plan.reporter.name), as_of, plan)]
+            if previous_reported is not None:
+                changes.append(id_changes_of(previous_reported, as_of, plan))
             scope = widen_scope(scope, pd.concat(changes, ignore_index=True))
             frames = in_scope(frames, scope)
     read_done = time.perf_counter()
-    result = merge_sources(frames, as_of, precedence, settings.region)
+    result = merge_sources(frames, as_of, precedence, settings.region, plan)
     merged = time.perf_counter()
     written = store.apply_merge(result, run_id, as_of, scope=scope, batches=used)
     stored = time.perf_counter()
@@ -137,12 +165,13 @@ class _SourceState:
     source: str
     chain: list[str]
     parts: list[pd.DataFrame]
+    plan: MergePlan
 
     @cached_property
     def frame(self) -> pd.DataFrame:
         from transforms.merge import apply_deltas
 
-        return apply_deltas(self.source, self.parts)
+        return apply_deltas(self.source, self.parts, self.plan)
 
 
 def _is_delta(storage: Storage, source: str, batch_id: str) -> bool:
@@ -194,21 +223,24 @@ def _incremental_scope(
     used: dict[str, str | None],
     states: dict[str, _SourceState],
     as_of: date,
+    plan: MergePlan,
 ) -> tuple[pd.Series, pd.DataFrame | None] | None:
-    """The persons whose sources changed since the last merge (and police's previous rows, whose ID changes
-    matter too), or None when only a full merge is safe.
+    """The persons whose sources changed since the last merge (and the previous rows of the department
+    reporting ID changes, police, whose ID changes matter too), or None when only a full merge is safe.
 
     Full: no previous merge, another configuration, or a previous batch that is no longer staged.
     Otherwise, per source whose batches changed: the persons named by the delta batches appended since,
-    or, for a new full batch, the IDs whose rows differ between the previous and the current state; plus
-    civil assistance starting or ending between the two run dates.
+    or, for a new full batch, the IDs whose rows differ between the previous and the current state; plus,
+    for a department read by periods in force (civil), the periods starting or ending between the two
+    run dates.
     """
-    from transforms.merge import apply_deltas, changed_ids, civil_crossings
+    from transforms.merge import apply_deltas, changed_ids, period_crossings
 
     if last is None or last["batches"].get("_config") != used.get("_config"):
         return None
+    reporter = plan.reporter.name
     parts: list[pd.Series] = []
-    previous_police: pd.DataFrame | None = None
+    previous_reported: pd.DataFrame | None = None
     for source in [s for s in used if not s.startswith("_")]:  # the merged sources ("_" keys are metadata)
         recorded = last["batches"].get(f"_{source}_chain") or last["batches"].get(source)
         before = str(recorded).split(",") if recorded else []
@@ -217,23 +249,27 @@ def _incremental_scope(
         if before == now:
             continue
         if state is not None and before and now[: len(before)] == before:
-            previous = apply_deltas(source, state.parts[: len(before)]) if source == "police" else None
+            previous = apply_deltas(source, state.parts[: len(before)], plan) if source == reporter else None
             parts.extend(p["id_number"].astype("string") for p in state.parts[len(before) :])
         else:
             try:
-                previous = apply_deltas(source, [_read_accepted(storage, source, b) for b in before])
+                previous = apply_deltas(source, [_read_accepted(storage, source, b) for b in before], plan)
             except FileNotFoundError as exc:
                 log.warning("merge: a batch of the last merge is gone (%s); full merge", exc)
                 return None
-            parts.append(changed_ids(source, previous if before else None, state.frame if state else None))
-        if source == "police":
-            previous_police = previous
-    if last["as_of"] != as_of and "civil" in states:
-        parts.append(civil_crossings(states["civil"].frame, last["as_of"], as_of))
+            parts.append(
+                changed_ids(source, previous if before else None, state.frame if state else None, plan)
+            )
+        if source == reporter:
+            previous_reported = previous
+    if last["as_of"] != as_of:
+        for source, department in plan.departments.items():
+            if department.reduce == "assistance_periods" and source in states:
+                parts.append(period_crossings(source, states[source].frame, last["as_of"], as_of, plan))
     if not parts:
-        return pd.Series([], dtype="string"), previous_police
+        return pd.Series([], dtype="string"), previous_reported
     scope = pd.concat(parts, ignore_index=True).dropna().drop_duplicates().reset_index(drop=True)
-    return scope, previous_police
+    return scope, previous_reported
 
 
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
+
+if TYPE_CHECKING:
+    from transforms.master_schema import MasterSchema
 
 _CODE = Path(__file__).resolve().parent.parent
 # The checkout, or, for an installed wheel, the project files shipped beside the code (pyproject.toml).
@@ -192,7 +195,11 @@ class Settings(BaseModel):
     guard: Guard = Field(default_factory=lambda: Guard())
     precedence: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="一数一源: attribute -> sources in order (first non-null wins); defaults in transforms.merge",
+        description="一数一源: attribute -> sources in order (first non-null wins); defaults in the master schema",
+    )
+    master_schema: str = Field(
+        "schemas/master.yaml",
+        description="the master file's schema: its attributes, the departments that feed it and who may say what",
     )
     county_codes_added: list[Annotated[str, Field(pattern=r"^[0-9]{6}$")]] = Field(
         default_factory=list,
@@ -218,12 +225,20 @@ class Settings(BaseModel):
         """The departments that feed the master file, in config order: `merge: true`, or named in the precedence."""
         from transforms.precedence import resolve_precedence
 
-        named = {s for order in resolve_precedence(self.precedence).values() for s in order}
+        named = {
+            s for order in resolve_precedence(self.precedence, schema=self.master()).values() for s in order
+        }
         return tuple(
             name
             for name, source in self.sources.items()
             if source.merge or (source.merge is None and name in named)
         )
+
+    def master(self) -> MasterSchema:
+        """The configured master schema (schemas/master.yaml unless the config names another)."""
+        from transforms.master_schema import schema_at
+
+        return schema_at(self.path(self.master_schema))
 
     def expand(self, text: str) -> str:
         """Fill `{var}` and `${ENV}` in a configured path or URL (secrets stay in the environment)."""
@@ -251,21 +266,29 @@ def load_settings(
         settings = Settings(**raw, var_dir=var, config_file=config_path.resolve())
     except (ValidationError, TypeError) as exc:
         raise SystemExit(explain(config_path, exc)) from None
+    from transforms.master_schema import MasterSchemaError
+
+    try:
+        settings.master()
+    except MasterSchemaError as exc:
+        raise SystemExit(f"{config_path}: master_schema: {exc}") from None
     _check_precedence(settings, config_path)
     _check_merged(settings, config_path)
     return settings
 
 
 def _check_merged(settings: Settings, config_path: Path) -> None:
-    """A source marked `merge: true` must be one the merge can read (its master attributes are declared
-    in transforms.precedence); say so at load time rather than when the cycle's merge starts."""
-    from transforms.precedence import SOURCES, PrecedenceError
+    """A source marked `merge: true` must be one the merge can read (a department of the master schema,
+    which says what it carries); say so at load time rather than when the cycle's merge starts."""
+    from transforms.precedence import PrecedenceError
 
-    unknown = [s for s in settings.merged_sources if s not in SOURCES]
+    sources = settings.master().sources
+    unknown = [s for s in settings.merged_sources if s not in sources]
     if unknown:
         raise PrecedenceError(
-            f"{config_path}: sources.{unknown[0]}.merge: the merge reads only {list(SOURCES)}; "
-            "a new department can land, validate and be audited, but not yet feed the master"
+            f"{config_path}: sources.{unknown[0]}.merge: the merge reads only {list(sources)}, the "
+            f"departments of the master schema {settings.master_schema}; declare the department there "
+            "(its attributes' carriers) to merge it"
         )
 
 
@@ -278,4 +301,4 @@ def _check_precedence(settings: Settings, config_path: Path) -> None:
     for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
         if key.value == "precedence" and isinstance(value, yaml.MappingNode):
             lines = {k.value: k.start_mark.line + 1 for k, _ in value.value}
-    resolve_precedence(settings.precedence, str(config_path), lines)
+    resolve_precedence(settings.precedence, str(config_path), lines, settings.master())

@@ -118,6 +118,34 @@ class EventRule(BaseModel):
     values: list[str] = Field(min_length=1, description="canonical values that make a row an event")
 
 
+# How the merge reduces a department's current rows to what it says about each person (docs/architecture.md):
+# `latest` keeps each person's row with the latest updated_at; `assistance_periods` keeps the 民政
+# assistance periods in force on the run date (transforms.merge.civil_flags). A whitelist, never code.
+Reduction = Literal["latest", "assistance_periods"]
+
+
+class MergeRule(BaseModel):
+    """How the merge reads a department that feeds the master file (schemas/master.yaml `sources`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str | None = Field(
+        None,
+        pattern=r"^([a-z][a-z0-9]*_)?$",
+        description="prefix of the department's columns in the merge's joined frame; default `<source>_`",
+    )
+    reduce: Reduction = Field("latest", description="how rows become what the department says per person")
+    key: list[str] = Field(
+        default_factory=lambda: ["id_number"],
+        min_length=1,
+        description="what identifies a row across batches: a delta row replaces the earlier rows with its key",
+    )
+    may_lack: list[str] = Field(
+        default_factory=list,
+        description="columns a staged batch may leave out (named after older batches were staged): read as null",
+    )
+
+
 class SourceContract(BaseModel):
     """What one department sends and what the hub makes of it."""
 
@@ -139,6 +167,7 @@ class SourceContract(BaseModel):
     events: dict[str, EventRule] = Field(
         default_factory=dict, description="event kinds (deaths, cancellations) watched by the batch gate"
     )
+    merge: MergeRule = Field(default_factory=lambda: MergeRule(), description="how the merge reads it")
     path: Path | None = Field(None, exclude=True, description="the file it was read from, for messages")
 
     @model_validator(mode="after")
@@ -154,9 +183,19 @@ class SourceContract(BaseModel):
         unknown = {k: e.column for k, e in self.events.items() if e.column not in self.names}
         if unknown:
             raise ValueError(f"events name column(s) not in this contract: {unknown}")
+        named = [c for c in (*self.merge.key, *self.merge.may_lack) if c not in self.names]
+        if named:
+            raise ValueError(f"merge names column(s) not in this contract: {named}")
+        if self.merge.key[0] != "id_number" or "id_number" in self.merge.may_lack:
+            raise ValueError("merge.key must start with id_number, which merge.may_lack cannot name")
         if self.encoding.lower().replace("-", "") in ("gbk", "gb2312"):
             raise ValueError("encoding must be gb18030 (a superset of GBK/GB2312), not " + self.encoding)
         return self
+
+    @property
+    def join_prefix(self) -> str:
+        """The prefix of this department's columns in the merge's joined frame."""
+        return f"{self.source}_" if self.merge.prefix is None else self.merge.prefix
 
     @property
     def natives(self) -> list[str]:

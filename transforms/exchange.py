@@ -33,6 +33,7 @@ from hub.masking import mask_ids
 from hub.publish import private_dir, publish_unit, state_dir
 from hub.signing import SigningKey, load_signing_key, write_private
 from hub.storage import Storage, publish_bytes
+from transforms.master_schema import master_schema
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ PURPOSES_FILE = "purposes.yaml"
 CHANGE_HEADER = "变更类型"
 CHANGES = {"new": "新增", "changed": "变更", "stopped": "停止"}
 # one open-conflicts dataset per department that feeds the master: conflicts_<dept>; the departments
-# come from the configuration (Settings.merged_sources), these are the defaults
-WORK_LISTS = ("cdpf", "police", "civil", "hrss")
+# come from the configuration (Settings.merged_sources), these (the shipped master schema's) are the defaults
+WORK_LISTS = tuple(master_schema().sources)
 WORK_LIST = re.compile(r"conflicts_[a-z][a-z0-9_]*")
 # new / continuing / stop lists of the paying departments, from the run's transitions (transforms.decisions)
 DECISION_LISTS = ("decisions_new", "decisions_continuing", "decisions_stop")

@@ -144,12 +144,21 @@ class Record(_Strict):
         return tuple(f.name for f in self.state)
 
 
+class IdChanges(_Strict):
+    """The department that reports reissued ID numbers, and its column naming the former number."""
+
+    source: str
+    column: str
+
+
 class MasterSchema(_Strict):
     """schemas/master.yaml."""
 
     version: int
     sources: list[str] = Field(min_length=1)
     source_codes: dict[str, str]
+    holders: str = Field(description="the department whose persons are the master file's rows")
+    id_changes: IdChanges
     key: KeyColumn
     attributes: list[Attribute] = Field(min_length=1)
     provenance: Provenance
@@ -170,6 +179,9 @@ class MasterSchema(_Strict):
                 f"source_codes must give each of {self.sources} one character other than '-', "
                 f"found {self.source_codes}"
             )
+        for role, source in (("holders", self.holders), ("id_changes.source", self.id_changes.source)):
+            if source not in self.sources:
+                raise ValueError(f"{role}: {source!r} is not among sources {self.sources}")
         for a in self.attributes:
             unknown = [s for s in a.carriers if s not in self.sources]
             if unknown:
@@ -252,3 +264,20 @@ def load_master_schema(path: str | Path = MASTER_SCHEMA_PATH) -> MasterSchema:
 def master_schema() -> MasterSchema:
     """The shipped schemas/master.yaml (read once per process)."""
     return load_master_schema()
+
+
+def schema_at(path: str | Path) -> MasterSchema:
+    """The master schema a config names: the shipped one, or another file (read once per version)."""
+    path = Path(path).resolve()
+    if path == MASTER_SCHEMA_PATH.resolve():
+        return master_schema()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError as exc:
+        raise MasterSchemaError(f"{path}: master schema file not found") from exc
+    return _schema_version(path, stamp)
+
+
+@cache
+def _schema_version(path: Path, stamp: int) -> MasterSchema:
+    return load_master_schema(path)

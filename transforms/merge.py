@@ -1,7 +1,9 @@
 """Merge the accepted staged rows of every source into the disabled-person master file (一人一档).
 
 One row per person with an accepted cdpf row, keyed by the normalised 18-character ID number.
-Each attribute has one authoritative source (一数一源):
+The departments, what each may say and how each is read come from data: schemas/master.yaml (or the
+master schema a config names) and each department's contract `merge:` block (a MergePlan). With the
+shipped schema each attribute has one authoritative source (一数一源):
 
 - police (公安): name, gender, birth_date, hukou_county, hukou_status, death_date; cdpf stands in for
   name/gender/birth_date/hukou_county when police has no record (hukou_status then stays unknown);
@@ -16,25 +18,24 @@ Everything is vectorised over the whole input: no Python loop over people.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from transforms.contracts import load_contract
-from transforms.master_schema import MASTER_SCHEMA_PATH, master_schema
-from transforms.precedence import CARRIERS as CAN_SAY
+from transforms.contracts import SourceContract, load_contract
+from transforms.master_schema import MASTER_SCHEMA_PATH, MasterSchema, master_schema
 from transforms.precedence import DEFAULT_PRECEDENCE as DEFAULT_PRECEDENCE
 from transforms.precedence import PrecedenceError as PrecedenceError
 from transforms.precedence import resolve_precedence
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = master_schema()
-SOURCES = tuple(_SCHEMA.sources)
 CONTRACTS_DIR = MASTER_SCHEMA_PATH.parent / "sources"
 
 # The kind the merge holds a contract column in (a code column: its canonical values' kind).
@@ -49,71 +50,7 @@ _CONTRACT_KINDS = {
     "int": "int",
 }
 
-
-# Contract columns a staged frame may lack (read as null): 原公民身份号码 (police `ygmsfhm`), the number
-# the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued), which
-# batches staged before the contract named it do not have.
-_MAY_LACK: dict[str, tuple[str, ...]] = {"police": ("former_id_number",)}
-
-
-def _staged(source: str) -> dict[str, str]:
-    """A source's canonical staged columns and their kinds, from its contract (id_number first)."""
-    contract = load_contract(CONTRACTS_DIR / f"{source}.yaml")
-    kinds = {}
-    for c in contract.columns:
-        if c.type == "code":
-            kinds[c.name] = "int" if all(isinstance(v, int) for v in (c.codes or {}).values()) else "string"
-        else:
-            kinds[c.name] = _CONTRACT_KINDS[c.type]
-    return dict(sorted(kinds.items(), key=lambda item: item[0] != "id_number"))
-
-
-_CONTRACT_COLUMNS = {s: _staged(s) for s in SOURCES}
-# Canonical staged columns each source must provide, with their kinds (schemas/sources/<source>.yaml).
-STAGED_COLUMNS: dict[str, dict[str, str]] = {
-    s: {c: k for c, k in cols.items() if c not in _MAY_LACK.get(s, ())}
-    for s, cols in _CONTRACT_COLUMNS.items()
-}
-# Columns a staged frame may leave out; absent ones are read as null.
-OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {
-    s: {c: _CONTRACT_COLUMNS[s][c] for c in names} for s, names in _MAY_LACK.items()
-}
-
-# What identifies a row across a source's batches when a delta batch (SQL incremental, REST change feed)
-# replaces earlier rows: one row per person, except civil's several assistance periods per person.
-DELTA_KEYS: dict[str, tuple[str, ...]] = {
-    "cdpf": ("id_number",),
-    "police": ("id_number",),
-    "hrss": ("id_number",),
-    "civil": ("id_number", "assistance_type", "start_date"),
-}
-
-# The master file (schemas/master.yaml): column -> kind. `record_hash` covers the attribute columns
-# (not provenance).
-ATTRIBUTE_COLUMNS: dict[str, str] = _SCHEMA.attribute_columns
-PROVENANCE_COLUMNS: dict[str, str] = _SCHEMA.provenance_columns
-
-# `sources` holds one character per attribute after id_number, in ATTRIBUTE_COLUMNS order: the source
-# that set it (compact on purpose: 22 more string columns per person would dominate the store writes).
-SOURCE_CODES = dict(_SCHEMA.source_codes)
-NO_SOURCE = "-"
-_CODE_OF = {source: code for code, source in SOURCE_CODES.items()}
-PROVENANCED = [c for c in ATTRIBUTE_COLUMNS if c != "id_number"]
-
-# The column of the joined frame that holds a source's value of an attribute (civil's flags are unprefixed).
-_PREFIX = {"police": "p_", "cdpf": "c_", "hrss": "h_", "civil": ""}
-CARRIERS: dict[str, dict[str, str]] = {
-    attribute: {source: _PREFIX[source] + attribute for source in sources}
-    for attribute, sources in CAN_SAY.items()
-}
-# A column that is set exactly when the source knows the person (updated_at is required in every contract).
-_KNOWS = {"police": "p_updated_at", "cdpf": "c_updated_at", "civil": "civil_batch", "hrss": "h_updated_at"}
-MASTER_COLUMNS: dict[str, str] = {**ATTRIBUTE_COLUMNS, **PROVENANCE_COLUMNS}
-
-CONFLICT_COLUMNS = _SCHEMA.conflict.columns
-CONFLICT_TYPES = tuple(_SCHEMA.conflict.types or ())
-ID_CHANGE_COLUMNS = _SCHEMA.id_change.columns
-
+# 民政 assistance types behind each flag of the assistance_periods reduction (civil_flags).
 _CIVIL_FLAGS = {
     "dibao": ("dibao",),
     "dibao_edge": ("dibao_edge",),
@@ -121,14 +58,198 @@ _CIVIL_FLAGS = {
     "orphan_support": ("orphan", "de_facto_orphan"),
 }
 
+# What each reduction kind (a contract's `merge.reduce`) reads besides id_number, and what it says per
+# person instead of the contract's columns (None: the columns themselves, the latest row's values).
+_READS = {
+    "latest": ("updated_at",),
+    "assistance_periods": ("assistance_type", "active", "start_date", "end_date", "dibao_standard"),
+}
+_SAYS: dict[str, tuple[str, ...] | None] = {
+    "latest": None,
+    "assistance_periods": (*_CIVIL_FLAGS, "dibao_standard"),
+}
+
+
+class MergePlanError(ValueError):
+    """The master schema and a department's contract do not fit together."""
+
+
+@dataclass(frozen=True)
+class Department:
+    """How the merge reads one department: its contract's `merge:` block and canonical columns."""
+
+    name: str
+    code: str  # its character in a master row's `sources`
+    prefix: str  # of its columns in the joined frame
+    reduce: str  # a reduction kind of _READS
+    key: tuple[str, ...]  # a delta row replaces the earlier rows with this key
+    staged: dict[str, str]  # canonical columns a staged frame must have -> kind, id_number first
+    optional: dict[str, str]  # columns a staged frame may lack (read as null)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """The columns the merge reads: the required ones, then the optional ones."""
+        return {**self.staged, **self.optional}
+
+    @property
+    def says(self) -> tuple[str, ...]:
+        """What the department states per person after its reduction (the attributes it may carry)."""
+        return _SAYS[self.reduce] or tuple(c for c in self.columns if c != "id_number")
+
+    @property
+    def batch(self) -> str:
+        """Its provenance column in the master and in the joined frame."""
+        return f"{self.name}_batch"
+
+    @property
+    def knows(self) -> str:
+        """A joined column set exactly when the department knows the person."""
+        return self.prefix + "updated_at" if self.reduce == "latest" else self.batch
+
+
+def _department(contract: SourceContract, code: str) -> Department:
+    """A department from its contract (id_number first among its columns)."""
+    kinds = {}
+    for c in contract.columns:
+        if c.type == "code":
+            kinds[c.name] = "int" if all(isinstance(v, int) for v in (c.codes or {}).values()) else "string"
+        else:
+            kinds[c.name] = _CONTRACT_KINDS[c.type]
+    kinds = dict(sorted(kinds.items(), key=lambda item: item[0] != "id_number"))
+    rule = contract.merge
+    lacking = [c for c in _READS[rule.reduce] if c not in kinds or c in rule.may_lack]
+    if lacking:
+        raise MergePlanError(
+            f"{contract.path}: merge.reduce {rule.reduce} reads column(s) {lacking}, which the contract "
+            "does not have (or lets a batch lack)"
+        )
+    return Department(
+        name=contract.source,
+        code=code,
+        prefix=contract.join_prefix,
+        reduce=rule.reduce,
+        key=tuple(rule.key),
+        staged={c: k for c, k in kinds.items() if c not in rule.may_lack},
+        optional={c: kinds[c] for c in rule.may_lack},
+    )
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What the merge needs, from the master schema and the contracts of the departments it names."""
+
+    schema: MasterSchema
+    departments: dict[str, Department]  # in the schema's `sources` order
+
+    @cached_property
+    def attribute_columns(self) -> dict[str, str]:
+        """The key, then every attribute: column -> kind (what record_hash covers)."""
+        return self.schema.attribute_columns
+
+    @cached_property
+    def master_columns(self) -> dict[str, str]:
+        return {**self.schema.attribute_columns, **self.schema.provenance_columns}
+
+    @cached_property
+    def provenanced(self) -> list[str]:
+        """The attributes `sources` has a character for, in order."""
+        return [c for c in self.attribute_columns if c != self.schema.key.name]
+
+    @cached_property
+    def carriers(self) -> dict[str, dict[str, str]]:
+        """attribute -> department -> the joined column holding that department's value."""
+        return {
+            attribute: {s: self.departments[s].prefix + attribute for s in sources}
+            for attribute, sources in self.schema.carriers.items()
+        }
+
+    @property
+    def holders(self) -> Department:
+        return self.departments[self.schema.holders]
+
+    @property
+    def reporter(self) -> Department:
+        """The department whose rows report reissued ID numbers."""
+        return self.departments[self.schema.id_changes.source]
+
+    @property
+    def former(self) -> str:
+        """The reporter's column naming a person's former ID number."""
+        return self.schema.id_changes.column
+
+    def column(self, source: str, column: str) -> str:
+        """The joined frame's column of a department's value (or its batch)."""
+        department = self.departments[source]
+        return department.batch if column == "_batch_id" else department.prefix + column
+
+
+def merge_plan(
+    schema: MasterSchema | None = None, contracts: Mapping[str, SourceContract] | None = None
+) -> MergePlan:
+    """The plan for a master schema (default: the shipped one) and the departments' contracts (default:
+    schemas/sources/<source>.yaml); fails, naming the file, when they do not fit together."""
+    schema = schema or master_schema()
+    code_of = {source: code for code, source in schema.source_codes.items()}
+    departments = {}
+    for source in schema.sources:
+        contract = (contracts or {}).get(source) or load_contract(CONTRACTS_DIR / f"{source}.yaml")
+        departments[source] = _department(contract, code_of[source])
+    plan = MergePlan(schema, departments)
+    for attribute, sources in schema.carriers.items():
+        mute = [s for s in sources if attribute not in departments[s].says]
+        if mute:
+            raise MergePlanError(
+                f"{schema.path}: attribute {attribute}: carriers {mute} do not state it "
+                f"(their contracts' columns, or what their merge.reduce gives)"
+            )
+    joined = [schema.key.name, "_key"]
+    for d in departments.values():
+        joined += [d.batch, *(d.prefix + c for c in d.says)]
+    clash = sorted({c for c in joined if joined.count(c) > 1})
+    if clash:
+        raise MergePlanError(
+            f"{schema.path}: the departments' merge prefixes give column(s) {clash} twice; "
+            "give each department its own `merge.prefix` in its contract"
+        )
+    return plan
+
+
+PLAN = merge_plan()  # the shipped master schema and contracts
+SOURCES = tuple(PLAN.departments)
+# Canonical staged columns each source must provide, with their kinds (schemas/sources/<source>.yaml).
+STAGED_COLUMNS: dict[str, dict[str, str]] = {s: d.staged for s, d in PLAN.departments.items()}
+# Columns a staged frame may leave out; absent ones are read as null.
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {
+    s: d.optional for s, d in PLAN.departments.items() if d.optional
+}
+
+# The master file (schemas/master.yaml): column -> kind. `record_hash` covers the attribute columns
+# (not provenance).
+ATTRIBUTE_COLUMNS: dict[str, str] = PLAN.attribute_columns
+PROVENANCE_COLUMNS: dict[str, str] = PLAN.schema.provenance_columns
+
+# `sources` holds one character per attribute after id_number, in ATTRIBUTE_COLUMNS order: the source
+# that set it (compact on purpose: 22 more string columns per person would dominate the store writes).
+SOURCE_CODES = dict(PLAN.schema.source_codes)
+NO_SOURCE = "-"
+PROVENANCED = PLAN.provenanced
+# The column of the joined frame that holds a source's value of an attribute.
+CARRIERS: dict[str, dict[str, str]] = PLAN.carriers
+MASTER_COLUMNS: dict[str, str] = PLAN.master_columns
+
+CONFLICT_COLUMNS = PLAN.schema.conflict.columns
+CONFLICT_TYPES = tuple(PLAN.schema.conflict.types or ())
+ID_CHANGE_COLUMNS = PLAN.schema.id_change.columns
+
 
 class MergeInputError(ValueError):
     """A staged frame does not have the canonical shape the merge relies on."""
 
 
-def decode_sources(code: str) -> dict[str, str | None]:
+def decode_sources(code: str, plan: MergePlan = PLAN) -> dict[str, str | None]:
     """attribute -> source that set it, from a master row's `sources` code."""
-    return {a: SOURCE_CODES.get(ch) for a, ch in zip(PROVENANCED, code, strict=True)}
+    codes = plan.schema.source_codes
+    return {a: codes.get(ch) for a, ch in zip(plan.provenanced, code, strict=True)}
 
 
 def _no_id_changes() -> pd.DataFrame:
@@ -174,23 +295,24 @@ def empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({name: coerce(pd.Series([], dtype=object), kind) for name, kind in columns.items()})
 
 
-def canonical_columns(source: str) -> dict[str, str]:
+def canonical_columns(source: str, plan: MergePlan = PLAN) -> dict[str, str]:
     """The columns the merge reads from a source's staged rows: the required ones, then the optional ones."""
-    return {**STAGED_COLUMNS[source], **OPTIONAL_COLUMNS.get(source, {})}
+    return plan.departments[source].columns
 
 
-def _prepare(source: str, frame: pd.DataFrame | None) -> pd.DataFrame:
+def _prepare(source: str, frame: pd.DataFrame | None, plan: MergePlan = PLAN) -> pd.DataFrame:
     """Check a staged frame has the canonical columns and coerce them; keep only what the merge reads."""
-    columns = canonical_columns(source)
+    department = plan.departments[source]
+    columns = department.columns
     if frame is None or (frame.empty and len(frame.columns) == 0):
         out = empty_frame(columns)
         out["_batch_id"] = pd.Series([], dtype="string")
         return out
-    missing = [c for c in STAGED_COLUMNS[source] if c not in frame.columns]
+    missing = [c for c in department.staged if c not in frame.columns]
     if missing:
         raise MergeInputError(
             f"staged {source} rows lack canonical column(s) {missing}; "
-            f"expected {list(STAGED_COLUMNS[source])} + _batch_id"
+            f"expected {list(department.staged)} + _batch_id"
         )
     absent = pd.Series(pd.NA, index=frame.index, dtype="object")
     out = pd.DataFrame({name: coerce(frame.get(name, absent), kind) for name, kind in columns.items()})
@@ -251,9 +373,10 @@ def id_keys(*columns: pd.Series) -> tuple[list[np.ndarray], bool]:
         return [np.asarray(part, dtype=np.int64) for part in np.split(codes, bounds)], False
 
 
-def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, prefix: str) -> pd.DataFrame:
+def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, department: Department) -> pd.DataFrame:
     """A left join on `_key`: right's columns at `rows` (one per key) for each of `keys`, null where
-    it has none. Found by binary search on the sorted keys, then one take per column."""
+    it has none, named with the department's prefix (its batch: `<source>_batch`). Found by binary
+    search on the sorted keys, then one take per column."""
     where = np.full(len(keys), -1)  # -1: no row, a null
     if len(rows):
         found = right["_key"].to_numpy()[rows]
@@ -262,7 +385,9 @@ def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, prefix: st
         where = np.where(found[order][at] == keys, rows[order][at], -1)
     body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
     columns = {
-        prefix + c: pd.Series(pd.api.extensions.take(body[c].array, where, allow_fill=True))
+        department.batch if c == "_batch_id" else department.prefix + c: pd.Series(
+            pd.api.extensions.take(body[c].array, where, allow_fill=True)
+        )
         for c in body.columns
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(len(keys)))
@@ -284,34 +409,40 @@ def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
 # -- ID changes (GB 11643: reissued numbers) -------------------------------------------------------------
 
 
-def id_changes_of(police: pd.DataFrame | None, as_of: date) -> pd.DataFrame:
-    """old_id -> new_id as police reports them (原公民身份号码 on the person's row), chains followed to the end.
+def id_changes_of(reported: pd.DataFrame | None, as_of: date, plan: MergePlan = PLAN) -> pd.DataFrame:
+    """old_id -> new_id as the reporting department (police: 原公民身份号码 on the person's row) says,
+    chains followed to the end; `reported` is that department's staged rows (schemas/master.yaml id_changes).
 
     The former number is normalised like any ID (a legacy 15-digit number is upgraded); one that is not a
-    valid number is left out and counted in the log. When police said different things over time the
-    latest row wins. Columns: ID_CHANGE_COLUMNS + updated_at.
+    valid number is left out and counted in the log. When the department said different things over
+    time the latest row wins. Columns: ID_CHANGE_COLUMNS + updated_at.
     """
-    if police is None or "former_id_number" not in police:
-        return _id_changes(_prepare("police", None), as_of)
+    reporter, former = plan.reporter.name, plan.former
+    if reported is None or former not in reported:
+        return _id_changes(_prepare(reporter, None, plan), as_of, plan)
     # only the rows that name a former number: a handful among a province's million
-    return _id_changes(_prepare("police", police[police["former_id_number"].notna().to_numpy()]), as_of)
+    rows = reported[reported[former].notna().to_numpy()]
+    return _id_changes(_prepare(reporter, rows, plan), as_of, plan)
 
 
-def _id_changes(prepared: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def _id_changes(prepared: pd.DataFrame, as_of: date, plan: MergePlan = PLAN) -> pd.DataFrame:
     from transforms.ids import normalise_ids
 
-    rows = prepared[prepared["former_id_number"].notna()]
+    reporter = plan.reporter.name
+    rows = prepared[prepared[plan.former].notna()]
     if rows.empty:
         return _no_id_changes().assign(updated_at=pd.Series([], dtype="datetime64[us]"))
-    former = normalise_ids(rows["former_id_number"].reset_index(drop=True), as_of)
+    former = normalise_ids(rows[plan.former].reset_index(drop=True), as_of)
     valid = (former["id_reason"].isna() & former["id_number"].notna()).to_numpy(dtype=bool)
     if not valid.all():
-        log.warning("%d police rows carry a former ID number that is not valid; ignored", int((~valid).sum()))
+        log.warning(
+            "%d %s rows carry a former ID number that is not valid; ignored", int((~valid).sum()), reporter
+        )
     changes = pd.DataFrame(
         {
             "old_id": former["id_number"].astype("string").to_numpy(),
             "new_id": rows["id_number"].astype("string").to_numpy(),
-            "source": pd.array(["police"] * len(rows), dtype="string"),
+            "source": pd.array([reporter] * len(rows), dtype="string"),
             "batch_id": rows["_batch_id"].astype("string").to_numpy(),
             "updated_at": rows["updated_at"].to_numpy(),
         }
@@ -351,8 +482,11 @@ def rekey(frame: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, pd.Data
     return frame, moved
 
 
-def superseded_conflicts(moved: dict[str, pd.DataFrame], changes: pd.DataFrame) -> pd.DataFrame:
-    """ID_SUPERSEDED: a source still keys a person by a number police has replaced; that source fixes it."""
+def superseded_conflicts(
+    moved: dict[str, pd.DataFrame], changes: pd.DataFrame, reporter: str = PLAN.reporter.name
+) -> pd.DataFrame:
+    """ID_SUPERSEDED: a source still keys a person by a number the reporter (police) has replaced; that
+    source fixes it."""
     police_batch = pd.Series(changes["batch_id"].to_numpy(), index=changes["old_id"].to_numpy())
     parts = []
     for source, rows in moved.items():
@@ -364,7 +498,7 @@ def superseded_conflicts(moved: dict[str, pd.DataFrame], changes: pd.DataFrame) 
                 {
                     "id_number": rows["id_number"],
                     "conflict_type": "ID_SUPERSEDED",
-                    "source_a": "police",
+                    "source_a": reporter,
                     "value_a": rows["id_number"],
                     "source_b": source,
                     "value_b": rows["old_id"],
@@ -397,10 +531,10 @@ def widen_scope(scope: pd.Series, changes: pd.DataFrame) -> pd.Series:
 # -- delta batches -------------------------------------------------------------------------------------
 
 
-def apply_deltas(source: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+def apply_deltas(source: str, parts: list[pd.DataFrame], plan: MergePlan = PLAN) -> pd.DataFrame:
     """A source's current rows from its last full batch and the delta batches after it, in ledger order.
 
-    Each delta row replaces every earlier row with the same key (DELTA_KEYS); rows of one batch keep
+    Each delta row replaces every earlier row with the same key (its contract's `merge.key`); rows of one batch keep
     their order, so the newest-updated_at rule still decides between versions inside a batch. A delta
     cannot delete: a row the department removed stays until the next full batch (departments end
     records with a status or an end date, which a delta does carry).
@@ -412,8 +546,8 @@ def apply_deltas(source: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
         return parts[0]
     frame = pd.concat(parts, ignore_index=True)
     seq = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
-    kinds = canonical_columns(source)
-    keys = pd.DataFrame({k: coerce(frame[k], kinds[k]) for k in DELTA_KEYS[source]})
+    department = plan.departments[source]
+    keys = pd.DataFrame({k: coerce(frame[k], department.columns[k]) for k in department.key})
     key = pd.util.hash_pandas_object(keys, index=False).to_numpy()
     newest = pd.Series(seq).groupby(key, sort=False).transform("max").to_numpy()
     return frame[seq == newest].reset_index(drop=True)
@@ -423,7 +557,8 @@ def apply_deltas(source: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
-    """Assistance flags per person from the civil rows in force on `as_of` (active, started, not ended)."""
+    """Assistance flags per person from the civil rows in force on `as_of` (active, started, not ended),
+    and the batch they rest on (`_batch_id`): the assistance_periods reduction."""
     day = pd.Timestamp(as_of)
     in_force = (
         civil["active"].fillna(False).astype(bool)
@@ -441,7 +576,7 @@ def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
     flags = grouped[list(_CIVIL_FLAGS)].any()
     flags["dibao_standard"] = grouped["dibao_standard"].max()
     # The civil batch the person's assistance facts rest on (any row, in force or not).
-    flags["civil_batch"] = civil.groupby(by, sort=True, observed=True)["_batch_id"].max()
+    flags["_batch_id"] = civil.groupby(by, sort=True, observed=True)["_batch_id"].max()
     return flags.reset_index()
 
 
@@ -453,73 +588,79 @@ def merge_sources(
     as_of: date,
     precedence: dict[str, list[str]] | None = None,
     region: str = "",
+    plan: MergePlan = PLAN,
 ) -> MergeResult:
     """Merge each source's accepted staged rows (canonical columns + _batch_id) into the master file.
 
     `precedence` (attribute -> sources, first non-null wins; defaults for attributes not given) and
-    `region` (the province's code: a 户籍 county outside it counts as moved out) come from settings.
+    `region` (the province's code: a 户籍 county outside it counts as moved out) come from settings;
+    `plan` says which departments there are and how each is read (the configured master schema and
+    contracts; default the shipped ones).
     """
-    order = resolve_precedence(precedence)
-    unknown = sorted(set(frames) - set(SOURCES))
+    order = resolve_precedence(precedence, schema=plan.schema)
+    unknown = sorted(set(frames) - set(plan.departments))
     if unknown:
-        raise MergeInputError(f"unknown source(s) {unknown}; the merge knows {list(SOURCES)}")
-    police_rows = _prepare("police", frames.get("police"))
-    changes = _id_changes(police_rows, as_of)
+        raise MergeInputError(f"unknown source(s) {unknown}; the merge knows {list(plan.departments)}")
+    reporter, holders = plan.reporter.name, plan.holders.name
+    reported = _prepare(reporter, frames.get(reporter), plan)
+    changes = _id_changes(reported, as_of, plan)
     target = pd.Series(changes["new_id"].to_numpy(), index=changes["old_id"].to_numpy(), dtype="string")
-    # police's own rows under a number it has replaced are stale; the other sources' rows follow the person
-    police_rows = police_rows[~among(police_rows["id_number"], target.index)]
     moved: dict[str, pd.DataFrame] = {}
     rows: dict[str, pd.DataFrame] = {}
-    for source in ("cdpf", "civil", "hrss"):
-        rows[source], moved[source] = rekey(_prepare(source, frames.get(source)), target)
-    rows["police"] = police_rows
-    named = ("cdpf", "police", "civil", "hrss")
-    keys, ordered = id_keys(*(rows[s]["id_number"] for s in named))
-    for source, key in zip(named, keys, strict=True):
+    for source in plan.departments:
+        if source == reporter:
+            # the reporter's own rows under a number it has replaced are stale; the others follow the person
+            rows[source] = reported[~among(reported["id_number"], target.index)]
+        else:
+            rows[source], moved[source] = rekey(_prepare(source, frames.get(source), plan), target)
+    keys, ordered = id_keys(*(rows[s]["id_number"] for s in plan.departments))
+    for source, key in zip(plan.departments, keys, strict=True):
         rows[source] = rows[source].assign(_key=key)
-    # the master's rows are cdpf's latest, by id_number; one take of cdpf's columns puts them in order
-    holders = _latest(rows["cdpf"])
+    # the master's rows are the holders' latest, by id_number; one take of their columns puts them in order
+    first = _latest(rows[holders])
     if ordered:
-        holders = holders[np.argsort(rows["cdpf"]["_key"].to_numpy()[holders], kind="stable")]
+        first = first[np.argsort(rows[holders]["_key"].to_numpy()[first], kind="stable")]
     else:
-        numbers = rows["cdpf"]["id_number"].iloc[holders].reset_index(drop=True)
-        holders = holders[numbers.sort_values(kind="stable", na_position="last").index.to_numpy()]
-    cdpf = rows["cdpf"].iloc[holders]
-    civil = civil_flags(rows["civil"], as_of)
+        numbers = rows[holders]["id_number"].iloc[first].reset_index(drop=True)
+        first = first[numbers.sort_values(kind="stable", na_position="last").index.to_numpy()]
+    held = rows[holders].iloc[first]
 
-    # left joins on the integer key
-    m = cdpf.rename(columns=lambda c: c if c in ("id_number", "_key") else f"c_{c}").reset_index(drop=True)
+    # left joins on the integer key, one department after the other
+    prefix = plan.holders.prefix
+    m = held.rename(
+        columns=lambda c: (
+            plan.holders.batch if c == "_batch_id" else c if c in ("id_number", "_key") else prefix + c
+        )
+    ).reset_index(drop=True)
     key = m["_key"].to_numpy()
-    m = pd.concat(
-        [
-            m,
-            _aligned(key, rows["police"], _latest(rows["police"]), "p_"),
-            _aligned(key, civil, np.arange(len(civil)), ""),
-            _aligned(key, rows["hrss"], _latest(rows["hrss"]), "h_"),
-        ],
-        axis=1,
-    )
+    joined = [m]
+    for source, department in plan.departments.items():
+        if source == holders:
+            continue
+        if department.reduce == "assistance_periods":
+            said, at = civil_flags(rows[source], as_of), None
+        else:
+            said, at = rows[source], _latest(rows[source])
+        joined.append(_aligned(key, said, np.arange(len(said)) if at is None else at, department))
+    m = pd.concat(joined, axis=1)
 
-    values, codes = {}, np.full((len(m), len(PROVENANCED)), ord(NO_SOURCE), dtype=np.uint8)
-    for i, attribute in enumerate(PROVENANCED):
-        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute])
+    values, codes = {}, np.full((len(m), len(plan.provenanced)), ord(NO_SOURCE), dtype=np.uint8)
+    for i, attribute in enumerate(plan.provenanced):
+        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], plan)
     master = pd.DataFrame({"id_number": m["id_number"], **values}, index=m.index)
-    master = pd.DataFrame({c: coerce(master[c], k) for c, k in ATTRIBUTE_COLUMNS.items()})
+    master = pd.DataFrame({c: coerce(master[c], k) for c, k in plan.attribute_columns.items()})
     master["sources"] = pd.Series(
-        np.frombuffer(codes.tobytes(), dtype=f"S{len(PROVENANCED)}").astype(str),
+        np.frombuffer(codes.tobytes(), dtype=f"S{len(plan.provenanced)}").astype(str),
         index=m.index,
         dtype="string",
     )
-    master["cdpf_batch"] = m["c__batch_id"].astype("string")
-    master["police_batch"] = m["p__batch_id"].astype("string")
-    master["civil_batch"] = m["civil_batch"].astype("string")
-    master["hrss_batch"] = m["h__batch_id"].astype("string")
-    master["record_hash"] = record_hash(master)
-    has_police = m["p_updated_at"].notna()
+    for department in plan.departments.values():
+        master[department.batch] = m[department.batch].astype("string")
+    master["record_hash"] = record_hash(master, plan)
 
-    conflicts = find_conflicts(m, order, region)
+    conflicts = find_conflicts(m, order, region, plan)
     in_master = master["id_number"]
-    superseded = superseded_conflicts(moved, changes)
+    superseded = superseded_conflicts(moved, changes, reporter)
     superseded = superseded[among(superseded["id_number"], in_master)]
     if not superseded.empty:
         conflicts = pd.concat([conflicts, superseded], ignore_index=True)
@@ -527,50 +668,51 @@ def merge_sources(
             ["id_number", "conflict_type", "source_a", "source_b"], kind="stable"
         ).reset_index(drop=True)
     changes = changes.loc[among(changes["new_id"], in_master), list(ID_CHANGE_COLUMNS)].reset_index(drop=True)
+    known = ", ".join(f"{s} {int(m[d.knows].notna().sum())}" for s, d in plan.departments.items())
     log.info(
-        "merged %d persons (police known for %d, civil in force for %d, hrss for %d); %d conflicts, "
-        "%d ID changes",
+        "merged %d persons (known to %s); %d conflicts, %d ID changes",
         len(master),
-        int(has_police.sum()),
-        int(master[list(_CIVIL_FLAGS)].any(axis=1).sum()),
-        int(m["h__batch_id"].notna().sum()),
+        known,
         len(conflicts),
         len(changes),
     )
     return MergeResult(master=master, conflicts=conflicts, id_changes=changes)
 
 
-def _pick(m: pd.DataFrame, attribute: str, order: list[str]) -> tuple[pd.Series, np.ndarray]:
+def _pick(
+    m: pd.DataFrame, attribute: str, order: list[str], plan: MergePlan = PLAN
+) -> tuple[pd.Series, np.ndarray]:
     """First non-null value in precedence order, and the code of the source that gave it.
 
     A person no listed source has a value for keeps the first source that knows the person (its
     silence is the fact, e.g. police: no death date), else '-'.
     """
-    value = m[CARRIERS[attribute][order[0]]]  # keeps the column's dtype; later sources fill its gaps
+    carriers = plan.carriers[attribute]
+    value = m[carriers[order[0]]]  # keeps the column's dtype; later sources fill its gaps
     code = np.full(len(m), ord(NO_SOURCE), dtype=np.uint8)
     unset = np.ones(len(m), dtype=bool)
     for source in order:
-        column = m[CARRIERS[attribute][source]]
+        column = m[carriers[source]]
         present = column.notna().to_numpy(dtype=bool) & unset
         if source != order[0]:
             value = value.where(~present, column)
-        code[present] = ord(_CODE_OF[source])
+        code[present] = ord(plan.departments[source].code)
         unset &= ~present
     for source in order:
-        knows = m[_KNOWS[source]].notna().to_numpy(dtype=bool) & unset
-        code[knows] = ord(_CODE_OF[source])
+        knows = m[plan.departments[source].knows].notna().to_numpy(dtype=bool) & unset
+        code[knows] = ord(plan.departments[source].code)
         unset &= ~knows
     return value, code
 
 
-def record_hash(master: pd.DataFrame) -> pd.Series:
+def record_hash(master: pd.DataFrame, plan: MergePlan = PLAN) -> pd.Series:
     """A stable 64-bit hash of each person's attributes and their sources (signed, for SQL BIGINT).
 
     Batch ids are left out: a new batch that says the same things is not a change of the record.
     """
     if master.empty:
         return pd.Series([], dtype="Int64", index=master.index)
-    hashed = pd.util.hash_pandas_object(master[[*ATTRIBUTE_COLUMNS, "sources"]], index=False)
+    hashed = pd.util.hash_pandas_object(master[[*plan.attribute_columns, "sources"]], index=False)
     return pd.Series(hashed.to_numpy().view(np.int64), index=master.index, dtype="Int64")
 
 
@@ -614,15 +756,19 @@ def _records(
 
 
 def find_conflicts(
-    m: pd.DataFrame, order: dict[str, list[str]] | None = None, region: str = ""
+    m: pd.DataFrame, order: dict[str, list[str]] | None = None, region: str = "", plan: MergePlan = PLAN
 ) -> pd.DataFrame:
     """Conflict records from the joined sources, each for the work list of the department asked to fix it.
 
     Names (the side lower in the name precedence fixes it), ID-encoded birth date and sex (the source
     whose field disagrees), dead per police but active elsewhere (hrss or civil), an active certificate
-    whose holder's 户籍 has left the province (cdpf).
+    whose holder's 户籍 has left the province (cdpf). `m` is the joined frame, a department's columns
+    named as `plan` says.
     """
     from transforms.ids import birth_date_of, gender_of
+
+    def at(source: str, column: str) -> pd.Series:
+        return m[plan.column(source, column)]
 
     order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
@@ -632,22 +778,24 @@ def find_conflicts(
     parts = [
         _records(
             m,
-            m["p_name"].notna() & m["c_name"].notna() & (m["p_name"] != m["c_name"]),
+            at("police", "name").notna()
+            & at("cdpf", "name").notna()
+            & (at("police", "name") != at("cdpf", "name")),
             "NAME_MISMATCH",
             "police",
-            m["p_name"],
-            m["p__batch_id"],
+            at("police", "name"),
+            at("police", "_batch_id"),
             "cdpf",
-            m["c_name"],
-            m["c__batch_id"],
+            at("cdpf", "name"),
+            at("cdpf", "_batch_id"),
             name_fixer,
         )
     ]
     # GB 11643: digits 7-14 are the birth date, digit 17 odd = male; checked against every source that says.
-    for prefix, source in (("p", "police"), ("c", "cdpf")):
-        birth = m[f"{prefix}_birth_date"]
-        gender = m[f"{prefix}_gender"]
-        batch = m[f"{prefix}__batch_id"]
+    for source in plan.carriers["birth_date"]:
+        birth = at(source, "birth_date")
+        gender = at(source, "gender")
+        batch = at(source, "_batch_id")
         parts.append(
             _records(
                 m,
@@ -677,28 +825,29 @@ def find_conflicts(
             )
         )
     # texts are built for the few persons concerned only (strftime over every row costs seconds)
-    dead = (m["p_hukou_status"] == "dead").fillna(False).astype(bool)
+    dead = (at("police", "hukou_status") == "dead").fillna(False).astype(bool)
     the_dead = m.loc[dead]
-    death = the_dead["p_death_date"].dt.strftime("%Y-%m-%d").astype("string")
+    death = at("police", "death_date")[dead].dt.strftime("%Y-%m-%d").astype("string")
     dead_text = ("dead" + ("," + death).fillna("")).astype("string")
     parts.append(
         _records(
             m,
-            dead & (m["h_employment"] == "employed").fillna(False).astype(bool),
+            dead & (at("hrss", "employment") == "employed").fillna(False).astype(bool),
             "DEAD_BUT_ACTIVE",
             "police",
             dead_text,
-            m["p__batch_id"],
+            at("police", "_batch_id"),
             "hrss",
-            m["h_employment"],
-            m["h__batch_id"],
+            at("hrss", "employment"),
+            at("hrss", "_batch_id"),
             "hrss",
         )
     )
     in_force = pd.Series("", index=the_dead.index, dtype="string")
     for flag in _CIVIL_FLAGS:
         in_force = in_force + pd.Series(
-            np.where(the_dead[flag].fillna(False).astype(bool), flag + ",", ""), index=the_dead.index
+            np.where(the_dead[plan.column("civil", flag)].fillna(False).astype(bool), flag + ",", ""),
+            index=the_dead.index,
         )
     in_force = in_force.str.rstrip(",")
     parts.append(
@@ -708,20 +857,20 @@ def find_conflicts(
             "DEAD_BUT_ACTIVE",
             "police",
             dead_text,
-            m["p__batch_id"],
+            at("police", "_batch_id"),
             "civil",
             in_force,
-            m["civil_batch"],
+            at("civil", "_batch_id"),
             "civil",
         )
     )
     # 户籍 moved out of the province: police says so, or its county code is another province's.
-    status, county = m["p_hukou_status"], m["p_hukou_county"].astype("string")
+    status, county = at("police", "hukou_status"), at("police", "hukou_county").astype("string")
     outside = (
         county.notna() & ~county.str.startswith(region[:2]) if region else pd.Series(False, index=m.index)
     )
     moved = (status == "moved_out").fillna(False).astype(bool) | outside.fillna(False).astype(bool)
-    moved &= (m["c_cert_status"] == "active").fillna(False).astype(bool)
+    moved &= (at("cdpf", "cert_status") == "active").fillna(False).astype(bool)
     parts.append(
         _records(
             m,
@@ -729,10 +878,10 @@ def find_conflicts(
             "CERT_ACTIVE_MOVED_OUT",
             "police",
             (status[moved].astype("string") + "," + county[moved].fillna("")).astype("string"),
-            m["p__batch_id"],
+            at("police", "_batch_id"),
             "cdpf",
-            m["c_cert_status"],
-            m["c__batch_id"],
+            at("cdpf", "cert_status"),
+            at("cdpf", "_batch_id"),
             "cdpf",
         )
     )
@@ -747,7 +896,9 @@ def find_conflicts(
 # -- incremental scope -----------------------------------------------------------------------------------
 
 
-def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | None) -> pd.Series:
+def changed_ids(
+    source: str, before: pd.DataFrame | None, after: pd.DataFrame | None, plan: MergePlan = PLAN
+) -> pd.Series:
     """IDs whose rows in `source` differ between two snapshots (added, removed or changed), vectorised.
 
     Canonical facts only (lineage and batch columns left out, an absent optional column is null). Two
@@ -758,8 +909,8 @@ def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | 
     """
     from transforms.ids import as_arrow
 
-    old, new = _prepare(source, before), _prepare(source, after)
-    columns = list(canonical_columns(source))
+    old, new = _prepare(source, before, plan), _prepare(source, after, plan)
+    columns = list(canonical_columns(source, plan))
     if as_arrow(old["id_number"]).equals(as_arrow(new["id_number"])):
         differs = np.zeros(len(new), dtype=bool)
         for column in columns:
@@ -776,9 +927,12 @@ def changed_ids(source: str, before: pd.DataFrame | None, after: pd.DataFrame | 
     return found.dropna().drop_duplicates().sort_values().reset_index(drop=True).astype("string")
 
 
-def civil_crossings(civil: pd.DataFrame | None, since: date, until: date) -> pd.Series:
-    """IDs whose civil assistance starts or ends between two run dates: in force changes with no new row."""
-    rows = _prepare("civil", civil)
+def period_crossings(
+    source: str, frame: pd.DataFrame | None, since: date, until: date, plan: MergePlan = PLAN
+) -> pd.Series:
+    """IDs whose assistance period (a department read by periods in force, civil) starts or ends between
+    two run dates: what is in force changes with no new row."""
+    rows = _prepare(source, frame, plan)
     lo, hi = pd.Timestamp(min(since, until)), pd.Timestamp(max(since, until))
     started = (rows["start_date"] > lo) & (rows["start_date"] <= hi)
     ended = (rows["end_date"] >= lo) & (rows["end_date"] < hi)

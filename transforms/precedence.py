@@ -7,7 +7,7 @@ line before any stage runs.
 
 from __future__ import annotations
 
-from transforms.master_schema import master_schema
+from transforms.master_schema import MasterSchema, master_schema
 
 _SCHEMA = master_schema()
 SOURCES = tuple(_SCHEMA.sources)
@@ -29,31 +29,35 @@ def resolve_precedence(
     configured: dict[str, list[str]] | None,
     where: str = "config",
     lines: dict[str, int] | None = None,
+    schema: MasterSchema | None = None,
 ) -> dict[str, list[str]]:
     """The precedence per attribute: the defaults, overridden attribute by attribute by the config.
 
-    `where` names the config file and `lines` the line of each attribute in it, for the error message.
+    `where` names the config file and `lines` the line of each attribute in it, for the error message;
+    `schema` is the configured master schema (default: the shipped schemas/master.yaml).
     """
+    schema = schema or _SCHEMA
+    sources, all_carriers = tuple(schema.sources), schema.carriers
     configured = configured or {}
     lines = lines or {}
     problems = []
     for attribute, order in configured.items():
         at = f"{where}:{lines[attribute]}" if attribute in lines else where
-        carriers = CARRIERS.get(attribute)
+        carriers = all_carriers.get(attribute)
         if carriers is None:
             problems.append(
-                f"{at}: precedence.{attribute}: unknown attribute; expected one of {sorted(CARRIERS)}"
+                f"{at}: precedence.{attribute}: unknown attribute; expected one of {sorted(all_carriers)}"
             )
             continue
         if not isinstance(order, list) or not all(isinstance(s, str) for s in order):
             problems.append(f"{at}: precedence.{attribute}: expected a list of sources, found {order!r}")
             continue
-        unknown = [s for s in order if s not in SOURCES]
-        mute = [s for s in order if s in SOURCES and s not in carriers]
+        unknown = [s for s in order if s not in sources]
+        mute = [s for s in order if s in sources and s not in carriers]
         if unknown or mute or not order or len(set(order)) != len(order):
             why = []
             if unknown:
-                why.append(f"unknown source(s) {unknown}; sources are {list(SOURCES)}")
+                why.append(f"unknown source(s) {unknown}; sources are {list(sources)}")
             if mute:
                 why.append(f"{mute} cannot say {attribute}")
             problems.append(
@@ -62,4 +66,4 @@ def resolve_precedence(
             )
     if problems:
         raise PrecedenceError("; ".join(problems))
-    return {**DEFAULT_PRECEDENCE, **{a: list(o) for a, o in configured.items()}}
+    return {**schema.default_precedence, **{a: list(o) for a, o in configured.items()}}

@@ -43,7 +43,6 @@ from transforms.contracts import REASONS, SourceContract, contract_for
 from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
 from transforms.ids import FIX_UPGRADED_15
 from transforms.lenient import read_landed_lenient
-from transforms.merge import DELTA_KEYS
 from transforms.standardise import (
     LINEAGE,
     NON_RECORD,
@@ -425,7 +424,7 @@ def key_conflicts(frame: pd.DataFrame, contract: SourceContract, bad: np.ndarray
     and versions with different update times are ordered by time in the merge.
     """
     out = np.zeros(len(frame), dtype=bool)
-    keys = [*DELTA_KEYS.get(contract.source, ("id_number",)), "updated_at"]
+    keys = [*contract.merge.key, "updated_at"]
     usable = ~bad & frame["id_number"].notna().to_numpy(dtype=bool)
     candidates = frame.loc[usable, keys]
     shared = candidates.duplicated(keep=False).to_numpy(dtype=bool)
