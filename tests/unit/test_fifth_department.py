@@ -17,10 +17,10 @@ from batch_builders import holders
 from test_dag_integrity import _parse
 from test_merge import cdpf, police
 
-from hub.cycle import merge_plan_for, merge_stage
-from hub.ingest import pull_stage, validate_stage
-from hub.settings import ROOT, Settings, load_settings
-from hub.storage import Storage
+from core.settings import ROOT, Settings, load_settings
+from core.storage import Storage
+from stages.cycle import merge_plan_for, merge_stage
+from stages.ingest import pull_stage, validate_stage
 from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
 from transforms.merge import decode_sources, merge_sources, resolve_precedence
 
