@@ -521,7 +521,10 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     frame = master.reset_index(drop=True)
     env = environment(frame, policy, as_of)
 
-    eligibles, amounts, reasons, texts = [], [], [], []
+    eligibles: list[np.ndarray] = []
+    amounts: list[np.ndarray] = []
+    reasons: list[np.ndarray] = []  # each person's position among all services' reason texts
+    texts: list[list[str]] = []
     for svc in policy.services.values():
         eligible = np.ones(len(frame), dtype=bool)
         checks = [(code, expr, "criteria") for code, expr in svc.criteria.items()]
@@ -547,7 +550,7 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
         masks, inverse = _reason_codes(failures, codes)
         eligibles.append(eligible)
         amounts.append(amount)
-        reasons.append(inverse + sum(len(t) for t in texts))
+        reasons.append(inverse + sum(len(part) for part in texts))
         texts.append(masks)
         for flag, label in ((unknown, AMOUNT_UNKNOWN), (negative, AMOUNT_NEGATIVE)):
             if int(flag.sum()):
