@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from core.settings import Settings
@@ -214,7 +215,16 @@ def _read_accepted(storage: Storage, source: str, batch_id: str) -> pd.DataFrame
         raise FileNotFoundError(
             f"ledger says batch {batch_id} of {source} was accepted, but {path} is missing"
         )
-    return pd.read_parquet(path)
+    # only what the merge reads (a department's canonical columns and _batch_id): the lineage columns
+    # (source file and line, ID flags) are a third of a staged file and cost as much to read as the rest
+    from transforms.merge import STAGED_COLUMNS, canonical_columns
+
+    if source not in STAGED_COLUMNS:
+        return pd.read_parquet(path)
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(
+        path, columns=[c for c in (*canonical_columns(source), "_batch_id") if c in present]
+    )
 
 
 def _incremental_scope(

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
+from transforms.ids import arrow_to_series, as_arrow
 from transforms.merge import ATTRIBUTE_COLUMNS
 from transforms.policy_expr import (
     BOOL,
@@ -519,7 +521,10 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     frame = master.reset_index(drop=True)
     env = environment(frame, policy, as_of)
 
-    out: list[pd.DataFrame] = []
+    eligibles: list[np.ndarray] = []
+    amounts: list[np.ndarray] = []
+    reasons: list[np.ndarray] = []  # each person's position among all services' reason texts
+    texts: list[list[str]] = []
     for svc in policy.services.values():
         eligible = np.ones(len(frame), dtype=bool)
         checks = [(code, expr, "criteria") for code, expr in svc.criteria.items()]
@@ -542,20 +547,11 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
         failures |= negative.astype(np.int64) << (len(checks) + 1)
         amount = raw.to_numpy(dtype=np.float64, na_value=0.0)
         amount = np.round(np.where(eligible, amount, 0.0), 2)
-        out.append(
-            pd.DataFrame(
-                {
-                    "id_number": frame["id_number"].astype("string"),
-                    "service": svc.name,
-                    "period": period,
-                    "eligible": eligible,
-                    "amount": amount,
-                    "reasons": _reason_text(failures, codes),
-                    "policy": policy.name,
-                    "policy_version": policy.version,
-                }
-            )
-        )
+        masks, inverse = _reason_codes(failures, codes)
+        eligibles.append(eligible)
+        amounts.append(amount)
+        reasons.append(inverse + sum(len(part) for part in texts))
+        texts.append(masks)
         for flag, label in ((unknown, AMOUNT_UNKNOWN), (negative, AMOUNT_NEGATIVE)):
             if int(flag.sum()):
                 log.warning(
@@ -573,21 +569,45 @@ def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
             len(frame),
             float(amount.sum()),
         )
-    decisions = pd.concat(out, ignore_index=True)
-    if frame["id_number"].is_monotonic_increasing and list(policy.services) == sorted(policy.services):
+    # One row per person x service, service-major as evaluated; each column is built once, already in
+    # the final order (a take per column of a 7-million-row frame was half of the evaluation's time).
+    n, names = len(frame), list(policy.services)
+    person, service = np.tile(np.arange(n), len(names)), np.repeat(np.arange(len(names)), n)
+    ids = as_arrow(frame["id_number"])
+    if frame["id_number"].is_monotonic_increasing and names == sorted(names):
         # the store hands the master over in id order: interleaving the services is that order already
-        order = np.arange(len(decisions)).reshape(len(out), len(frame)).T.ravel()
-        decisions = decisions.take(order).reset_index(drop=True)
+        order = np.arange(n * len(names)).reshape(len(names), n).T.ravel()
     else:
-        decisions = decisions.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
+        keys = pd.DataFrame({"id_number": arrow_to_series(ids.take(person), pd.RangeIndex(len(person)))})
+        keys["service"] = np.asarray(names, dtype=object)[service]
+        order = keys.sort_values(["id_number", "service"], kind="stable").index.to_numpy()
+    person, service = person[order], service[order]
+    index = pd.RangeIndex(len(order))
+
+    def strings(values: list[str], at: np.ndarray) -> pd.Series:
+        return arrow_to_series(pa.array(values, type=pa.large_string()).take(at), index)
+
+    decisions = pd.DataFrame(
+        {
+            "id_number": arrow_to_series(ids.take(person), index),
+            "service": strings(names, service),
+            "period": strings([period], np.zeros(len(order), dtype=np.int64)),
+            "eligible": np.concatenate(eligibles)[order],
+            "amount": np.concatenate(amounts)[order],
+            "reasons": strings([t for part in texts for t in part], np.concatenate(reasons)[order]),
+            "policy": strings([policy.name], np.zeros(len(order), dtype=np.int64)),
+            "policy_version": strings([policy.version], np.zeros(len(order), dtype=np.int64)),
+        },
+        index=index,
+    )
     return _typed(decisions[list(DECISION_COLUMNS)])
 
 
-def _reason_text(failures: np.ndarray, codes: list[str]) -> np.ndarray:
-    """'CODE;CODE' per person from a bit mask of failed codes: joined once per distinct mask."""
+def _reason_codes(failures: np.ndarray, codes: list[str]) -> tuple[list[str], np.ndarray]:
+    """'CODE;CODE' per distinct mask of failed codes, and each person's position among those texts."""
     masks, inverse = np.unique(failures, return_inverse=True)
     texts = [";".join(c for i, c in enumerate(codes) if int(m) >> i & 1) for m in masks]
-    return np.asarray(texts, dtype=object)[inverse.reshape(-1)]
+    return texts, inverse.reshape(-1)
 
 
 def _typed(decisions: pd.DataFrame) -> pd.DataFrame:
