@@ -51,9 +51,13 @@ _CONTRACT_KINDS = {
 
 
 # Contract columns a staged frame may lack (read as null): 原公民身份号码 (police `ygmsfhm`), the number
-# the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued), which
-# batches staged before the contract named it do not have.
-_MAY_LACK: dict[str, tuple[str, ...]] = {"police": ("former_id_number",)}
+# the person held before a reissue (docs/domain.md, ID numbers: duplicate numbers were reissued), and
+# the facts of the later bundle services (migration 0004), which batches staged before the contract
+# named them do not have.
+_MAY_LACK: dict[str, tuple[str, ...]] = {
+    "police": ("former_id_number", "hukou_nature"),
+    "cdpf": ("lower_limb", "wheelchair_vehicles", "able_to_work"),
+}
 
 
 def _staged(source: str) -> dict[str, str]:
