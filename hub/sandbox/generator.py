@@ -909,7 +909,8 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
     employment[hrow >= 0] = np.array(["employed", "unemployed", "not_employed"], dtype=object)[
         hrss.fields["employment"][hrow[hrow >= 0]]
     ]
-    nature = np.where(known, np.where(p.rural[holders], "rural", "urban"), None)
+    nature = np.full(len(holders), None, dtype=object)  # None: no usable police record
+    nature[known] = np.where(p.rural[holders[known]], "rural", "urban")
     columns = zip(
         holders.tolist(),
         p.id_number[holders].tolist(),
