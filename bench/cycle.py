@@ -111,7 +111,9 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
         if batch is None:
             raise RuntimeError(f"no accepted batch of {source} to benchmark")
         staged[source] = str(storage.staged(source, batch["batch_id"]) / "accepted.parquet")
-    p = load_policy(settings.path(settings.policy), as_of).parameters
+    policy = load_policy(settings.path(settings.policy), as_of)
+    # the period's values with the province-wide adjustments in force (a declared 临时救助 period)
+    p = {name: policy.parameter_sources(name, None)[0] for name in policy.parameters}
     # the other departments' rows under a number police has replaced (原公民身份号码) follow the person
     # S608: the SQL is built from our own staged paths under var/ and the policy's typed numbers, never
     # from data; DuckDB takes no bound parameter in these positions (a COPY target, nested table functions)
@@ -151,7 +153,8 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
                coalesce(p.hukou_status = 'normal' AND starts_with(p.hukou_county, '33'), false) AS local_ok,
                coalesce(v.dibao, false) AS dibao, coalesce(v.dibao_edge, false) AS dibao_edge,
                coalesce(v.tekun, false) AS tekun, coalesce(v.orphan_support, false) AS orphan_support,
-               v.dibao_standard, coalesce(h.work_injury_care, false) AS wic, h.pension_type
+               v.dibao_standard, coalesce(h.work_injury_care, false) AS wic, h.pension_type,
+               h.employment, p.hukou_nature, c.lower_limb, c.wheelchair_vehicles, c.able_to_work
         FROM cdpf c LEFT JOIN police p USING (id_number) LEFT JOIN civil v USING (id_number)
         LEFT JOIN hrss h USING (id_number)),
     f AS (
@@ -184,7 +187,17 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
                    AND NOT known_dead AS expired,
                coalesce(cert_status = 'active' AND cert_valid_until >= DATE '{as_of}'
                    AND date_diff('day', DATE '{as_of}', cert_valid_until::DATE) <= {p["renewal_days"]}, false)
-                   AND NOT known_dead AS renewal
+                   AND NOT known_dead AS renewal,
+               cert_ok AND local_ok AND coalesce(age BETWEEN {p["referral_age_min"]} AND {p["referral_age_max"]}
+                   AND employment IN ('unemployed', 'not_employed') AND able_to_work, false)
+                   AND NOT known_dead AS referral,
+               cert_ok AND local_ok AND coalesce(category IN (4, 7) AND lower_limb AND wheelchair_vehicles >= 1, false)
+                   AND NOT died_before AS fuel,
+               cert_ok AND local_ok AND (level IN (1, 2) OR dibao) AND {p["temporary_declared"]} >= 1
+                   AND coalesce(hukou_nature IN ('urban', 'rural'), false) AND NOT died_before AS temporary,
+               {p["fuel_per_vehicle"]} * wheelchair_vehicles AS fuel_amount,
+               CASE WHEN hukou_nature = 'urban' THEN {p["temporary_urban"]} ELSE {p["temporary_rural"]} END
+                   AS temporary_amount
         FROM f)
     SELECT id_number, 'living_subsidy' AS service, living AS eligible,
            CASE WHEN living THEN round(living_amount, 2) ELSE 0 END AS amount FROM d
@@ -202,6 +215,13 @@ def duckdb_floor(settings: Settings, as_of: date) -> int:
     SELECT id_number, 'cert_expired', expired, 0 FROM d
     UNION ALL
     SELECT id_number, 'cert_renewal_reminder', renewal, 0 FROM d
+    UNION ALL
+    SELECT id_number, 'employment_referral', referral, 0 FROM d
+    UNION ALL
+    SELECT id_number, 'wheelchair_fuel_subsidy', fuel, CASE WHEN fuel THEN fuel_amount ELSE 0 END FROM d
+    UNION ALL
+    SELECT id_number, 'temporary_assistance', temporary,
+           CASE WHEN temporary THEN temporary_amount ELSE 0 END FROM d
     """  # noqa: S608
     target = storage.var / "bench-floor-decisions.parquet"
     con = duckdb.connect()

@@ -139,11 +139,12 @@ EMPLOYMENT = np.array(["就业", "失业", "未就业"])
 PENSION = np.array(["城乡居民", "职工", "未参保"])
 
 CDPF_COLUMNS = (
-    "CJRZH", "SFZH", "XM", "XB", "CSRQ", "CJLB", "CJDJ", "ZZZT", "FZRQ", "YXQZ", "HJXZQH", "CQHL", "JGYH", "GXSJ",
+    "CJRZH", "SFZH", "XM", "XB", "CSRQ", "CJLB", "CJDJ", "ZZZT", "FZRQ", "YXQZ", "HJXZQH", "CQHL", "JGYH",
+    "XZCJ", "LYCSL", "LDNL", "GXSJ",
 )  # fmt: skip
 CIVIL_COLUMNS = ("SFZH", "XM", "JZLX", "XZQH", "DBBZ", "KSRQ", "JSRQ", "ZT", "GXSJ")
 HRSS_COLUMNS = ("公民身份号码", "姓名", "就业状态", "养老保险类型", "工伤保险生活护理费", "更新时间")
-POLICE_KEYS = ("gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "swrq", "gxsj")
+POLICE_KEYS = ("gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "hkxzdm", "swrq", "gxsj")
 FORMER_ID_KEY = "ygmsfhm"  # 原公民身份号码: on a reissued person's record only
 
 
@@ -248,6 +249,11 @@ class _People:
     pension: np.ndarray
     wic: np.ndarray
     hrss_gx: np.ndarray
+    # the facts of 就业帮扶, 机动轮椅车燃油补贴 and 临时救助 (_bundle_facts, a stream of their own)
+    rural: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    lower_limb: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    vehicles: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    able: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def size(self) -> int:
@@ -375,6 +381,23 @@ def _people(rng: np.random.Generator, n: int, m: int, as_of: np.datetime64) -> _
         issued, valid_until, ltc, inst, cdpf_gx, police, status, police_county, death, police_gx,
         civil_member, hrss, employment, pension, wic, hrss_gx,
     )  # fmt: skip
+
+
+def _bundle_facts(rng: np.random.Generator, p: _People) -> None:
+    """户口性质 (police), lower-limb disability, 机动轮椅车 and able-to-work (cdpf) for every person.
+
+    Drawn from a stream of their own, so the other facts stay what the seed made them before these.
+    About half the 户口 are rural; most physical disabilities and some multiple ones are of the lower
+    limbs; a few of those holders have a motorised wheelchair (rarely two), and a handful of others have
+    one registered too (the policy's category check must refuse them); the needs survey finds more of
+    the working-age mild than the severe able to work."""
+    size = p.size
+    p.rural = rng.random(size) < 0.55
+    p.lower_limb = rng.random(size) < np.select([p.category == 4, p.category == 7], [0.6, 0.2], 0.0)
+    r = rng.random(size)
+    p.vehicles = np.where(p.lower_limb, np.select([r < 0.005, r < 0.08], [2, 1], 0), (r < 0.002).astype(int))
+    working = (p.age >= 16) & (p.age < 60)
+    p.able = rng.random(size) < np.where(working, np.where(p.level <= 2, 0.2, 0.6), 0.1)
 
 
 # -- civil-affairs roll -------------------------------------------------------------------------------
@@ -712,6 +735,9 @@ def _cdpf_chunk(p: _People, t: _Table, idx: np.ndarray) -> list[list[Any]]:
         COUNTY_CODES[p.county[who]].tolist(),
         np.where(p.ltc[who], "1", "0").tolist(),
         np.where(p.inst[who], "1", "0").tolist(),
+        np.where(p.lower_limb[who], "1", "0").tolist(),
+        p.vehicles[who].astype(str).tolist(),
+        np.where(p.able[who], "1", "0").tolist(),
         _stamp(p.cdpf_gx[who]).tolist(),
     ]
 
@@ -758,6 +784,7 @@ def _police_chunk(p: _People, t: _Table, idx: np.ndarray) -> list[list[Any]]:
         _compact(p.birth[who]).tolist(),
         f["county"][idx].tolist(),
         f["status"][idx].astype(str).tolist(),
+        np.where(p.rural[who], "1", "2").tolist(),
         death.tolist(),
         _stamp(f["gx"][idx]).tolist(),
         _overrides(np.full(len(idx), None, dtype=object), idx, t.former).tolist(),
@@ -878,7 +905,13 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
     pension[hrow >= 0] = np.array(["resident", "employee", "none"], dtype=object)[
         hrss.fields["pension"][hrow[hrow >= 0]]
     ]
-    for person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury, born, died, scheme in zip(
+    employment = np.full(len(holders), None, dtype=object)
+    employment[hrow >= 0] = np.array(["employed", "unemployed", "not_employed"], dtype=object)[
+        hrss.fields["employment"][hrow[hrow >= 0]]
+    ]
+    nature = np.full(len(holders), None, dtype=object)  # None: no usable police record
+    nature[known] = np.where(p.rural[holders[known]], "rural", "urban")
+    columns = zip(
         holders.tolist(),
         p.id_number[holders].tolist(),
         p.category[holders].tolist(),
@@ -893,8 +926,17 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
         p.birth[holders].astype("datetime64[D]").astype(object).tolist(),
         death.astype(object).tolist(),
         pension.tolist(),
+        employment.tolist(),
+        p.able[holders].tolist(),
+        p.lower_limb[holders].tolist(),
+        p.vehicles[holders].tolist(),
+        nature.tolist(),
         strict=True,
-    ):
+    )
+    for (
+        person, id_number, cat, lvl, cert, until, ltc, inst, st, cty, injury, born, died, scheme, work, able,
+        lower, vehicles, residence,
+    ) in columns:  # fmt: skip
         yield PersonFacts(
             id_number=id_number,
             category=cat,
@@ -910,6 +952,11 @@ def _visible_facts(p: _People, tables: dict[str, _Table]) -> Iterator[PersonFact
             birth_date=born,
             death_date=died,
             pension_type=scheme,
+            employment=work,
+            able_to_work=able,
+            lower_limb=lower,
+            wheelchair_vehicles=vehicles,
+            hukou_nature=residence,
         )
 
 
@@ -1037,6 +1084,7 @@ def init_sandbox(
     others = max(1, persons // 10)
 
     p = _people(streams[0], persons, others, day)
+    _bundle_facts(np.random.default_rng(np.random.SeedSequence([seed, 17])), p)
     civil = _civil_rows(streams[1], p, day)
     police_people = np.flatnonzero(p.police)
     hrss_people = np.flatnonzero(p.hrss)

@@ -15,6 +15,13 @@ local extensions, docs/domain.md, The two subsidies):
 - the certificate: a renewal reminder while an active certificate is valid for at most N more days; expired
   when an active certificate's valid-until date has passed; cancellation due when its holder is dead (a
   death date, or police status dead). Reminder and expiry are not raised for the dead.
+- 就业帮扶 referral: valid certificate, local 户籍, aged 16-59, unemployed or not employed per hrss, able
+  to work per the needs survey; not for the dead.
+- 机动轮椅车燃油补贴: valid certificate, local 户籍, a physical (or multiple) disability of the lower limbs,
+  at least one registered 机动轮椅车; the amount per vehicle per year times the vehicles.
+- 临时救助: valid certificate, local 户籍, level 1-2 or in a 低保 household, only while a declared period is
+  in force, the one-off amount for an urban or a rural 户口 (none known: not decided); not from the month
+  after the month of death.
 
 Facts are what the hub can see: a quarantined police, civil or hrss row is simply absent here.
 """
@@ -33,6 +40,9 @@ LIVING = "living_subsidy"
 NURSING = "nursing_subsidy"
 PENSION = "pension_contribution"
 MEDICAL = "medical_insurance_subsidy"
+REFERRAL = "employment_referral"
+FUEL = "wheelchair_fuel_subsidy"
+TEMPORARY = "temporary_assistance"
 RENEWAL = "cert_renewal_reminder"
 EXPIRED = "cert_expired"
 CANCEL = "cert_cancellation_on_death"
@@ -63,6 +73,12 @@ class BundleParameters:
     pension_age_max: Decimal
     medical_contribution: Decimal
     renewal_days: Decimal
+    referral_age_min: Decimal
+    referral_age_max: Decimal
+    fuel_per_vehicle: Decimal
+    temporary_urban: Decimal
+    temporary_rural: Decimal
+    temporary_declared: Decimal
 
 
 def _period(policy_file: Path, as_of: date) -> dict[str, object]:
@@ -124,6 +140,11 @@ class PersonFacts:
     birth_date: date | None = None
     death_date: date | None = None  # None: no usable police record or alive
     pension_type: str | None = None  # resident | employee | none; None: no usable hrss record
+    employment: str | None = None  # employed | unemployed | not_employed; None: no usable hrss record
+    able_to_work: bool = False  # the needs survey's item
+    lower_limb: bool = False
+    wheelchair_vehicles: int = 0
+    hukou_nature: str | None = None  # urban | rural; None: no usable police record
 
 
 @dataclass(frozen=True)
@@ -229,16 +250,54 @@ def decide_bundle(
     dead = person.death_date is not None or person.hukou_status == "dead"
     days_left = (person.cert_valid_until - as_of).days
     zero = Decimal(0)
+    referral = (
+        certificate_valid
+        and local_hukou
+        and person.birth_date is not None
+        and bundle.referral_age_min <= age_on(person.birth_date, as_of) <= bundle.referral_age_max
+        and person.employment in ("unemployed", "not_employed")
+        and person.able_to_work
+        and not dead
+    )
+    fuel = (
+        certificate_valid
+        and local_hukou
+        and person.category in (4, 7)
+        and person.lower_limb
+        and person.wheelchair_vehicles >= 1
+        and alive_this_month
+    )
+    temporary_amount = {"urban": bundle.temporary_urban, "rural": bundle.temporary_rural}.get(
+        person.hukou_nature or ""
+    )
+    temporary = (
+        certificate_valid
+        and local_hukou
+        and (severe or "dibao" in kinds)
+        and bundle.temporary_declared >= 1
+        and temporary_amount is not None
+        and alive_this_month
+    )
     out = [
         Decision(person.id_number, CANCEL, active and dead, zero),
         Decision(person.id_number, EXPIRED, active and days_left < 0 and not dead, zero),
         Decision(
             person.id_number, RENEWAL, active and 0 <= days_left <= bundle.renewal_days and not dead, zero
         ),
+        Decision(person.id_number, REFERRAL, referral, zero),
         living,
         Decision(person.id_number, MEDICAL, medical, money(bundle.medical_contribution) if medical else zero),
         nursing,
         Decision(person.id_number, PENSION, pension, money(bundle.pension_contribution) if pension else zero),
+        Decision(
+            person.id_number, TEMPORARY, temporary, money(temporary_amount or zero) if temporary else zero
+        ),
+        Decision(
+            person.id_number,
+            FUEL,
+            fuel,
+            money(bundle.fuel_per_vehicle * person.wheelchair_vehicles) if fuel else zero,
+        ),
     ]
     return out
 

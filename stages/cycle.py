@@ -286,7 +286,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
     """Evaluate the policy in force on as_of over the master as of that date; the store keeps only the
     decisions that changed (stages/eligibility.py), the run directory all of them and the transitions."""
     from stages.eligibility import evaluation_master, record_decisions
-    from transforms.eligibility import columns_read, evaluate, load_policy
+    from transforms.eligibility import columns_read, evaluate, load_policy, start_rules
 
     storage = Storage(settings)
     store = _store(settings)
@@ -298,7 +298,17 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
     decisions = evaluate(master, policy, as_of)
     evaluated = time.perf_counter()
     stored = record_decisions(
-        settings, storage, store, decisions, master, policy.path, attributes, as_of, run_id, past
+        settings,
+        storage,
+        store,
+        decisions,
+        master,
+        policy.path,
+        attributes,
+        as_of,
+        run_id,
+        past,
+        start_rules(policy),
     )
     seconds = {
         "read": round(read_done - started, 3),

@@ -20,7 +20,7 @@ import getpass
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,11 @@ def record_decisions(
     as_of: date,
     run_id: str,
     past: bool,
+    starts: Mapping[str, tuple[str, bool]] | None = None,
 ) -> dict[str, Any]:
-    """Store a run's decisions as changes (or compare them, on a backfill); the stage's JSON fields."""
+    """Store a run's decisions as changes (or compare them, on a backfill); the stage's JSON fields.
+
+    `starts`: each service's start rule (transforms.eligibility.start_rules) for the transitions."""
     decisions = canonical(decisions)
     digest = decisions_sha256(decisions)
     run_dir = storage.run_dir(run_id)
@@ -145,7 +148,7 @@ def record_decisions(
     # beside the master snapshot, named after the same store
     open_file = storage.master_snapshot(store.url).with_suffix(".open-decisions.parquet")
     changes, counts = store.apply_decisions(decisions, run_id, as_of, policy_hash, digest, causes, open_file)
-    moves = transitions(changes, master, as_of)
+    moves = transitions(changes, master, as_of, starts)
     write_parquet_atomic(moves, run_dir / "transitions.parquet")
     shares = changed_share(decisions, moves, changes.open_before)
     bound = settings.guard.max_changed_share

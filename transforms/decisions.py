@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -168,10 +169,17 @@ def _next_month(days: pd.Series) -> pd.Series:
     return (stamps.dt.to_period("M") + 1).astype("string")
 
 
-def transitions(changes: DecisionDiff, facts: pd.DataFrame, as_of: date) -> pd.DataFrame:
+def transitions(
+    changes: DecisionDiff,
+    facts: pd.DataFrame,
+    as_of: date,
+    starts: Mapping[str, tuple[str, bool]] | None = None,
+) -> pd.DataFrame:
     """Gained, lost (with the reason) and amount changed, each with its effective month (YYYY-MM).
 
-    Starts and amount changes take effect in the month of the run's date. A stop takes effect from the
+    Amount changes take effect in the month of the run's date; so do starts, unless `starts` gives the
+    service's rule (service -> (date column of `facts` or "as_of", from the next month)): the month of
+    that date or the one after, never before the run's month. A stop takes effect from the
     month after its event: the death date (or the run date when police reports a death without one),
     declared death or missing person, 户籍 moved out of the province, certificate cancelled (the run
     date: the master carries no event date for these), or the certificate's valid-until date when it
@@ -191,7 +199,8 @@ def transitions(changes: DecisionDiff, facts: pd.DataFrame, as_of: date) -> pd.D
     out["transition"] = pd.array(kind, dtype="string")
     month = f"{as_of:%Y-%m}"
     run_day = pd.Timestamp(as_of)
-    f = facts[["id_number", *STOP_FACTS]].drop_duplicates("id_number")
+    dated = sorted({c for c, _ in (starts or {}).values() if c != "as_of"} - set(STOP_FACTS))
+    f = facts[["id_number", *STOP_FACTS, *dated]].drop_duplicates("id_number")
     f = out[["id_number"]].merge(f, on="id_number", how="left")
     status = f["hukou_status"].astype("string")
     cert = f["cert_status"].astype("string")
@@ -217,10 +226,32 @@ def transitions(changes: DecisionDiff, facts: pd.DataFrame, as_of: date) -> pd.D
     day = pd.Series(np.select(conditions, days, on_run_day), index=out.index)
     lost = kind == LOST
     out["stop_reason"] = pd.Series(reason, index=out.index, dtype="string").where(lost)
-    out["effective_month"] = pd.array(
-        np.where(lost, _next_month(day).to_numpy(dtype=object), month), dtype="string"
-    )
+    begin = _start_months(out, f, starts or {}, as_of)
+    effective = np.where(lost, _next_month(day).to_numpy(dtype=object), month)
+    out["effective_month"] = pd.array(np.where(kind == GAINED, begin, effective), dtype="string")
     return out[TRANSITION_COLUMNS]
+
+
+def _start_months(
+    out: pd.DataFrame, facts: pd.DataFrame, starts: Mapping[str, tuple[str, bool]], as_of: date
+) -> np.ndarray:
+    """'YYYY-MM' a gained service starts in, per row of `out` (facts aligned with it), by its service's rule."""
+    run_month = pd.Period(as_of, freq="M")
+    begin = np.full(len(out), str(run_month), dtype=object)
+    service = out["service"].astype("string")
+    for name, (column, next_month) in starts.items():
+        rows = (service == name).fillna(False).to_numpy(dtype=bool)
+        if not rows.any():
+            continue
+        if column == "as_of":
+            day = pd.Series(pd.Timestamp(as_of), index=out.index[rows])
+        else:
+            day = pd.to_datetime(facts[column][rows], errors="coerce")
+        months = day.dt.to_period("M") + int(next_month)
+        # an unknown date starts in the run's month, and no start is back-dated before it
+        later = months.notna().to_numpy(dtype=bool) & (months > run_month).fillna(False).to_numpy(dtype=bool)
+        begin[rows] = np.where(later, months.astype("string").to_numpy(dtype=object), str(run_month))
+    return begin
 
 
 def delivery_lists(decisions: pd.DataFrame, moves: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -29,6 +29,7 @@ from transforms.ids import arrow_to_series, as_arrow
 from transforms.merge import ATTRIBUTE_COLUMNS
 from transforms.policy_expr import (
     BOOL,
+    DATE,
     KIND_TYPES,
     NUM,
     TEXT,
@@ -67,13 +68,27 @@ TOP_KEYS = (
 )
 PERIOD_KEYS = ("effective_from", "effective_to", "parameters", "regions", "note")
 ADJUSTMENT_KEYS = ("name", "effective_from", "effective_to", "add", "region", "note")
-SERVICE_KEYS = ("title", "unit", "criteria", "exclusions", "amount", "note")
+SERVICE_KEYS = ("title", "unit", "start", "criteria", "exclusions", "amount", "note")
+START_KEYS = ("from", "month")
+START_MONTHS = ("same", "next")
 REGION_PREFIX_LENGTHS = (2, 4, 6)  # province, prefecture, county
 MASTER_TYPES = {name: KIND_TYPES[kind] for name, kind in ATTRIBUTE_COLUMNS.items()}
 
 
 class PolicyError(ValueError):
     """A policy file is malformed, has no period in force, or one of its expressions is outside the grammar."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """When a gained service takes effect (docs/domain.md, The 一件事 bundle: starts per policy).
+
+    `date_from`: `as_of` (the run that finds the person eligible: 免申即享 has no application date) or a
+    master date attribute such as cert_issued; `next_month`: from the month after that date rather than
+    its own month. Never before the run's month: the hub does not back-date a start."""
+
+    date_from: str = "as_of"
+    next_month: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,7 @@ class Service:
     criteria: dict[str, Compiled]
     exclusions: dict[str, Compiled]
     amount: Compiled
+    start: Start = field(default_factory=Start)
 
 
 @dataclass(frozen=True)
@@ -332,6 +348,24 @@ def _adjustments(r: _Reader, raw: dict[str, Any], names: set[str]) -> list[Adjus
     return out
 
 
+def _start(r: _Reader, body: dict[str, Any], keys: tuple[str | int, ...]) -> Start:
+    """A service's `start: {from: as_of | <master date attribute>, month: same | next}` (default: as_of, same)."""
+    raw = body.get("start")
+    if raw is None:
+        return Start()
+    keys = (*keys, "start")
+    if not isinstance(raw, dict):
+        raise r.fail(keys, "a mapping with from and month", raw)
+    r.known_keys(raw, keys, START_KEYS)
+    source = str(raw.get("from", "as_of"))
+    if source != "as_of" and MASTER_TYPES.get(source) != DATE:
+        raise r.fail((*keys, "from"), "as_of or a master date attribute (cert_issued, ...)", source)
+    month = str(raw.get("month", "same"))
+    if month not in START_MONTHS:
+        raise r.fail((*keys, "month"), f"one of {', '.join(START_MONTHS)}", month)
+    return Start(source, month == "next")
+
+
 def load_policy(path: Path, as_of: date) -> Policy:
     """Read and check a whole policy file, compile its expressions, and keep what is in force on `as_of`."""
     path = Path(path)
@@ -421,7 +455,7 @@ def load_policy(path: Path, as_of: date) -> Policy:
             NUM,
         )
         services[str(svc)] = Service(
-            str(svc), str(body.get("title", svc)), unit, criteria, exclusions, amount
+            str(svc), str(body.get("title", svc)), unit, criteria, exclusions, amount, _start(r, body, keys)
         )
     reason_texts = raw.get("reasons") or {}
     if not isinstance(reason_texts, dict) or not all(isinstance(v, str) and v for v in reason_texts.values()):
@@ -508,9 +542,15 @@ def columns_read(policy: Policy, available: Iterable[str]) -> list[str]:
     compiled = [*policy.facts.values()]
     for svc in policy.services.values():
         compiled += [*svc.criteria.values(), *svc.exclusions.values(), svc.amount]
+        named.add(svc.start.date_from)  # a start dated by a master attribute (transitions read it)
     for c in compiled:
         named |= c.names
     return [c for c in available if c == "id_number" or c in named]
+
+
+def start_rules(policy: Policy) -> dict[str, tuple[str, bool]]:
+    """service -> (the date its start counts from: a master column or "as_of", from the next month)."""
+    return {name: (s.start.date_from, s.start.next_month) for name, s in policy.services.items()}
 
 
 def evaluate(master: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:

@@ -129,7 +129,7 @@ def test_every_decision_matches_ground_truth(cycle: Path) -> None:
     settings = load_settings(var_dir=cycle)
     policy = load_policy(settings.path(settings.policy), date.fromisoformat(_as_of(cycle)))
     per_service = merged.groupby("service")["eligible_truth"].agg(["sum", "count"])
-    assert set(per_service.index) == set(policy.services) and len(policy.services) >= 7
+    assert set(per_service.index) == set(policy.services) and len(policy.services) >= 10
     thin = per_service[(per_service["sum"] < 3) | (per_service["sum"] == per_service["count"])]
     assert thin.empty, f"a service the comparison cannot test: {thin.to_string()}"
 

@@ -24,7 +24,7 @@ from transforms.ids import check_char
 from transforms.merge import ATTRIBUTE_COLUMNS, CONFLICT_COLUMNS, coerce
 
 # police: identity and 户籍; cdpf: certificate and needs; civil: assistance; hrss: employment
-SOURCES = "P" * 6 + "C" * 8 + "M" * 5 + "H" * 3
+SOURCES = "P" * 6 + "C" * 8 + "M" * 5 + "H" * 3 + "P" + "C" * 3
 BATCHES = {"cdpf": "cdpf-b1", "police": "police-b1", "civil": "civil-b1", "hrss": "hrss-b1"}
 SURNAMES = np.array(list("王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"))
 GIVEN = np.array(["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "䶮", "洋", "艳", "勇", "军"])
@@ -42,7 +42,7 @@ def ids(n: int, start: int = 0) -> pd.Series:
 
 def _hash_covers_sources() -> bool:
     probe = build_master(2, hashed=False)
-    other = probe.assign(sources="-" * 22)
+    other = probe.assign(sources="-" * len(SOURCES))
     return bool((merge.record_hash(probe) != merge.record_hash(other)).any())
 
 
@@ -89,6 +89,10 @@ def build_master(
         "employment": np.where(k % 3 == 0, "employed", "unemployed"),
         "pension_type": np.where(k % 2 == 0, "urban_employee", None),
         "work_injury_care": k % 29 == 0,
+        "hukou_nature": np.where(k % 2 == 0, "rural", "urban"),
+        "lower_limb": k % 6 == 3,
+        "wheelchair_vehicles": np.where(k % 6 == 3, k % 2, 0),
+        "able_to_work": k % 5 == 1,
     }
     frame = pd.DataFrame({c: coerce(pd.Series(raw[c]), kind) for c, kind in ATTRIBUTE_COLUMNS.items()})
     frame["sources"] = pd.Series(SOURCES, index=frame.index, dtype="string")

@@ -161,3 +161,31 @@ def test_changed_share_per_service_and_first_run_exempt() -> None:
     assert shares.loc["living", "share"] == pytest.approx(6 / 6)
     assert not shares.loc["living", "exempt"]
     assert shares.loc["nursing", "changed"] == 0 and shares.loc["nursing", "exempt"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "issued", "month"),
+    [
+        (None, "2026-01-10", "2026-03"),  # no rule: the run's month
+        (("as_of", False), "2026-01-10", "2026-03"),
+        (("as_of", True), "2026-01-10", "2026-04"),  # 自认定次月起
+        (("cert_issued", True), "2026-03-10", "2026-04"),  # the month after the certificate
+        (("cert_issued", True), "2026-05-20", "2026-06"),  # a certificate dated ahead: after it
+        (("cert_issued", False), "2026-05-20", "2026-05"),
+        (("cert_issued", True), "2019-06-01", "2026-03"),  # never back-dated before the run's month
+        (("cert_issued", True), None, "2026-03"),  # an unknown date: the run's month
+    ],
+)
+def test_a_start_takes_effect_by_its_service_rule(rule: tuple | None, issued: str | None, month: str) -> None:
+    found = diff(
+        canonical(decisions([("X", "living", True, 100.0, ""), ("X", "nursing", True, 50.0, "")])),
+        open_versions(
+            [("X", "living", False, 0.0, "NOT_LOW_INCOME"), ("X", "nursing", False, 0.0, "NOT_SEVERE")]
+        ),
+    )
+    known = facts([("X", None, "normal", "active", "2030-01-01")]).assign(
+        cert_issued=pd.to_datetime([issued])
+    )
+    moves = transitions(found, known, AS_OF, {"living": rule} if rule else None).set_index("service")
+    assert moves.loc["living", ["transition", "effective_month"]].tolist() == ["gained", month]
+    assert moves.loc["nursing", "effective_month"] == "2026-03"  # a service without a rule: the run's month

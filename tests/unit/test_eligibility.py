@@ -43,11 +43,15 @@ def person(**kw: Any) -> dict[str, Any]:
         "employment": None,
         "pension_type": None,
         "work_injury_care": False,
+        "hukou_nature": "urban",
+        "lower_limb": False,
+        "wheelchair_vehicles": 0,
+        "able_to_work": False,
         "cdpf_batch": "b",
         "police_batch": "b",
         "civil_batch": "b",
         "hrss_batch": None,
-        "sources": "P" * 22,
+        "sources": "P" * 26,
         "record_hash": 1,
     }
     return row | kw
@@ -75,7 +79,7 @@ def get(decisions: pd.DataFrame, service: str, id_number: str = "330106198001010
 def test_baseline_person_gets_both_with_policy_amounts_and_the_decision_shape() -> None:
     d = decide(person())
     assert list(d.columns) == list(DECISION_COLUMNS)
-    assert len(d) == 7 and d["id_number"].nunique() == 1  # one row per service of the bundle
+    assert len(d) == 10 and d["id_number"].nunique() == 1  # one row per service of the bundle
     living, nursing = get(d, "living_subsidy"), get(d, "nursing_subsidy")
     assert bool(living["eligible"]) and living["amount"] == 345.0 and living["reasons"] == ""
     assert bool(nursing["eligible"]) and nursing["amount"] == 300.0 and nursing["reasons"] == ""
@@ -308,7 +312,8 @@ def test_the_stage_reads_only_the_columns_the_policy_names() -> None:
     policy = load_policy(ZHEJIANG, AS_OF)
     wanted = columns_read(policy, MASTER_COLUMNS)
     assert wanted[0] == "id_number" and "dibao_standard" in wanted and "cert_valid_until" in wanted
-    assert not {"name", "sources", "record_hash", "cdpf_batch", "gender", "cert_issued"} & set(wanted)
+    assert not {"name", "sources", "record_hash", "cdpf_batch", "gender"} & set(wanted)
+    assert "cert_issued" in wanted  # the fuel subsidy's start month counts from it
     people = master(
         person(),
         person(id_number="33010619800101003X", level=3, category=5, institutional_care=True),
@@ -367,3 +372,104 @@ def test_certificate_items(facts: dict[str, Any], due: set[str]) -> None:
     items = d[d["service"].str.startswith("cert_")]
     assert set(items.loc[items["eligible"], "service"]) == due
     assert (items["amount"] == 0).all()
+
+
+REFERRAL_BASE = {"level": 3, "employment": "unemployed", "able_to_work": True}
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible", "reasons"),
+    [
+        ({}, True, ""),
+        ({"employment": "not_employed"}, True, ""),
+        ({"employment": "employed"}, False, "NOT_UNEMPLOYED"),
+        ({"employment": None}, False, "NOT_UNEMPLOYED"),  # no hrss record: not known to be out of work
+        ({"able_to_work": False}, False, "NOT_ABLE_TO_WORK"),
+        ({"birth_date": "2010-03-02"}, False, "NOT_WORKING_AGE"),  # 16 tomorrow
+        ({"birth_date": "1966-03-01"}, False, "NOT_WORKING_AGE"),  # 60 today
+        ({"hukou_county": "420102"}, False, "NOT_LOCAL_HUKOU"),
+        ({"death_date": "2026-03-01"}, False, "EXCL_DEAD"),  # no referral for the dead, even this month
+        ({"employment": "employed", "able_to_work": False}, False, "NOT_UNEMPLOYED;NOT_ABLE_TO_WORK"),
+    ],
+)
+def test_employment_referral(facts: dict[str, Any], eligible: bool, reasons: str) -> None:
+    row = get(decide(person(**{**REFERRAL_BASE, **facts})), "employment_referral")
+    assert (bool(row["eligible"]), row["reasons"], row["amount"]) == (eligible, reasons, 0.0)
+
+
+FUEL_BASE = {"category": 4, "lower_limb": True, "wheelchair_vehicles": 1}
+
+
+@pytest.mark.parametrize(
+    ("facts", "eligible", "amount", "reasons"),
+    [
+        ({}, True, 300.0, ""),
+        ({"wheelchair_vehicles": 2}, True, 600.0, ""),  # per vehicle per year
+        ({"category": 7}, True, 300.0, ""),  # multiple disability including the lower limbs
+        ({"wheelchair_vehicles": 0}, False, 0.0, "NO_VEHICLE"),
+        ({"wheelchair_vehicles": None}, False, 0.0, "NO_VEHICLE"),
+        ({"lower_limb": False}, False, 0.0, "NOT_LOWER_LIMB"),
+        ({"category": 1}, False, 0.0, "NOT_LOWER_LIMB"),  # a vehicle is not evidence of the disability
+        ({"cert_status": "suspended"}, False, 0.0, "CERT_INVALID"),
+        ({"death_date": "2026-02-27"}, False, 0.0, "EXCL_DECEASED"),
+    ],
+)
+def test_wheelchair_fuel_subsidy(facts: dict[str, Any], eligible: bool, amount: float, reasons: str) -> None:
+    row = get(decide(person(**{**FUEL_BASE, **facts})), "wheelchair_fuel_subsidy")
+    assert (bool(row["eligible"]), row["amount"], row["reasons"]) == (eligible, amount, reasons)
+
+
+DECLARED = date(2026, 11, 15)  # inside the policy's declared 临时救助 period (2026-10-01..2026-12-31)
+
+
+@pytest.mark.parametrize(
+    ("facts", "as_of", "eligible", "amount", "reasons"),
+    [
+        ({}, DECLARED, True, 500.0, ""),  # urban 户口, level 1
+        ({"hukou_nature": "rural"}, DECLARED, True, 300.0, ""),
+        ({"level": 3, "dibao": True}, DECLARED, True, 500.0, ""),
+        ({"level": 3, "dibao": False}, DECLARED, False, 0.0, "NOT_SEVERE_OR_DIBAO"),
+        ({"hukou_nature": None}, DECLARED, False, 0.0, "RESIDENCE_UNKNOWN"),
+        ({}, date(2026, 9, 30), False, 0.0, "NOT_DECLARED"),  # the day before the declared period
+        ({}, date(2026, 10, 1), True, 500.0, ""),
+        ({}, date(2026, 12, 31), True, 500.0, ""),
+        ({}, date(2027, 1, 1), False, 0.0, "NOT_DECLARED"),
+        ({"death_date": "2026-10-31"}, DECLARED, False, 0.0, "EXCL_DECEASED"),
+    ],
+)
+def test_temporary_assistance_in_the_declared_period(
+    facts: dict[str, Any], as_of: date, eligible: bool, amount: float, reasons: str
+) -> None:
+    row = get(decide(person(**facts), as_of=as_of), "temporary_assistance")
+    assert (bool(row["eligible"]), row["amount"], row["reasons"]) == (eligible, amount, reasons)
+
+
+def test_hubei_decides_the_three_later_services_with_its_own_amounts() -> None:
+    hubei = ROOT / "policies" / "hubei.yaml"
+    someone = person(hukou_county="420102", **FUEL_BASE, employment="unemployed", able_to_work=True, level=2)
+    d = decide(someone, policy_path=hubei, as_of=date(2020, 4, 1))
+    assert get(d, "wheelchair_fuel_subsidy")["amount"] == 240.0
+    assert bool(get(d, "employment_referral")["eligible"])
+    assert get(d, "temporary_assistance")["amount"] == 500.0  # declared for the 2020 epidemic
+    assert not bool(
+        get(decide(someone, policy_path=hubei, as_of=date(2021, 4, 1)), "temporary_assistance")["eligible"]
+    )
+
+
+def test_a_start_rule_outside_the_grammar_is_a_load_error(tmp_path: Path) -> None:
+    text = ZHEJIANG.read_text(encoding="utf-8")
+    for bad, message in (
+        ("{from: cert_issued, month: next}", None),
+        ("{from: level, month: next}", "as_of or a master date attribute"),
+        ("{from: as_of, month: later}", "one of same, next"),
+        ("{from: as_of, when: next}", "one of the fields from, month"),
+    ):
+        path = tmp_path / "p.yaml"
+        path.write_text(text.replace("{from: cert_issued, month: next}", bad), encoding="utf-8")
+        if message is None:
+            assert load_policy(path, AS_OF).services["wheelchair_fuel_subsidy"].start.next_month
+            continue
+        with pytest.raises(
+            PolicyError, match=rf"p.yaml line \d+: key 'services.wheelchair_fuel_subsidy.start.*{message}"
+        ):
+            load_policy(path, AS_OF)

@@ -25,7 +25,14 @@ from transforms.eligibility import evaluate, load_policy
 ROOT = Path(__file__).resolve().parents[2]
 ZHEJIANG = ROOT / "policies" / "zhejiang.yaml"
 HUBEI = ROOT / "policies" / "hubei.yaml"
-PAID = ["living_subsidy", "nursing_subsidy", "medical_insurance_subsidy", "pension_contribution"]
+PAID = [
+    "living_subsidy",
+    "nursing_subsidy",
+    "medical_insurance_subsidy",
+    "pension_contribution",
+    "temporary_assistance",
+    "wheelchair_fuel_subsidy",
+]
 RUNS = settings(max_examples=25, deadline=None)  # about 10 s in all on the shared machine
 
 days = st.dates(min_value=date(1930, 1, 1), max_value=date(2040, 12, 31))
@@ -50,9 +57,18 @@ facts = st.fixed_dictionaries(
         "dibao_standard": st.sampled_from([1000.0, 1085.0, 1157.0, 1001.11]),
         "pension_type": st.sampled_from([None, "resident", "employee", "none"]),
         "work_injury_care": st.booleans(),
+        "employment": st.sampled_from([None, "employed", "unemployed", "not_employed"]),
+        "able_to_work": st.booleans(),
+        "lower_limb": st.booleans(),
+        "wheelchair_vehicles": st.sampled_from([None, 0, 0, 1, 2]),
+        "hukou_nature": st.sampled_from([None, "urban", "rural"]),
     }
 )
-as_of_dates = st.dates(min_value=date(2016, 1, 1), max_value=date(2035, 12, 31))
+# any date of the policy's life, and often one in its declared 临时救助 period
+as_of_dates = st.one_of(
+    st.dates(min_value=date(2016, 1, 1), max_value=date(2035, 12, 31)),
+    st.dates(min_value=date(2026, 9, 25), max_value=date(2027, 1, 5)),
+)
 
 
 def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -80,6 +96,11 @@ def oracle_facts(i: int, r: dict[str, Any]) -> PersonFacts:
         birth_date=r["birth_date"],
         death_date=r["death_date"],
         pension_type=r["pension_type"],
+        employment=r["employment"],
+        able_to_work=r["able_to_work"],
+        lower_limb=r["lower_limb"],
+        wheelchair_vehicles=r["wheelchair_vehicles"] or 0,
+        hukou_nature=r["hukou_nature"],
     )
 
 
@@ -113,6 +134,8 @@ def test_invariants_of_the_bundle(rows: list[dict[str, Any]], as_of: date) -> No
     month = pd.Timestamp(as_of).to_period("M")
     after_death = d["death_date"].notna() & (d["death_date"].dt.to_period("M") < month)
     assert not d.loc[after_death & d["service"].isin(PAID), "eligible"].any()
+    # no employment referral for a person known to be dead, whatever the month
+    assert not d.loc[d["death_date"].notna() & (d["service"] == "employment_referral"), "eligible"].any()
     # 特困供养 excludes both subsidies
     both = d["service"].isin(["living_subsidy", "nursing_subsidy"])
     assert not d.loc[d["tekun"] & both, "eligible"].any()

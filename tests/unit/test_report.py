@@ -242,7 +242,7 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert merged["persons"] == 2 and merged["missing_sources"] == ["hrss"]
     assert merged["conflicts_by_type"] == {"NAME_MISMATCH": 1}
     decided = cycle.eligibility_stage(settings, AS_OF, run_id)
-    assert decided["rows"] == 2 * 7  # two persons x the seven services of the bundle
+    assert decided["rows"] == 2 * 10  # two persons x the ten services of the bundle
     decisions = pd.read_parquet(storage.run_dir(run_id) / "decisions.parquet")
     subsidies = decisions[decisions["service"].isin(["living_subsidy", "nursing_subsidy"])]
     eligible = subsidies[subsidies["eligible"]].set_index("service")["amount"].to_dict()
@@ -261,7 +261,8 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert by_source["cdpf"]["reasons"] == {"ID_CHECKSUM": 1} and by_source["cdpf"]["verdict"] == "accepted"
     assert any("hrss" in w for w in data["warnings"])
     assert data["master"]["conflicts_by_type"] == {"NAME_MISMATCH": 1}
-    assert len(data["exchange"]) == 6  # subsidies, statistics + four work lists (empty ones too)
+    # subsidies, temporary assistance, referral, statistics + four work lists (empty ones too)
+    assert len(data["exchange"]) == 8
     for result in (merged, decided, exchanged, reported):
         json.dumps(result)  # XCom-safe
 

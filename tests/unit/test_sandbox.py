@@ -202,7 +202,7 @@ def test_native_shapes_follow_the_contracts(sandbox: tuple[Settings, SandboxInfo
     native = read_native(info)
     assert list(native["hrss"].columns) == contract_columns("hrss")
     assert list(native["police"].columns) == [
-        "gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "swrq", "gxsj", "ygmsfhm",
+        "gmsfhm", "xm", "xbdm", "csrq", "hjdz_xzqhdm", "hkztdm", "hkxzdm", "swrq", "gxsj", "ygmsfhm",
     ]  # fmt: skip
     assert set(contract_columns("police")) == set(native["police"].columns)
     cdpf, civil, hrss, police = (native[s] for s in ("cdpf", "civil", "hrss", "police"))
@@ -417,18 +417,31 @@ def test_decisions_cover_exactly_the_accepted_cdpf_people(sandbox: tuple[Setting
         "cert_cancellation_on_death",
         "cert_expired",
         "cert_renewal_reminder",
+        "employment_referral",
         "living_subsidy",
         "medical_insurance_subsidy",
         "nursing_subsidy",
         "pension_contribution",
+        "temporary_assistance",
+        "wheelchair_fuel_subsidy",
     )
     assert all(v == bundle for v in services)
     assert decisions["amount"].str.fullmatch(r"\d+\.\d{2}").all()
-    paid = decisions[~decisions["service"].str.startswith("cert_")]  # certificate items carry no amount
+    # certificate items and the referral carry no amount
+    paid = decisions[
+        ~decisions["service"].str.startswith("cert_") & (decisions["service"] != "employment_referral")
+    ]
     assert ((paid["eligible"] == "0") == (paid["amount"] == "0.00")).all()
     assert (decisions.loc[decisions["service"].str.startswith("cert_"), "amount"] == "0.00").all()
     share = decisions.groupby("service")["eligible"].apply(lambda s: (s == "1").mean())
     assert 0.08 < share["living_subsidy"] < 0.2 and 0.2 < share["nursing_subsidy"] < 0.4
+    # the later services: few wheelchairs, some referrals, 临时救助 in the declared period of 2026-11
+    assert 0.005 < share["wheelchair_fuel_subsidy"] < 0.05 and 0.02 < share["employment_referral"] < 0.2
+    assert 0.2 < share["temporary_assistance"] < 0.6
+    fuel = decisions[(decisions["service"] == "wheelchair_fuel_subsidy") & (decisions["eligible"] == "1")]
+    assert set(fuel["amount"]) == {"300.00", "600.00"}  # per vehicle: one or two
+    temporary = decisions[(decisions["service"] == "temporary_assistance") & (decisions["eligible"] == "1")]
+    assert set(temporary["amount"]) == {"300.00", "500.00"}  # rural or urban
 
 
 def test_living_amounts_follow_the_civil_roll(sandbox: tuple[Settings, SandboxInfo]) -> None:

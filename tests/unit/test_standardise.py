@@ -260,6 +260,9 @@ def cdpf_row(**overrides: str) -> dict[str, str]:
         "HJXZQH": "110105",
         "CQHL": "1",
         "JGYH": "0",
+        "XZCJ": "0",
+        "LYCSL": "0",
+        "LDNL": "0",
         "GXSJ": "2025-06-01 08:00:00",
     }
     return row | overrides
