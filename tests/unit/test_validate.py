@@ -183,7 +183,7 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
     }
     assert validation["id_fixes"] == {"SPACES": 1, "APOSTROPHE": 1, "LOWER_X": 1}
     assert validation["gx"]["evaluated"] == len(
-        load_suite(ROOT / "expectations/cdpf.json", set(accepted.columns))["expectations"]
+        load_suite(ROOT / "gx/expectations/cdpf.json", set(accepted.columns))["expectations"]
     )
 
     record = Storage(settings).batch("cdpf-20250630-a")
@@ -285,7 +285,7 @@ def test_hrss_csv_batch(settings: Settings) -> None:
 def test_suites_load_and_match_their_contracts() -> None:
     for source in ("cdpf", "civil", "hrss", "police"):
         contract = load_contract(ROOT / "schemas" / "sources" / f"{source}.yaml")
-        doc = load_suite(ROOT / "expectations" / f"{source}.json", set(contract.names))
+        doc = load_suite(ROOT / "gx" / "expectations" / f"{source}.json", set(contract.names))
         not_null = {
             e["kwargs"]["column"]
             for e in doc["expectations"]
@@ -299,7 +299,7 @@ def test_suites_load_and_match_their_contracts() -> None:
             e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_valid_id_number"
         ]
         assert [e["kwargs"]["column"] for e in valid_ids] == ["id_number"]
-    cdpf = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    cdpf = json.loads((ROOT / "gx" / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     assert any(e["kwargs"].get("regex") == "^[0-9]{17}[0-9X][1-7][1-4]$" for e in cdpf["expectations"])
 
 
@@ -602,7 +602,7 @@ def test_a_malformed_suite_is_refused_with_file_and_position(
     tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     contract = load_contract(ROOT / "schemas/sources/cdpf.yaml")
-    doc = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    doc = json.loads((ROOT / "gx" / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     doc["expectations"][1] |= change
     path = tmp_path / "cdpf.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
@@ -626,7 +626,7 @@ def test_an_unknown_expectation_type_fails_loudly(tmp_path: Path) -> None:
     }
     frame = pd.DataFrame({"id_number": pd.Series(["1"], dtype="string")})
     with pytest.raises(SuiteError, match=r"expectations\[0\] \(expect_column_values_to_be_valid_id_numbr\)"):
-        run_suite(frame, doc, tmp_path / "t.json")
+        run_suite(frame, doc, tmp_path / "t.json", tmp_path / "gx")
 
 
 def test_a_delta_batch_is_not_held_for_being_small(settings: Settings, tmp_path: Path) -> None:
