@@ -185,6 +185,10 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
     assert validation["gx"]["evaluated"] == len(
         load_suite(ROOT / "gx/expectations/cdpf.json", set(accepted.columns))["expectations"]
     )
+    (gx_result,) = (settings.var_dir / validation["gx"]["stored"]).glob("*/*.json")  # GX's own, kept
+    assert json.loads(gx_result.read_text("utf-8"))["statistics"]["evaluated_expectations"] == len(
+        validation["gx"]["results"]
+    )
 
     record = Storage(settings).batch("cdpf-20250630-a")
     assert record is not None
