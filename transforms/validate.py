@@ -68,11 +68,8 @@ GX_DIR = "gx"  # the committed GX file context (gx/README.md)
 SUITE_DIR = f"{GX_DIR}/expectations"  # its suites, one per source
 COMMITTED_GX_FILES = ("great_expectations.yml", "expectations/*.json", "validation_definitions/*.json")
 GX_RESULTS = "uncommitted/validations"  # the validation results store of great_expectations.yml
-GX_DATA_SOURCE, GX_ASSET, GX_BATCH = (
-    "lianban",
-    "staged",
-    "whole_batch",
-)  # as declared in great_expectations.yml
+# the batch every validation definition validates, as declared in great_expectations.yml
+GX_DATA_SOURCE, GX_ASSET, GX_BATCH = "lianban", "staged", "whole_batch"
 # the run's values (suite_parameters) the custom expectations take unless their suite says otherwise
 RUN_PARAMETERS = {VALID_ID: ("as_of", "as_of"), KNOWN_COUNTY: ("added_codes", "county_codes_added")}
 # GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them

@@ -205,6 +205,11 @@ def test_validation_json_carries_no_unmasked_id(settings: Settings, tmp_path: Pa
     for number in (A, B, C, D, E):
         assert number not in text and number[:17] not in text
     assert f'"{A[:6]}**********{A[-2:]}81"' in text  # the bad certificate number, masked (first 6 + last 4)
+    stored = settings.var_dir / json.loads(text)["gx"]["stored"]
+    (gx_result,) = stored.glob("*/*.json")  # GX's own result: positions and counts, no values
+    gx_text = gx_result.read_text(encoding="utf-8")
+    assert '"unexpected_index_list"' in gx_text
+    assert not ID_PATTERN.search(gx_text), ID_PATTERN.search(gx_text)
 
 
 def test_restaging_is_idempotent(settings: Settings, tmp_path: Path) -> None:
