@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from hub.settings import ROOT, load_settings
+from core.settings import ROOT, load_settings
 from transforms.ids import check_char
 from transforms.validate import (
     GX_ASSET,
@@ -42,7 +42,7 @@ def _tree(folder: Path) -> dict[str, str]:
 
 
 def _cdpf_frame() -> pd.DataFrame:
-    from transforms.contracts import contract_for
+    from core.contracts import contract_for
 
     contract = contract_for(load_settings(), "cdpf")
     frame = pd.DataFrame({name: pd.Series([None, None], dtype="string") for name in contract.names})
@@ -88,7 +88,7 @@ def test_a_run_keeps_its_result_in_the_runtime_context_and_leaves_the_checkout_a
     settings = load_settings(var_dir=tmp_path / "var")
     runtime = tmp_path / "var" / "gx"
     path = suite_path(settings, "cdpf")
-    from transforms.contracts import contract_for
+    from core.contracts import contract_for
 
     doc = load_suite(path, set(contract_for(settings, "cdpf").names))
     frame = _cdpf_frame()
