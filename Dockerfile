@@ -1,4 +1,4 @@
-# The Lianban project image: Airflow 3 with the hub installed as a wheel (DAGs, contracts, suites,
+# The Lianban project image: Airflow 3 with the hub installed as a wheel (DAGs, contracts, the GX context,
 # policies and the default config ship inside it, under site-packages/lianban_files).
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -34,7 +34,8 @@ class _Source(BaseModel):
         "(audit-only sources are never merged)",
     )
     suite: str | None = Field(
-        None, description="Great Expectations suite file; default expectations/<source>.json"
+        None,
+        description="Great Expectations suite file; default gx/expectations/<source>.json (docs/operations.md, Suites)",
     )
     conn_id: str | None = Field(
         None,

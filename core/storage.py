@@ -107,6 +107,11 @@ class Storage:
             if entry.is_file() and not entry.is_symlink():
                 os.chmod(entry, self.file_mode)
 
+    def gx_context(self) -> Path:
+        """The runtime Great Expectations context: the committed gx/ copied, plus GX's results of each
+        batch (no values: unexpected row positions and counts; transforms/validate.py, runtime_context)."""
+        return self.private_dir(self.var / "gx")
+
     def landing(self, source: str, batch_id: str) -> Path:
         return self.var / "landing" / source / batch_id
 

@@ -29,11 +29,12 @@ import sqlalchemy as sa
 
 from core.contracts import REASONS, SourceContract, contract_for
 from core.masking import mask_id, mask_structure, mask_text
-from core.settings import Gates, Settings
+from core.settings import ROOT, Gates, Settings
 from core.storage import (
     Storage,
     batches,
     decision_note,
+    publish_bytes,
     sha256_file,
     utcnow,
     write_json_atomic,
@@ -62,7 +63,14 @@ SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
 VALID_ID = "expect_column_values_to_be_valid_id_number"
 KNOWN_COUNTY = "expect_column_values_to_have_known_county_code"
-SUITE_DIR = "expectations"  # committed suites, one per source, in the checkout
+GX_DIR = "gx"  # the committed GX file context (gx/README.md)
+SUITE_DIR = f"{GX_DIR}/expectations"  # its suites, one per source
+COMMITTED_GX_FILES = ("great_expectations.yml", "expectations/*.json", "validation_definitions/*.json")
+GX_RESULTS = "uncommitted/validations"  # the validation results store of great_expectations.yml
+# the batch every validation definition validates, as declared in great_expectations.yml
+GX_DATA_SOURCE, GX_ASSET, GX_BATCH = "lianban", "staged", "whole_batch"
+# the run's values (suite_parameters) the custom expectations take unless their suite says otherwise
+RUN_PARAMETERS = {VALID_ID: ("as_of", "as_of"), KNOWN_COUNTY: ("added_codes", "county_codes_added")}
 # GX severities: "critical" (the default) quarantines the unexpected rows, the others only count them
 SEVERITIES = ("critical", "warning", "info")
 
@@ -103,7 +111,12 @@ def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_suite(path: Path, columns: set[str]) -> dict[str, Any]:
-    """Read a committed suite file and check every expectation can run and names a reason code."""
+    """Read a suite file and check every expectation can run and names a reason code.
+
+    An ID check or county-code warning that does not say otherwise is judged as of the batch's date and
+    with the config's added codes: the committed suites say so (`$PARAMETER`), a suite given by path
+    may leave it out.
+    """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -132,6 +145,9 @@ def load_suite(path: Path, columns: set[str]) -> dict[str, Any]:
             raise SuiteError(f"{where}: meta.field {meta['field']!r} is not one of the expectation's columns")
         if exp.get("severity", "critical") not in SEVERITIES:
             raise SuiteError(f"{where}: severity {exp['severity']!r} is not one of {list(SEVERITIES)}")
+        if exp["type"] in RUN_PARAMETERS:
+            kwarg, parameter = RUN_PARAMETERS[exp["type"]]
+            exp["kwargs"].setdefault(kwarg, {"$PARAMETER": parameter})
     return doc
 
 
@@ -151,60 +167,98 @@ def _build_suite(doc: dict[str, Any], path: Path) -> Any:
     built = []
     for i, exp in enumerate(doc["expectations"]):
         try:
-            built.append(ExpectationConfiguration(**exp).to_domain_obj())
+            config = {k: v for k, v in exp.items() if k != "id"}
+            built.append(ExpectationConfiguration(**config).to_domain_obj())
         except Exception as exc:  # GX raises several types for a bad configuration
             raise SuiteError(f"{path}: expectations[{i}] ({exp.get('type')}): {exc}") from exc
-    return gx.ExpectationSuite(
-        name=doc["name"], expectations=built, meta=doc.get("meta"), notes=doc.get("notes")
+    suite = gx.ExpectationSuite(
+        name=doc["name"], id=doc.get("id"), expectations=built, meta=doc.get("meta"), notes=doc.get("notes")
+    )
+    # a suite refuses expectations that already have ids; a stored suite's keep theirs (GX compares them)
+    for expectation, exp in zip(suite.expectations, doc["expectations"], strict=True):
+        expectation.id = exp.get("id")
+    return suite
+
+
+def suite_parameters(settings: Settings, as_of: date) -> dict[str, Any]:
+    """The run's values of the suites' `$PARAMETER`s: the batch's as-of date and the added county codes."""
+    return {"as_of": as_of.isoformat(), "county_codes_added": list(settings.county_codes_added)}
+
+
+def runtime_context(runtime: Path, committed: Path = ROOT / GX_DIR) -> Any:
+    """The GX file context the suites run in: the committed one (gx/) copied into `runtime` (var/gx).
+
+    Runs write there (validation results, suites given by path in the config), never into the checkout;
+    only files that differ from the committed ones are copied (atomically, so concurrent runs agree).
+    Analytics and progress bars are off in the committed great_expectations.yml.
+    """
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    import great_expectations as gx
+
+    import transforms.gx_custom  # noqa: F401  registers the data source type and custom expectations
+
+    for pattern in COMMITTED_GX_FILES:
+        for source in sorted(committed.glob(pattern)):
+            data, target = source.read_bytes(), runtime / source.relative_to(committed)
+            if not target.is_file() or target.read_bytes() != data:
+                publish_bytes(target, data)
+    return gx.get_context(mode="file", context_root_dir=str(runtime))
+
+
+def _definition(context: Any, doc: dict[str, Any], path: Path) -> Any:
+    """The context's validation definition named as the suite; a suite the context does not hold as
+    checked (given by path in the config, or an ad hoc one) is added or updated in it first."""
+    import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
+
+    suite = _build_suite(doc, path)
+    try:
+        held = context.validation_definitions.get(doc["name"])
+    except DataContextError:
+        held = None
+    if held is not None and held.suite == suite:
+        return held
+    suite = context.suites.add_or_update(suite)  # keeps the held suite's id, so `held` still names it
+    if held is not None:
+        return context.validation_definitions.get(doc["name"])
+    batch = context.data_sources.get(GX_DATA_SOURCE).get_asset(GX_ASSET).get_batch_definition(GX_BATCH)
+    return context.validation_definitions.add(
+        gx.ValidationDefinition(name=doc["name"], data=batch, suite=suite)
     )
 
 
-def gx_context() -> Any:
-    """An ephemeral GX context with usage analytics and progress bars off (nothing leaves the machine)."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.execution_engine import pandas_execution_engine
-
-    # GX fingerprints every in-memory batch below HASH_THRESHOLD bytes with an MD5 over
-    # hash_pandas_object (about 0.8 s per million cdpf rows, twice per validation) only to put it in the
-    # result's batch markers, which we do not use; the landing manifest already carries SHA-256s.
-    if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
-        pandas_execution_engine.HASH_THRESHOLD = 0
-    context = gx.get_context(mode="ephemeral")
-    context.enable_analytics(False)
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return context
-
-
-def run_suite(frame: pd.DataFrame, doc: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """Run the suite over the frame once (ephemeral context, whole-dataframe batch).
+def run_suite(
+    frame: pd.DataFrame,
+    doc: dict[str, Any],
+    path: Path,
+    runtime: Path,
+    parameters: dict[str, Any] | None = None,
+    run_name: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run the suite's validation definition over the frame once (the runtime file context, whole-frame
+    batch); GX keeps the result in the context's validation results store under `run_name`.
 
     Returns one entry per expectation: its config, success, counts and the positional indices of the
     unexpected rows. Unexpected values are excluded from GX's result, so no ID number is copied there.
     """
-    context = gx_context()
-    suite = context.suites.add(_build_suite(doc, path))
-    from transforms.gx_custom import ColumnScopedPandasEngine, release
+    from great_expectations.core.run_identifier import RunIdentifier
 
-    datasource = context.data_sources.add_pandas("lianban")
-    # GX's documented per-datasource engine hook (a ClassVar): set on this instance only.
-    object.__setattr__(datasource, "execution_engine_override", ColumnScopedPandasEngine)
-    batch_definition = datasource.add_dataframe_asset(
-        f"staged_{doc['name']}"
-    ).add_batch_definition_whole_dataframe("whole_batch")
+    from transforms.gx_custom import release
+
+    definition = _definition(runtime_context(runtime), doc, path)
     try:
-        result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
-            suite,
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
             result_format={  # COMPLETE: every unexpected row's index, which quarantine needs
                 "result_format": "COMPLETE",
                 "return_unexpected_index_query": False,
                 "exclude_unexpected_values": True,
             },
+            run_id=RunIdentifier(run_name=run_name),
         )
-    finally:  # GX keeps its last context (and so this batch) alive in a module global: let go of it
-        release(datasource.get_execution_engine())
-        context.delete_datasource(datasource.name)
+    finally:  # GX keeps its last context (and so the engine's batch) alive in a module global
+        release(definition.data_source.get_execution_engine())
     outcomes = []
     for item in result.results:
         config = item.expectation_config
@@ -322,16 +376,13 @@ def _apply_suite(
     frame: pd.DataFrame,
     reasons: Reasons,
     as_of: date,
-) -> list[dict[str, Any]]:
+    batch_id: str,
+) -> tuple[list[dict[str, Any]], Path]:
     """Run the source's suite over the canonical columns; unexpected rows of a critical expectation
-    become quarantine reasons, those of a warning are only counted (the row is kept)."""
+    become quarantine reasons, those of a warning are only counted (the row is kept). Also returns the
+    folder where GX kept this batch's validation result."""
     path = suite_path(settings, source)
     doc = load_suite(path, set(contract.names))
-    for exp in doc["expectations"]:  # "not after the run date" means the batch's as-of date
-        if exp["type"] == VALID_ID:
-            exp["kwargs"].setdefault("as_of", as_of.isoformat())
-        elif exp["type"] == KNOWN_COUNTY:
-            exp["kwargs"].setdefault("added_codes", list(settings.county_codes_added))
     checked = _for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
     # what the standardiser refused per field before the suite ran: those cells reach GX as nulls, so GX
@@ -339,7 +390,10 @@ def _apply_suite(
     refused_before = reasons.field_counts()
     parse_codes = {f["code"] for f in refused_before}
     results = []
-    for outcome in run_suite(checked, doc, path):
+    runtime = Storage(settings).gx_context()
+    outcomes = run_suite(checked, doc, path, runtime, suite_parameters(settings, as_of), run_name=batch_id)
+    stored = runtime / GX_RESULTS / doc["name"] / batch_id
+    for outcome in outcomes:
         meta, column, index = outcome["meta"], outcome["column"], outcome["index"]
         mask = np.zeros(len(frame), dtype=bool)
         mask[index] = True
@@ -383,7 +437,7 @@ def _apply_suite(
                 "sample": [] if outcome["type"] == NOT_NULL else _sample(checked, column, index),
             }
         )
-    return results
+    return results, stored
 
 
 def split_non_records(
@@ -614,7 +668,7 @@ def stage_batch(
     duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
     reasons.add("DUPLICATE_ROW", duplicate)
 
-    gx_results = _apply_suite(settings, source, contract, frame, reasons, as_of)
+    gx_results, gx_stored = _apply_suite(settings, source, contract, frame, reasons, as_of, batch_id)
     reasons.add("DUPLICATE_KEY_CONFLICT", key_conflicts(frame, contract, reasons.any()))
 
     bad = reasons.any()
@@ -700,6 +754,7 @@ def stage_batch(
             "evaluated": len(gx_results),
             "failed": sum(not r["success"] for r in gx_results),
             "results": gx_results,
+            "stored": str(gx_stored.relative_to(settings.var_dir)),  # GX's own result of this batch
         },
     }
     _write_summary(summary, out)

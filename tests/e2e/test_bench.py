@@ -67,7 +67,7 @@ def test_bench_validate_times_the_whole_cdpf_suite() -> None:
     from core.settings import ROOT
 
     figures = run_bench_validate(rows=20_000, rounds=1, persons=2_000)
-    suite = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    suite = json.loads((ROOT / "gx" / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     assert figures["expectations"] == len(suite["expectations"])
     assert 0 < figures["suite_seconds"] <= figures["stage_seconds"]
     # rows/s is rows over the unrounded seconds; the seconds shown are rounded to the millisecond

@@ -55,7 +55,7 @@ def test_wheel_holds_code_dags_and_project_files(wheel: Path) -> None:
     assert code - names == set(), "code missing from the wheel: add its package to pyproject.toml"
     data = {
         f"lianban_files/{p.relative_to(ROOT)}"
-        for folder in ("config", "schemas", "expectations", "policies", "dags")
+        for folder in ("config", "schemas", "gx", "policies", "dags")
         for p in (ROOT / folder).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }

@@ -74,6 +74,13 @@ def test_a_fifth_department_lands_and_validates_from_configuration(tmp_path: Pat
     }
     reasons = pd.read_parquet(folder / "quarantine.parquet")
     assert len(reasons) == 2
+    # its suite lives outside the committed GX context: the run added it to the runtime one, which
+    # keeps the batch's result (docs/operations.md, Suites)
+    runtime = tmp_path / "var" / "gx"
+    assert (runtime / "expectations" / "medical.json").is_file()
+    assert (runtime / "validation_definitions" / "medical.json").is_file()
+    assert list((runtime / "uncommitted" / "validations" / "medical" / landed["batch_id"]).glob("*/*.json"))
+    assert not (ROOT / "gx" / "expectations" / "medical.json").exists()
 
 
 def test_merging_a_department_the_merge_cannot_read_is_a_config_error(tmp_path: Path) -> None:

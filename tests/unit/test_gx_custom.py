@@ -19,11 +19,17 @@ import pytest
 
 from transforms.gx_custom import certificate_matches, id_facts, id_is_valid
 from transforms.ids import check_char
-from transforms.validate import gx_context, run_suite
+from transforms.validate import run_suite, runtime_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = Path("test-suite.json")
+RUNTIME: dict[str, Path] = {}  # the runtime GX context of this module's runs (one, as a deployment has)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _gx_runtime(tmp_path_factory: pytest.TempPathFactory) -> None:
+    RUNTIME["dir"] = tmp_path_factory.mktemp("gx")
 
 
 def valid(first17: str) -> str:
@@ -38,7 +44,7 @@ FEB30 = "33010619800230001"  # 30 February: no check char makes it valid
 
 def run(frame: pd.DataFrame, *expectations: dict[str, Any]) -> dict[str, list[int]]:
     doc = {"name": "t", "expectations": [{**e, "meta": {"reason_code": "X"}} for e in expectations]}
-    return {o["type"]: sorted(o["index"].tolist()) for o in run_suite(frame, doc, SUITE)}
+    return {o["type"]: sorted(o["index"].tolist()) for o in run_suite(frame, doc, SUITE, RUNTIME["dir"])}
 
 
 def test_valid_id_number_checks_check_char_and_birth_date_not_county() -> None:
@@ -136,7 +142,7 @@ def test_no_expectation_gets_a_copy_of_the_whole_frame(monkeypatch: pytest.Monke
 
 
 def test_gx_usage_analytics_are_off() -> None:
-    context = gx_context()
+    context = runtime_context(RUNTIME["dir"])
     assert os.environ["GX_ANALYTICS_ENABLED"] == "False"
     assert context.config.analytics_enabled is False
 
@@ -317,9 +323,9 @@ def test_stock_gx_engine_copies_the_whole_frame(monkeypatch: pytest.MonkeyPatch)
     """The control for the test above: with GX's own engine the same suite copies all 30 columns."""
     from great_expectations.execution_engine import PandasExecutionEngine
 
-    import transforms.gx_custom
+    from transforms.gx_custom import ColumnScopedPandasDatasource
 
-    monkeypatch.setattr(transforms.gx_custom, "ColumnScopedPandasEngine", PandasExecutionEngine)
+    monkeypatch.setattr(ColumnScopedPandasDatasource, "execution_engine_override", PandasExecutionEngine)
     frame, exps = wide_batch()
     copies = row_copies(monkeypatch)
     run(frame, *exps)
@@ -354,7 +360,7 @@ def test_running_a_suite_opens_no_network_connection(monkeypatch: pytest.MonkeyP
     assert got["expect_column_values_to_be_valid_id_number"] == [1]
     assert attempts == []
     assert os.environ["GX_ANALYTICS_ENABLED"] == "False"
-    assert gx_context().config.analytics_enabled is False
+    assert runtime_context(RUNTIME["dir"]).config.analytics_enabled is False
 
 
 def test_run_suite_lets_go_of_the_batch() -> None:

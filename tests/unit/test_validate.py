@@ -186,7 +186,11 @@ def test_cdpf_batch_is_split_with_reason_codes(settings: Settings, tmp_path: Pat
     }
     assert validation["id_fixes"] == {"SPACES": 1, "APOSTROPHE": 1, "LOWER_X": 1}
     assert validation["gx"]["evaluated"] == len(
-        load_suite(ROOT / "expectations/cdpf.json", set(accepted.columns))["expectations"]
+        load_suite(ROOT / "gx/expectations/cdpf.json", set(accepted.columns))["expectations"]
+    )
+    (gx_result,) = (settings.var_dir / validation["gx"]["stored"]).glob("*/*.json")  # GX's own, kept
+    assert json.loads(gx_result.read_text("utf-8"))["statistics"]["evaluated_expectations"] == len(
+        validation["gx"]["results"]
     )
 
     record = Storage(settings).batch("cdpf-20250630-a")
@@ -204,6 +208,11 @@ def test_validation_json_carries_no_unmasked_id(settings: Settings, tmp_path: Pa
     for number in (A, B, C, D, E):
         assert number not in text and number[:17] not in text
     assert f'"{A[:6]}**********{A[-2:]}81"' in text  # the bad certificate number, masked (first 6 + last 4)
+    stored = settings.var_dir / json.loads(text)["gx"]["stored"]
+    (gx_result,) = stored.glob("*/*.json")  # GX's own result: positions and counts, no values
+    gx_text = gx_result.read_text(encoding="utf-8")
+    assert '"unexpected_index_list"' in gx_text
+    assert not ID_PATTERN.search(gx_text), ID_PATTERN.search(gx_text)
 
 
 def test_restaging_is_idempotent(settings: Settings, tmp_path: Path) -> None:
@@ -288,7 +297,7 @@ def test_hrss_csv_batch(settings: Settings) -> None:
 def test_suites_load_and_match_their_contracts() -> None:
     for source in ("cdpf", "civil", "hrss", "police"):
         contract = load_contract(ROOT / "schemas" / "sources" / f"{source}.yaml")
-        doc = load_suite(ROOT / "expectations" / f"{source}.json", set(contract.names))
+        doc = load_suite(ROOT / "gx" / "expectations" / f"{source}.json", set(contract.names))
         not_null = {
             e["kwargs"]["column"]
             for e in doc["expectations"]
@@ -302,7 +311,7 @@ def test_suites_load_and_match_their_contracts() -> None:
             e for e in doc["expectations"] if e["type"] == "expect_column_values_to_be_valid_id_number"
         ]
         assert [e["kwargs"]["column"] for e in valid_ids] == ["id_number"]
-    cdpf = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    cdpf = json.loads((ROOT / "gx" / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     assert any(e["kwargs"].get("regex") == "^[0-9]{17}[0-9X][1-7][1-4]$" for e in cdpf["expectations"])
 
 
@@ -605,7 +614,7 @@ def test_a_malformed_suite_is_refused_with_file_and_position(
     tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     contract = load_contract(ROOT / "schemas/sources/cdpf.yaml")
-    doc = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
+    doc = json.loads((ROOT / "gx" / "expectations" / "cdpf.json").read_text(encoding="utf-8"))
     doc["expectations"][1] |= change
     path = tmp_path / "cdpf.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
@@ -629,7 +638,7 @@ def test_an_unknown_expectation_type_fails_loudly(tmp_path: Path) -> None:
     }
     frame = pd.DataFrame({"id_number": pd.Series(["1"], dtype="string")})
     with pytest.raises(SuiteError, match=r"expectations\[0\] \(expect_column_values_to_be_valid_id_numbr\)"):
-        run_suite(frame, doc, tmp_path / "t.json")
+        run_suite(frame, doc, tmp_path / "t.json", tmp_path / "gx")
 
 
 def test_a_delta_batch_is_not_held_for_being_small(settings: Settings, tmp_path: Path) -> None:
