@@ -143,6 +143,7 @@ def test_column_parses_count_unparsed_and_present_values() -> None:
         "gender": (1, 3),
         "birth_date": (0, 4),
         "hukou_status": (0, 4),
+        "hukou_nature": (0, 0),  # optional and not sent here
         "death_date": (1, 2),
         "updated_at": (0, 4),
     }
