@@ -16,7 +16,21 @@ from airflow.sdk import DAG, Asset, dag, get_current_context, task
 START = pendulum.datetime(
     2016, 1, 1, tz="Asia/Shanghai"
 )  # 国发〔2015〕52号 in force; earlier dates have no subsidy
-DEFAULT_ARGS: dict[str, Any] = {"owner": "lianban", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+
+def _on_failure(context: Any) -> None:
+    """A task failed for good (after its last retry): the optional webhook notice (hub.alerts)."""
+    from hub.alerts import notify_failure
+
+    notify_failure(context)
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "lianban",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": _on_failure,
+}
 
 
 def staged_asset(source: str) -> Asset:
