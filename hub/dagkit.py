@@ -90,9 +90,13 @@ def ingestion_dag(
         @task(retries=0)
         def pull() -> str:
             from hub.ingest import pull_stage
+            from hub.progress import step
             from hub.settings import load_settings
 
-            return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
+            with step(f"{source} pull") as progress:
+                pulled = pull_stage(load_settings(), source, _as_of())
+                progress["rows"] = pulled["rows"]
+            return str(pulled["batch_id"])
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
@@ -114,7 +118,11 @@ def ingestion_dag(
                     "last_good_batch": refused.get("last_good_batch"),
                 }
             else:
-                result = validate_stage(settings, source, str(batch_id), as_of)
+                from hub.progress import step
+
+                with step(f"{source} validate") as progress:
+                    result = validate_stage(settings, source, str(batch_id), as_of)
+                    progress["rows"] = result["accepted"]
             # The cycle run this event triggers takes its business date from here (hub.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
@@ -189,12 +197,15 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
             from hub import cycle as stages
+            from hub.progress import step
             from hub.settings import load_settings
 
             as_of = _as_of()
-            result: dict[str, Any] = getattr(stages, f"{name}_stage")(
-                load_settings(), as_of, f"cycle-{as_of}"
-            )
+            with step(name) as progress:
+                result: dict[str, Any] = getattr(stages, f"{name}_stage")(
+                    load_settings(), as_of, f"cycle-{as_of}"
+                )
+                progress["rows"] = result.get("rows")
             return result
 
         @task
