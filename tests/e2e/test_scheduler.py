@@ -185,12 +185,14 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
             )
             assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
             deployment.start("api-server")
-            deployment.start("dag-processor")
-            deployment.start("scheduler")
+            # the workers report to the api-server: no task may start before it listens (under load it
+            # takes a minute, longer than the workers' connection retries)
             deployment.wait(
                 "the api-server",
                 lambda: requests.get(f"{deployment.base}/api/v2/monitor/health", timeout=10).ok,
             )
+            deployment.start("dag-processor")
+            deployment.start("scheduler")
             deployment.token = requests.get(f"{deployment.base}/auth/token", timeout=60).json()[
                 "access_token"
             ]
