@@ -196,6 +196,13 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
             deployment.token = requests.get(f"{deployment.base}/auth/token", timeout=60).json()[
                 "access_token"
             ]
+            deployment.wait(
+                "the dag-processor to parse the DAGs",
+                lambda: (
+                    {"cycle", *INGEST}
+                    <= {d["dag_id"] for d in deployment.api("GET", "/dags", params={"limit": 100})["dags"]}
+                ),
+            )
             yield deployment
         finally:
             deployment.stop()
