@@ -2,7 +2,7 @@
 webhook, `LIANBAN_ALERT_WEBHOOK` (docs/operations.md, Failure notices).
 
 The notice carries where it failed (DAG, task, run, source) and the error's first line with every ID-shaped
-token masked by the core rule (hub.masking); never a row. A webhook that is down or slow (timeout 5 s) is
+token masked by the core rule (core.masking); never a row. A webhook that is down or slow (timeout 5 s) is
 logged and ignored: a notice never fails or delays a task beyond that.
 """
 
@@ -21,7 +21,7 @@ MAX_ERROR_CHARS = 500
 
 def failure_notice(context: Any) -> dict[str, Any]:
     """The notice for one failed task instance, from its Airflow context."""
-    from hub.masking import mask_text
+    from core.masking import mask_text
 
     ti = context["ti"]
     error = context.get("exception")

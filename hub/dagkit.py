@@ -39,12 +39,12 @@ def staged_asset(source: str) -> Asset:
 
 
 def _as_of() -> date:
-    """The run's business date by the one rule of hub.business_date (never now()).
+    """The run's business date by the one rule of core.business_date (never now()).
 
     Reads the context with .get(): Asset-triggered runs and triggers without a logical date have
     no `logical_date` key at all.
     """
-    from hub.business_date import business_date
+    from core.business_date import business_date
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -89,9 +89,9 @@ def ingestion_dag(
     def ingest() -> None:
         @task(retries=0)
         def pull() -> str:
-            from hub.ingest import pull_stage
+            from core.settings import load_settings
             from hub.progress import step
-            from hub.settings import load_settings
+            from stages.ingest import pull_stage
 
             with step(f"{source} pull") as progress:
                 pulled = pull_stage(load_settings(), source, _as_of())
@@ -100,10 +100,10 @@ def ingestion_dag(
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
-            from hub.ingest import validate_stage
-            from hub.settings import load_settings
-            from hub.staleness import refusal
-            from hub.storage import Storage
+            from core.settings import load_settings
+            from core.staleness import refusal
+            from core.storage import Storage
+            from stages.ingest import validate_stage
 
             context = get_current_context()
             as_of = _as_of()
@@ -123,7 +123,7 @@ def ingestion_dag(
                 with step(f"{source} validate") as progress:
                     result = validate_stage(settings, source, str(batch_id), as_of)
                     progress["rows"] = result["accepted"]
-            # The cycle run this event triggers takes its business date from here (hub.business_date).
+            # The cycle run this event triggers takes its business date from here (core.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
                 "batch_id": batch_id,
@@ -156,7 +156,7 @@ def _drop_sensor(source: str, wait: dict[str, Any]) -> Any:
     """The wait for a ready drop file; its own deadline is its retry policy (no Airflow retries).
 
     Airflow's timeout is only a backstop a little past the deadline, so the error a person sees
-    is the stage's (hub.ingest.wait_stage), not "Sensor has timed out".
+    is the stage's (stages.ingest.wait_stage), not "Sensor has timed out".
     """
     poke, mode = float(wait["poke_seconds"]), str(wait.get("mode", "reschedule"))
 
@@ -168,8 +168,8 @@ def _drop_sensor(source: str, wait: dict[str, Any]) -> Any:
         retries=0,
     )
     def wait_for_drop() -> bool:
-        from hub.ingest import wait_stage
-        from hub.settings import load_settings
+        from core.settings import load_settings
+        from stages.ingest import wait_stage
 
         context = get_current_context()
         ti = context["ti"]
@@ -196,9 +196,9 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
     )
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
-            from hub import cycle as stages
+            from core.settings import load_settings
             from hub.progress import step
-            from hub.settings import load_settings
+            from stages import cycle as stages
 
             as_of = _as_of()
             with step(name) as progress:

@@ -20,8 +20,8 @@ from datetime import time as clock
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from core.settings import load_settings
 from hub.airflow_env import DAGS_FOLDER, configure, ensure_metadata_db
-from hub.settings import load_settings
 
 HEADER = "公民身份号码,姓名,就业状态,养老保险类型,工伤保险生活护理费,更新时间\r\n"
 
@@ -48,7 +48,7 @@ def main(config: str, var: str, as_of: str, when: str) -> None:
     drop = Path(settings.expand(settings.sources["hrss"].path))  # type: ignore[union-attr]
     drop.mkdir(parents=True, exist_ok=True)
     look = _FirstLook()
-    logging.getLogger("hub.ingest").addHandler(look)
+    logging.getLogger("stages.ingest").addHandler(look)
 
     def late() -> None:
         assert look.waited.wait(120), "the wait never looked"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub.settings import ROOT
+from core.settings import ROOT
 
 pytestmark = pytest.mark.e2e
 DRIVER = Path(__file__).with_name("drop_wait_driver.py")

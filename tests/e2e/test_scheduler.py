@@ -112,7 +112,7 @@ class Airflow:
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     from throwaway_db import PG_HOST, throwaway
 
-    from hub.sandbox.simulator import running_police_simulator
+    from sandbox.simulator import running_police_simulator
 
     base = tmp_path_factory.mktemp("scheduler")
     home, var = base / "airflow", base / "var"
@@ -325,7 +325,7 @@ def test_clearing_a_task_reruns_it_to_the_same_result(airflow: Airflow) -> None:
 def test_backfill_over_two_days_runs_each_day_on_its_own_business_date(airflow: Airflow) -> None:
     """`airflow backfill create` of an audit-only ingestion DAG (it triggers no cycle) over two past days:
     one run per day, each succeeding with its logical day in Asia/Shanghai as business date (the as_of
-    its stage announces in the Asset event, hub.business_date rule 2)."""
+    its stage announces in the Asset event, core.business_date rule 2)."""
     started = time.monotonic()
     dag_id = "ingest_cdpf_survey"
     today = datetime.now(TZ).date()

@@ -15,10 +15,10 @@ import yaml
 from sshd import LocalSshd, drop_file
 
 from connectors.errors import ConnectorError
-from hub.ingest import pull_stage, wait_stage
-from hub.settings import ROOT, load_settings
-from hub.staleness import refusal
-from hub.storage import Storage
+from core.settings import ROOT, load_settings
+from core.staleness import refusal
+from core.storage import Storage
+from stages.ingest import pull_stage, wait_stage
 
 pytestmark = pytest.mark.integration
 AS_OF = date(2026, 11, 2)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub.settings import ROOT
+from core.settings import ROOT
 
 PROGRESS = re.compile(r"^(?P<stage>sandbox [a-z ]+?) +(?:(?P<rows>[\d,]+) rows)? +(?P<s>\d+\.\d) s$")
 
