@@ -62,3 +62,16 @@ def puller(transport: str) -> Puller:
         return TRANSPORTS[transport]
     except KeyError:
         raise ValueError(f"unknown transport {transport!r}; expected one of {sorted(TRANSPORTS)}") from None
+
+
+def drop_ready(storage: Storage, source: str, config: Any) -> tuple[str, int]:
+    """Where a drop source (folder or sftp) receives files, and how many are ready to pull now."""
+    if config.transport == "folder":
+        from connectors.folder import ready_folder
+
+        return ready_folder(storage, config)
+    if config.transport == "sftp":
+        from connectors.sftp import ready_sftp
+
+        return ready_sftp(storage, source, config)
+    raise ValueError(f"{source}: transport {config.transport!r} has no drop folder to wait for")

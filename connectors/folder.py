@@ -38,6 +38,12 @@ def ready_files(folder: Path, pattern: str, marker: str) -> list[Path]:
     return ready
 
 
+def ready_folder(storage: Storage, config: FolderSource) -> tuple[str, int]:
+    """The drop folder and how many files in it are ready (a missing folder has none): what a wait polls."""
+    folder = Path(storage.settings.expand(config.path))
+    return str(folder), len(ready_files(folder, config.pattern, config.marker)) if folder.is_dir() else 0
+
+
 def count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))

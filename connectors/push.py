@@ -87,7 +87,7 @@ class Pusher(Protocol):
 
 
 def _step(unit: Unit, transport: str, step: str) -> None:
-    log.info("push %s %s %s: %s", transport, unit.partner, unit.name, step)
+    log.debug("push %s %s %s: %s", transport, unit.partner, unit.name, step)  # each upload and rename
 
 
 def _parse_ack(raw: bytes) -> dict[str, Any]:

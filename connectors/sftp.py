@@ -584,6 +584,30 @@ def landed_digests(storage: Storage, source: str) -> set[str]:
     return digests
 
 
+def _client(source: str, config: SftpSource) -> SftpClient:
+    """The source's client from its Airflow connection, else its `<env_prefix>_*` variables."""
+    return SftpClient.from_env(
+        config.env_prefix or f"LIANBAN_{source.upper()}_SFTP",
+        source=source,
+        values=sftp_values(config.conn_id),
+        timeout_s=config.timeout_s,
+        attempts=config.attempts,
+        retry_wait_s=config.retry_wait_s,
+        max_file_bytes=config.max_file_bytes,
+        request_bytes=config.request_bytes,
+        max_requests=config.max_requests,
+    )
+
+
+def ready_sftp(storage: Storage, source: str, config: SftpSource) -> tuple[str, int]:
+    """The remote folder (host:port/path) and how many files in it are ready: what a drop wait polls."""
+    folder = storage.settings.expand(config.folder)
+    with _client(source, config) as client:
+        return f"{client.host}:{client.port}{folder}", len(
+            client.list_ready(folder, config.pattern, config.marker)
+        )
+
+
 def pull_sftp(storage: Storage, source: str, config: SftpSource, as_of: date) -> Landed:
     """Land every ready file not landed before, byte-identical, in one batch; bookmark the last name.
 
@@ -591,20 +615,9 @@ def pull_sftp(storage: Storage, source: str, config: SftpSource, as_of: date) ->
     published: an empty batch would become the source's newest accepted batch and hide its facts
     from the merge. The batch already holding the newest content is returned instead (`new=False`).
     """
-    prefix = config.env_prefix or f"LIANBAN_{source.upper()}_SFTP"
     seen = landed_digests(storage, source)
     with (
-        SftpClient.from_env(
-            prefix,
-            source=source,
-            values=sftp_values(config.conn_id),
-            timeout_s=config.timeout_s,
-            attempts=config.attempts,
-            retry_wait_s=config.retry_wait_s,
-            max_file_bytes=config.max_file_bytes,
-            request_bytes=config.request_bytes,
-            max_requests=config.max_requests,
-        ) as client,
+        _client(source, config) as client,
         BatchWriter(storage, source, as_of.strftime("%Y%m%d"), TRANSPORT) as batch,
     ):
         ready = client.list_ready(storage.settings.expand(config.folder), config.pattern, config.marker)

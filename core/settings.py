@@ -62,11 +62,27 @@ class SqlSource(_Source):
     chunk_rows: int = Field(50_000, description="rows fetched per round trip")
 
 
+class DropWait(BaseModel):
+    """How long a drop source's ingestion DAG waits for a ready file before its pull (docs/operations.md)."""
+
+    poke_seconds: float = Field(60, gt=0, description="look for a ready file this often")
+    deadline_minutes: float = Field(
+        gt=0, description="after this long without a ready file the wait fails, naming the source and folder"
+    )
+    mode: Literal["reschedule", "poke"] = Field(
+        "reschedule",
+        description="reschedule frees the worker slot between looks; `hub run` (dag.test) always pokes",
+    )
+
+
 class FolderSource(_Source):
     transport: Literal["folder"]
     path: str
     pattern: str = "*.csv"
     marker: str = Field(".ok", description="a file is taken only once <name><marker> exists")
+    wait: DropWait | None = Field(
+        None, description="wait for a late file up to a deadline (else fail at once)"
+    )
 
 
 class RestSource(_Source):
@@ -122,6 +138,9 @@ class SftpSource(_Source):
         261_120, description="bytes per SFTP read request (255 KiB, OpenSSH's largest)"
     )
     max_requests: int | None = Field(None, description="cap on outstanding read requests (None: no cap)")
+    wait: DropWait | None = Field(
+        None, description="wait for a late file up to a deadline (else fail at once)"
+    )
 
 
 SourceConfig = Annotated[SqlSource | FolderSource | RestSource | SftpSource, Field(discriminator="transport")]

@@ -22,13 +22,19 @@ def _path(storage: Storage, source: str) -> Path:
 
 
 def record_refusal(storage: Storage, source: str, as_of: date, error: BaseException) -> None:
-    """Remember a refused pull (the error text names source, transport, target and cause)."""
+    """Remember a refused pull (the error text names source, transport, target and cause).
+
+    `refused_since` is the business date of the first refusal in a row (kept across refusals until
+    a pull succeeds), so the report can say how long the source has been stale.
+    """
     last = storage.last_accepted(source)
+    earlier = refusal(storage, source) or {}
     write_json_atomic(
         _path(storage, source),
         {
             "source": source,
             "as_of": as_of.isoformat(),
+            "refused_since": min(str(earlier.get("refused_since") or as_of.isoformat()), as_of.isoformat()),
             "refused_at": utcnow(),
             "error": f"{type(error).__name__}: {error}",
             "last_good_batch": last["batch_id"] if last else None,

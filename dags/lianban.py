@@ -25,6 +25,9 @@ for _name, _source in _settings.sources.items():
         f"Transport `{_source.transport}`, schedule `{_source.schedule}`, contract `{_source.contract}`; "
         + ("feeds the master file." if _name in _merged else "not merged into the master file.")
     )
-    globals()[f"ingest_{_name}"] = ingestion_dag(_name, doc_md=_doc, schedule=_source.schedule)
+    _wait = getattr(_source, "wait", None)  # drop sources (folder, sftp) may wait for a late file
+    globals()[f"ingest_{_name}"] = ingestion_dag(
+        _name, doc_md=_doc, schedule=_source.schedule, wait=_wait.model_dump() if _wait else None
+    )
 
 cycle = cycle_dag(doc_md=__doc__, sources=list(_merged))

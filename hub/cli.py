@@ -40,9 +40,13 @@ def _date(text: str | None) -> date | None:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
-    )
+    """Warnings only, or the hub's own INFO lines with -v; the progress lines (stage, rows, seconds) always."""
+    from hub.progress import show_progress
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("hub", "core", "store", "stages", "reports", "sandbox", "bench", "connectors", "transforms"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    show_progress()
 
 
 def _sandbox_as_of(var_dir: Path) -> date | None:
@@ -67,6 +71,10 @@ def sandbox_init(
     persons: Annotated[int, typer.Option(min=10, help="number of certificate holders")] = 20_000,
     seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same province")] = 20261101,
     as_of: Annotated[str | None, typer.Option("--as-of", help="the sandbox's run date, YYYY-MM-DD")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="delete the existing master file and hub state of var/")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     config: Config = None,
 ) -> None:
     """Generate a synthetic province with defects and ground truth under var/sandbox."""
@@ -74,12 +82,22 @@ def sandbox_init(
 
     settings = load_settings(config)
     day = _date(as_of)
+    masters = sorted(settings.var_dir.glob("master.sqlite"))
+    if masters and not force:
+        console.print(
+            f"[red]{masters[0]} exists[/red]: a new province replaces it and every batch, run, report and "
+            "outbox file under that var/. Run `hub sandbox init --force` to delete them, or set LIANBAN_VAR "
+            "to another directory.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    _logging(verbose)
     _reset_hub_state(settings.var_dir)
-    with console.status(f"generating a sandbox province of {persons:,} persons"):
-        if day is None:
-            info = init_sandbox(settings, persons=persons, seed=seed)
-        else:
-            info = init_sandbox(settings, persons=persons, seed=seed, as_of=day)
+    console.print(f"generating a sandbox province of {persons:,} persons under {settings.var_dir}")
+    if day is None:
+        info = init_sandbox(settings, persons=persons, seed=seed)
+    else:
+        info = init_sandbox(settings, persons=persons, seed=seed, as_of=day)
     console.print(
         f"[green]sandbox ready[/green] at {info.root} ({persons:,} persons, seed {seed}, as of {info.as_of})"
     )
@@ -91,7 +109,12 @@ def run(
         str | None, typer.Option("--date", help="logical date YYYY-MM-DD (default: the sandbox's)")
     ] = None,
     config: Config = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Airflow and stage logs")] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="-v: the hub's own log lines; -vv: Airflow's task logs too"
+        ),
+    ] = 0,
     airflow_home: Annotated[
         Path | None,
         typer.Option(
@@ -104,7 +127,7 @@ def run(
     """Run one full exchange cycle through the Airflow DAGs, in-process."""
     from hub.run import EXIT_STALE, CycleFailed, run_cycle
 
-    _logging(verbose)
+    _logging(verbose >= 1)
     settings = load_settings(config)
     as_of = _date(run_date) or _sandbox_as_of(settings.var_dir)
     if as_of is None:
@@ -115,7 +138,7 @@ def run(
         raise typer.BadParameter(f"{as_of} is before 2016-01-01, when the DAGs start", param_hint="--date")
     started = datetime.now()
     try:
-        outcome = run_cycle(settings, as_of, verbose, airflow_home)
+        outcome = run_cycle(settings, as_of, verbose >= 2, airflow_home)
     except CycleFailed as exc:
         console.print(f"[red]cycle failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -323,7 +346,7 @@ def merge(
     """Merge the accepted batches into the master file now, outside a cycle (e.g. a rebuild after a fix)."""
     from stages.cycle import merge_stage
 
-    _logging(verbose)
+    _logging(verbose >= 1)
     settings = load_settings(config)
     as_of = _date(run_date) or _sandbox_as_of(settings.var_dir)
     if as_of is None:

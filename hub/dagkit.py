@@ -16,7 +16,21 @@ from airflow.sdk import DAG, Asset, dag, get_current_context, task
 START = pendulum.datetime(
     2016, 1, 1, tz="Asia/Shanghai"
 )  # 国发〔2015〕52号 in force; earlier dates have no subsidy
-DEFAULT_ARGS: dict[str, Any] = {"owner": "lianban", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+
+def _on_failure(context: Any) -> None:
+    """A task failed for good (after its last retry): the optional webhook notice (hub.alerts)."""
+    from hub.alerts import notify_failure
+
+    notify_failure(context)
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "lianban",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": _on_failure,
+}
 
 
 def staged_asset(source: str) -> Asset:
@@ -44,8 +58,10 @@ def _as_of() -> date:
     )
 
 
-def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> DAG:
-    """One ingestion DAG per source: pull (land raw bytes), stage (standardise + validate), fresh.
+def ingestion_dag(
+    source: str, doc_md: str | None, schedule: str = "@daily", wait: dict[str, Any] | None = None
+) -> DAG:
+    """One ingestion DAG per source: [wait,] pull (land raw bytes), stage (standardise + validate), fresh.
 
     One retry policy per step: `pull` has no Airflow retries because the connector retries its own
     calls (bounded, one log line per attempt), so a dead source fails once, within the connector's
@@ -54,7 +70,10 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
     so the cycle runs on this source's last accepted batch; `fresh` then fails this DAG run with
     the pull's error, so the refusal is red in the UI and reaches the failure callbacks.
 
-    `schedule` is the source's configured one (a cron expression or preset such as @daily).
+    `schedule` is the source's configured one (a cron expression or preset such as @daily). `wait`
+    (a drop source's `wait:`, docs/operations.md) adds a sensor before the pull: a late file is
+    waited for, a missing one fails the sensor at the deadline with the source, transport and folder
+    named, and the cycle goes on with the source stale, as for a refused pull.
     """
 
     @dag(
@@ -71,9 +90,13 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
         @task(retries=0)
         def pull() -> str:
             from core.settings import load_settings
+            from hub.progress import step
             from stages.ingest import pull_stage
 
-            return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
+            with step(f"{source} pull") as progress:
+                pulled = pull_stage(load_settings(), source, _as_of())
+                progress["rows"] = pulled["rows"]
+            return str(pulled["batch_id"])
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
@@ -95,7 +118,11 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
                     "last_good_batch": refused.get("last_good_batch"),
                 }
             else:
-                result = validate_stage(settings, source, str(batch_id), as_of)
+                from hub.progress import step
+
+                with step(f"{source} validate") as progress:
+                    result = validate_stage(settings, source, str(batch_id), as_of)
+                    progress["rows"] = result["accepted"]
             # The cycle run this event triggers takes its business date from here (core.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
@@ -111,15 +138,46 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
                 raise RuntimeError(f"{source}: the stage task failed; see its log")
             if staged["status"] == "stale":
                 raise RuntimeError(
-                    f"{source} is stale (its pull was refused, see the pull task); "
+                    f"{source} is stale (its pull was refused or its file never came: see the pull "
+                    f"or wait task); "
                     f"the cycle uses its last accepted batch {staged['last_good_batch']}"
                 )
 
         pulled, staged = pull(), stage()
         pulled >> staged
+        if wait is not None:
+            _drop_sensor(source, wait) >> pulled
         fresh(staged)  # type: ignore[arg-type]  # TaskFlow passes an XComArg that resolves to a dict
 
     return ingest()
+
+
+def _drop_sensor(source: str, wait: dict[str, Any]) -> Any:
+    """The wait for a ready drop file; its own deadline is its retry policy (no Airflow retries).
+
+    Airflow's timeout is only a backstop a little past the deadline, so the error a person sees
+    is the stage's (stages.ingest.wait_stage), not "Sensor has timed out".
+    """
+    poke, mode = float(wait["poke_seconds"]), str(wait.get("mode", "reschedule"))
+
+    @task.sensor(
+        task_id="wait",
+        poke_interval=poke,
+        timeout=float(wait["deadline_minutes"]) * 60 + poke + 60,
+        mode=mode,
+        retries=0,
+    )
+    def wait_for_drop() -> bool:
+        from core.settings import load_settings
+        from stages.ingest import wait_stage
+
+        context = get_current_context()
+        ti = context["ti"]
+        # the deadline counts from the first look: in reschedule mode each look is a new try
+        started = (mode == "reschedule" and ti.get_first_reschedule_date(context)) or ti.start_date
+        return wait_stage(load_settings(), source, _as_of(), started, pendulum.now("UTC"))
+
+    return wait_for_drop()
 
 
 def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
@@ -139,12 +197,15 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
             from core.settings import load_settings
+            from hub.progress import step
             from stages import cycle as stages
 
             as_of = _as_of()
-            result: dict[str, Any] = getattr(stages, f"{name}_stage")(
-                load_settings(), as_of, f"cycle-{as_of}"
-            )
+            with step(name) as progress:
+                result: dict[str, Any] = getattr(stages, f"{name}_stage")(
+                    load_settings(), as_of, f"cycle-{as_of}"
+                )
+                progress["rows"] = result.get("rows")
             return result
 
         @task

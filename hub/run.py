@@ -65,6 +65,15 @@ def _sandbox_services(settings: Settings) -> Iterator[None]:
                     os.environ[key] = value
 
 
+def _hub_info_through() -> None:
+    """`hub run -v`: Airflow's console handler filters at Airflow's level (WARNING unless -vv); lower it
+    so the records of the hub's loggers, set to INFO by the command line, are shown too. Airflow's own
+    loggers stay at their level."""
+    if logging.getLogger("hub").getEffectiveLevel() <= logging.INFO:
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(min(handler.level, logging.INFO))
+
+
 def run_cycle(
     settings: Settings, as_of: date, verbose: bool = False, airflow_home: Path | None = None
 ) -> CycleOutcome:
@@ -81,6 +90,7 @@ def run_cycle(
     ensure_metadata_db(home)
     from airflow.dag_processing.dagbag import DagBag
 
+    _hub_info_through()
     bag = DagBag(str(DAGS_FOLDER))
     if bag.import_errors:
         raise CycleFailed(f"DAG import errors: {bag.import_errors}")

@@ -100,6 +100,7 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
         "sources": sources,
         "exchange": exchange,
         "warnings": list(summary.get("warnings") or []),
+        "stale": list(summary.get("stale") or []),
     }
 
 

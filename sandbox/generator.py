@@ -36,6 +36,7 @@ import numpy as np
 
 from core.settings import Settings
 from core.storage import Storage, write_json_atomic
+from hub.progress import step
 from sandbox import names as namegen
 from sandbox.oracle import (
     Assistance,
@@ -1083,9 +1084,10 @@ def init_sandbox(
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
     others = max(1, persons // 10)
 
-    p = _people(streams[0], persons, others, day)
-    _bundle_facts(np.random.default_rng(np.random.SeedSequence([seed, 17])), p)
-    civil = _civil_rows(streams[1], p, day)
+    with step("sandbox people", persons + others):
+        p = _people(streams[0], persons, others, day)
+        _bundle_facts(np.random.default_rng(np.random.SeedSequence([seed, 17])), p)
+        civil = _civil_rows(streams[1], p, day)
     police_people = np.flatnonzero(p.police)
     hrss_people = np.flatnonzero(p.hrss)
     tables = {
@@ -1126,11 +1128,13 @@ def init_sandbox(
         & ~tekun
         & ~p.wic
     )
-    truth = _inject(streams[2], p, tables, rates, likely_eligible, day)
-    for table in tables.values():
-        base = len(table)
-        _add_older_versions(streams[3], table)
-        _finalise_order(streams[4], table, base)
+    with step("sandbox defects") as progress:
+        truth = _inject(streams[2], p, tables, rates, likely_eligible, day)
+        progress["rows"] = len(truth.defects)
+        for table in tables.values():
+            base = len(table)
+            _add_older_versions(streams[3], table)
+            _finalise_order(streams[4], table, base)
 
     paths = {
         "cdpf": root / "frontdb_cdpf.sqlite",
@@ -1149,13 +1153,17 @@ def init_sandbox(
         table = tables[source]
         if table.order is None:
             raise RuntimeError(f"sandbox: the {source} table was never ordered")
-        row_counts[source] = write(chunker(p, table, idx) for idx in _chunks(table.order))
+        with step(f"sandbox {source}") as progress:
+            row_counts[source] = write(chunker(p, table, idx) for idx in _chunks(table.order))
+            progress["rows"] = row_counts[source]
 
-    master, eligible, seen_conflicts = _write_decisions(
-        truth_dir / "decisions.csv", _visible_facts(p, tables), as_of, settings, _employed_seen(p, tables)
-    )
+    with step("sandbox ground truth", persons):
+        master, eligible, seen_conflicts = _write_decisions(
+            truth_dir / "decisions.csv", _visible_facts(p, tables), as_of, settings, _employed_seen(p, tables)
+        )
     conflicts = truth.conflicts + seen_conflicts
-    audit_inputs = _write_audit_inputs(seed, p, tables, truth, as_of, settings, root, paths["cdpf"])
+    with step("sandbox audit inputs"):
+        audit_inputs = _write_audit_inputs(seed, p, tables, truth, as_of, settings, root, paths["cdpf"])
 
     _write_csv(truth_dir / "quarantine.csv", ("source", "id_raw", "reason_code"), truth.quarantine)
     _write_csv(truth_dir / "conflicts.csv", ("id_number", "conflict_type"), conflicts)

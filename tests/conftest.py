@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from skip_summary import pytest_terminal_summary  # noqa: F401  (a hook: the skipped tests and how to run them)
 from throwaway_db import MYSQL_HOST, PG_HOST, throwaway
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")

@@ -29,8 +29,8 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [*HUB, "sandbox", "init", "--persons", "2000", "--seed", "7"], env=env, cwd=ROOT, check=True
     )
-    # --verbose: the stage and Airflow logs at INFO, which the personal-data scan reads
-    done = subprocess.run([*HUB, "run", "--verbose"], env=env, cwd=ROOT, capture_output=True, text=True)
+    # -vv: the stage and Airflow logs at INFO, which the personal-data scan reads
+    done = subprocess.run([*HUB, "run", "-vv"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # the run's own output (python logging, Airflow's console) beside var/, for the personal-data scan
     (var.parent / "hub-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")

@@ -90,15 +90,19 @@ def test_dags_follow_house_rules(tmp_path: Path) -> None:
         assert dag["doc_md"], f"{dag_id} has no doc_md"
         assert "lianban" in dag["tags"], dag_id
         # One retry policy: a pull is retried by its connector only (Airflow would multiply the
-        # attempts); `fresh` is a verdict, not work. Every other task is retried by Airflow.
+        # attempts), a drop wait by its deadline; `fresh` is a verdict, not work. Every other task
+        # is retried by Airflow.
         for task_id, retries in dag["retries"].items():
-            if task_id in {"pull", "fresh"}:
+            if task_id in {"pull", "fresh", "wait"}:
                 assert retries == 0, f"{dag_id}.{task_id} retries in Airflow and in its client"
             else:
                 assert retries >= 1, f"{dag_id}.{task_id} has no retries"
     assert dags["cycle"]["tasks"] == ["audit", "deliver", "eligibility", "exchange", "merge", "report"]
-    for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
+    for source in ("cdpf", "civil", "police", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["tasks"] == ["fresh", "pull", "stage"]
+    for source in ("hrss", "civil_payments"):  # drop folders with a configured wait
+        assert dags[f"ingest_{source}"]["tasks"] == ["fresh", "pull", "stage", "wait"]
+    for source in ("cdpf", "civil", "hrss", "police", "civil_payments", "cdpf_survey"):
         assert dags[f"ingest_{source}"]["schedule"] == "0 0 * * *"  # @daily
     # the cycle waits on the sources that feed the master, never on the audit-only ones
     assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]

@@ -429,3 +429,37 @@ def test_index_lists_every_run_with_trends(settings) -> None:
     assert [r["not_eligible"] for r in rows] == [0, 2, 5] and rows[0]["fund"] == 2
     index = (storage.var / "reports" / "index.html").read_text(encoding="utf-8")
     assert index.count("<polyline") >= 2 and index.count("/report.html") == 6  # link text and href per run
+
+
+def test_a_stale_source_is_the_first_thing_the_report_says(settings) -> None:
+    """Which source is stale, since when (its last good data and its first refused pull) and why: at
+    the top, before the contents and the summary cards."""
+    from core.staleness import record_refusal, stale_sources
+
+    storage = Storage(settings)
+    record_refusal(storage, "police", date(2026, 2, 28), ConnectionError("[police via rest] dead host"))
+    record_refusal(storage, "police", AS_OF, ConnectionError(f"[police via rest] page 1 ({RAW_ID}): refused"))
+    stale = stale_sources(storage, ["cdpf", "police"])
+    assert [(s["source"], s["refused_since"], s["as_of"]) for s in stale] == [
+        ("police", "2026-02-28", "2026-03-01")
+    ]
+    html = write_report(storage, "cycle-stale", AS_OF, {**summary(), "stale": stale}).read_text(
+        encoding="utf-8"
+    )
+    banner = html.index('<div class="stale" id="stale">')
+    assert banner < html.index('<nav class="toc">') < html.index('<section id="summary">')
+    text = re.sub(r"<[^>]+>", "", html[banner : html.index("</div>", banner)])
+    assert "police" in text and "STALE" in text and "数据过期" in text
+    assert "pulls refused since 2026-02-28 (最近last 2026-03-01)" in text
+    assert f"ConnectionError: [police via rest] page 1 ({RAW_ID[:6]}********{RAW_ID[-4:]}): refused" in text
+    assert "(no accepted batch)" in text
+
+
+def test_a_successful_pull_ends_the_stale_record(settings) -> None:
+    from core.staleness import clear_refusal, record_refusal, refusal
+
+    storage = Storage(settings)
+    record_refusal(storage, "hrss", date(2026, 2, 27), RuntimeError("no file"))
+    clear_refusal(storage, "hrss")
+    record_refusal(storage, "hrss", AS_OF, RuntimeError("no file"))
+    assert refusal(storage, "hrss")["refused_since"] == "2026-03-01"  # type: ignore[index]
