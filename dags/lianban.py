@@ -27,4 +27,4 @@ for _name, _source in _settings.sources.items():
     )
     globals()[f"ingest_{_name}"] = ingestion_dag(_name, doc_md=_doc, schedule=_source.schedule)
 
-cycle = cycle_dag(doc_md=__doc__, sources=list(_merged))
+cycle = cycle_dag(doc_md=__doc__, sources=list(_merged), partitions=_settings.partitions)
