@@ -12,7 +12,7 @@ each partition's rows under runs/<run>/parts/<partition>/. Map (one task per par
 task mapping): merge or evaluate that partition only, from its own files, and write its result beside
 them. Reduce (one task): concatenate the partitions in the single run's order and publish through the
 same code as the single run (hub.cycle.publish_merge, publish_eligibility), so both give the same
-master, decisions and files (docs/architecture.md, partitions).
+master, decisions and files (docs/scale.md, Partitions).
 """
 
 from __future__ import annotations
