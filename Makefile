@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy hub connectors transforms dags
+	$(BIN)/mypy core connectors transforms store stages reports hub sandbox bench dags
 
 bench: $(STAMP)
 	$(BIN)/hub bench --persons 100000

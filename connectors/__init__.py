@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from connectors.landing import Landed
-    from hub.storage import Storage
-    from transforms.contracts import SourceContract
+    from core.contracts import SourceContract
+    from core.storage import Storage
 
 
 class Puller(Protocol):

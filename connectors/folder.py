@@ -11,8 +11,8 @@ from pathlib import Path
 
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
-from hub.settings import FolderSource
-from hub.storage import Storage
+from core.settings import FolderSource
+from core.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.storage import Storage, sha256_file, utcnow, write_json_atomic
+from core.storage import Storage, sha256_file, utcnow, write_json_atomic
 
 log = logging.getLogger(__name__)
 ORPHAN_LOCK_SECONDS = 600

@@ -24,8 +24,8 @@ from connectors.credentials import mask, rest_endpoint
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
 from connectors.sql import canonical_ts, ts_bound
-from hub.settings import RestSource
-from hub.storage import Storage
+from core.settings import RestSource
+from core.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from connectors.credentials import sftp_values
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
-from hub.settings import SftpSource
-from hub.storage import Storage
+from core.settings import SftpSource
+from core.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ MAX_NAME_BYTES = 255
 CHECKSUM_SUFFIX = ".sha256"
 CHECKSUM_MAX_BYTES = 4096
 
-# Throughput tuning, measured with hub/bench_sftp.py against OpenSSH 9.2 on loopback: reads of
+# Throughput tuning, measured with bench/sftp.py against OpenSSH 9.2 on loopback: reads of
 # 255 KiB (sftp-server's largest, SFTP_MAX_READ_LENGTH = 261120) in channel packets that hold one
 # whole response, and a window large enough to keep the pipeline full. Servers that cap reads lower
 # still work (paramiko falls back to plain reads), only slower: set `request_bytes` for them.

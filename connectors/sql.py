@@ -34,8 +34,8 @@ from connectors.arrow_read import processors, raw_frame, read_chunks, text_schem
 from connectors.credentials import sql_url
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
-from hub.settings import SqlSource
-from hub.storage import Storage
+from core.settings import SqlSource
+from core.storage import Storage
 
 log = logging.getLogger(__name__)
 

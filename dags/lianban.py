@@ -13,8 +13,8 @@ source's last good data. Parsing reads only the YAML config: no database, networ
 
 from __future__ import annotations
 
+from core.settings import load_settings
 from hub.dagkit import cycle_dag, ingestion_dag
-from hub.settings import load_settings
 
 _settings = load_settings()
 _merged = _settings.merged_sources

@@ -1,1 +1,1 @@
-"""Lianban hub runtime: settings, storage, ledger, reports and the `hub` CLI."""
+"""Lianban hub runtime (DAG builders, in-process Airflow, runs) and the `hub` CLI."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hub.settings import ROOT, Settings
+from core.settings import ROOT, Settings
 
 DAGS_FOLDER = ROOT / "dags"
 _READY = ".lianban-metadata-ready"

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from core.settings import load_settings
 from hub.cli_delivery import register as register_delivery
-from hub.settings import load_settings
 
 app = typer.Typer(help="Lianban (联办) data-exchange hub.", no_args_is_help=True, add_completion=False)
 sandbox_app = typer.Typer(help="The embedded default: a synthetic province.", no_args_is_help=True)
@@ -70,7 +70,7 @@ def sandbox_init(
     config: Config = None,
 ) -> None:
     """Generate a synthetic province with defects and ground truth under var/sandbox."""
-    from hub.sandbox.generator import init_sandbox
+    from sandbox.generator import init_sandbox
 
     settings = load_settings(config)
     day = _date(as_of)
@@ -145,7 +145,7 @@ def batch_list(
     """Show every batch in the ledger with its verdict (held batches say why)."""
     import sqlalchemy as sa
 
-    from hub.storage import Storage, batches
+    from core.storage import Storage, batches
 
     storage = Storage(load_settings(config))
     query = sa.select(batches).order_by(batches.c.source, batches.c.landed_at)
@@ -203,7 +203,7 @@ def approve(
     config: Config = None,
 ) -> None:
     """Release the outbound files the mass-change guard held for a run: recorded, then built."""
-    from hub.decision_run import approve_and_build
+    from stages.eligibility import approve_and_build
 
     try:
         done = approve_and_build(load_settings(config), run_id, who, reason)
@@ -228,7 +228,6 @@ def master_show(
     config: Config = None,
 ) -> None:
     """Print a person's master record as it stood, with each attribute's source and batch."""
-    from hub.master_store import MasterStore
     from hub.master_view import (
         MalformedId,
         RecordNotFound,
@@ -237,6 +236,7 @@ def master_show(
         header_lines,
         lookup,
     )
+    from store.master_store import MasterStore
 
     settings = load_settings(config)
     day = _date(as_of)
@@ -280,8 +280,8 @@ def explain(
     """Explain every service for one person: each criterion with its facts, sources and parameters."""
     from hub.explain import explain as explain_person
     from hub.explain import render
-    from hub.master_store import MasterStore
     from hub.master_view import MalformedId, RecordNotFound, audit_unmasked, lookup
+    from store.master_store import MasterStore
     from transforms.eligibility import PolicyError, load_policy
 
     if lang not in ("zh", "en"):
@@ -321,7 +321,7 @@ def merge(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Merge the accepted batches into the master file now, outside a cycle (e.g. a rebuild after a fix)."""
-    from hub.cycle import merge_stage
+    from stages.cycle import merge_stage
 
     _logging(verbose)
     settings = load_settings(config)
@@ -345,7 +345,7 @@ def bench(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Time each stage in-process on a sandbox of N persons and compare with a DuckDB floor."""
-    from hub.bench import run_bench
+    from bench.cycle import run_bench
 
     _logging(verbose)
     with console.status(f"benchmarking {persons:,} persons"):
@@ -404,7 +404,7 @@ def bench_national(
 ) -> None:
     """Run a sandbox partitioned by province and prefecture, one partition per child process; per-partition
     costs for the national model (docs/scale.md)."""
-    from hub.bench_national import STAGES, run_bench_national
+    from bench.national import STAGES, run_bench_national
 
     total = provinces * prefectures * persons_per_partition
     if total > 2_000_000:
@@ -438,7 +438,7 @@ def bench_pull(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Rows/s of one full SQL pull of the sandbox's cdpf 前置库 table (SQLite, or a copy at --url)."""
-    from hub.bench_pull import run_bench_pull
+    from bench.pull import run_bench_pull
 
     _logging(verbose)
     f = run_bench_pull(load_settings(config), url, chunk_rows)
@@ -455,7 +455,7 @@ def bench_validate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Throughput of the cdpf validation suite and of the whole validate stage over N certificate rows."""
-    from hub.bench_validate import run_bench_validate
+    from bench.validate import run_bench_validate
 
     _logging(verbose)
     with console.status(f"validating {rows:,} cdpf rows x {rounds}"):
@@ -479,7 +479,7 @@ def report(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Write (again) a run's auditor report: report.html, report.json and the index across runs."""
-    from hub.report import rebuild_report
+    from reports.report import rebuild_report
 
     _logging(verbose)
     path = rebuild_report(load_settings(config), run_id)
@@ -491,8 +491,8 @@ def report(
 @app.command()
 def runs(config: Config = None) -> None:
     """Every run with a report: headline figures, and the index page with their trends."""
-    from hub.report import run_rows, write_index
-    from hub.storage import Storage
+    from core.storage import Storage
+    from reports.report import run_rows, write_index
 
     storage = Storage(load_settings(config))
     table = Table(

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hub.settings import load_settings
+from core.settings import load_settings
 
 console = Console()
 
@@ -27,8 +27,8 @@ def verify(
     manifest: Annotated[Path | None, typer.Option(help="default: FILE.manifest.json beside it")] = None,
 ) -> None:
     """Check a delivered file offline: manifest signature, SHA-256 and rows, with only the public key."""
-    from hub.publish import MANIFEST
-    from hub.signing import PUBLIC_NAME, VerifyError, verify_delivery
+    from core.publish import MANIFEST
+    from core.signing import PUBLIC_NAME, VerifyError, verify_delivery
 
     key = public_key or load_settings().var_dir / "keys" / PUBLIC_NAME
     try:
@@ -48,8 +48,8 @@ def deliver(
     config: Config = None,
 ) -> None:
     """Send every published file not yet delivered, collect receipts, re-send overdue ones (补传)."""
-    from hub.deliver import DeliveryError
-    from hub.deliver import deliver as run_delivery
+    from stages.deliver import DeliveryError
+    from stages.deliver import deliver as run_delivery
 
     try:
         counts = run_delivery(load_settings(config), partner=partner)
@@ -65,9 +65,9 @@ def deliveries(
     config: Config = None,
 ) -> None:
     """Every delivered file with its status, attempts and receipt (the delivery ledger)."""
-    from hub.deliver import STATUSES
-    from hub.deliver import deliveries as listed
-    from hub.storage import Storage
+    from core.storage import Storage
+    from stages.deliver import STATUSES
+    from stages.deliver import deliveries as listed
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"expected one of {list(STATUSES)}, got {status!r}", param_hint="--status")
@@ -91,8 +91,8 @@ def redeliver(
     config: Config = None,
 ) -> None:
     """Re-send (补传) pending or failed files now; acknowledged files are never sent again."""
-    from hub.deliver import DeliveryError
-    from hub.deliver import deliver as run_delivery
+    from stages.deliver import DeliveryError
+    from stages.deliver import deliver as run_delivery
 
     try:
         counts = run_delivery(load_settings(config), partner=partner, files=file or None, force=True)

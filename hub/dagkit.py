@@ -25,12 +25,12 @@ def staged_asset(source: str) -> Asset:
 
 
 def _as_of() -> date:
-    """The run's business date by the one rule of hub.business_date (never now()).
+    """The run's business date by the one rule of core.business_date (never now()).
 
     Reads the context with .get(): Asset-triggered runs and triggers without a logical date have
     no `logical_date` key at all.
     """
-    from hub.business_date import business_date
+    from core.business_date import business_date
 
     context = get_current_context()
     dag_run = context["dag_run"]
@@ -70,17 +70,17 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
     def ingest() -> None:
         @task(retries=0)
         def pull() -> str:
-            from hub.ingest import pull_stage
-            from hub.settings import load_settings
+            from core.settings import load_settings
+            from stages.ingest import pull_stage
 
             return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
-            from hub.ingest import validate_stage
-            from hub.settings import load_settings
-            from hub.staleness import refusal
-            from hub.storage import Storage
+            from core.settings import load_settings
+            from core.staleness import refusal
+            from core.storage import Storage
+            from stages.ingest import validate_stage
 
             context = get_current_context()
             as_of = _as_of()
@@ -96,7 +96,7 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
                 }
             else:
                 result = validate_stage(settings, source, str(batch_id), as_of)
-            # The cycle run this event triggers takes its business date from here (hub.business_date).
+            # The cycle run this event triggers takes its business date from here (core.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
                 "batch_id": batch_id,
@@ -128,7 +128,7 @@ def cycle_dag(doc_md: str | None, sources: list[str], partitions: str = "none") 
 
     `partitions: prefecture` (config) runs merge and eligibility as plan, one mapped task per prefecture
     (dynamic task mapping over the prefectures the plan found, so the Celery workers share them) and a
-    reduce that publishes (hub/partitions.py); the tasks after them are the same.
+    reduce that publishes (stages/partitions.py); the tasks after them are the same.
     """
 
     @dag(
@@ -143,8 +143,8 @@ def cycle_dag(doc_md: str | None, sources: list[str], partitions: str = "none") 
     )
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
-            from hub import cycle as stages
-            from hub.settings import load_settings
+            from core.settings import load_settings
+            from stages import cycle as stages
 
             as_of = _as_of()
             result: dict[str, Any] = getattr(stages, f"{name}_stage")(
@@ -153,8 +153,8 @@ def cycle_dag(doc_md: str | None, sources: list[str], partitions: str = "none") 
             return result
 
         def run_part(name: str, *args: Any) -> Any:
-            from hub import partitions as stages
-            from hub.settings import load_settings
+            from core.settings import load_settings
+            from stages import partitions as stages
 
             as_of = _as_of()
             return getattr(stages, f"{name}_stage")(load_settings(), as_of, f"cycle-{as_of}", *args)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from hub.masking import mask_id
-from hub.master_store import ATTRIBUTES, SOURCE_CODES, MasterStore
+from core.masking import mask_id
+from store.master_store import ATTRIBUTES, SOURCE_CODES, MasterStore
 
 audit_log = logging.getLogger("hub.audit")
 

@@ -13,8 +13,8 @@ import json
 from datetime import date
 from typing import Any
 
-from hub.settings import Settings
-from hub.storage import Storage, decision_note
+from core.settings import Settings
+from core.storage import Storage, decision_note
 
 PARTIAL_ERRORS = ("LandingDecodeError",)  # unreadable for bad bytes in some lines: the rest can be read
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.settings import RestSource, Settings
+from core.storage import Storage
 from hub.airflow_env import DAGS_FOLDER, configure, ensure_metadata_db
-from hub.settings import RestSource, Settings
-from hub.storage import Storage
 
 log = logging.getLogger(__name__)
 TZ = ZoneInfo("Asia/Shanghai")
@@ -33,7 +33,7 @@ class CycleOutcome:
     run_id: str
     dag_states: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
-    stale: list[dict[str, Any]] = field(default_factory=list)  # hub.staleness entries
+    stale: list[dict[str, Any]] = field(default_factory=list)  # core.staleness entries
 
 
 @contextmanager
@@ -48,7 +48,7 @@ def _sandbox_services(settings: Settings) -> Iterator[None]:
     ):
         yield
         return
-    from hub.sandbox.simulator import running_police_simulator
+    from sandbox.simulator import running_police_simulator
 
     with running_police_simulator(sandbox) as (base_url, token):
         saved = {k: os.environ.get(k) for c in rest for k in (c.base_url_env or "", c.token_env)}
@@ -75,7 +75,7 @@ def run_cycle(
     cycle raises CycleFailed.
 
     The logical date is midnight of `as_of` in Asia/Shanghai, so the tasks' business date
-    (hub.business_date) is `as_of` exactly as under the scheduler.
+    (core.business_date) is `as_of` exactly as under the scheduler.
     """
     home = configure(settings, verbose, airflow_home)
     ensure_metadata_db(home)
@@ -103,7 +103,7 @@ def run_cycle(
                     "%s ended %s (tasks %s); the cycle runs without its new data", dag_id, state, failed
                 )
     storage = Storage(settings)
-    from hub.staleness import stale_sources
+    from core.staleness import stale_sources
 
     outcome.stale = stale_sources(storage, sorted(settings.sources))
     outcome.outputs = {

@@ -13,7 +13,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 @pytest.fixture
 def settings(tmp_path: Path):
-    from hub.settings import load_settings
+    from core.settings import load_settings
 
     return load_settings(var_dir=tmp_path / "var")
 

@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from hub.masking import mask_ids
+from core.masking import mask_ids
 
 CENT = 0.005
 # payment findings: 应享未享, 少发, 不应享而享, 多发
@@ -49,7 +49,7 @@ class VillageTier:
 
 @dataclass(frozen=True)
 class AuditRules:
-    """The audit's rules, from the config's `audit:` section (hub.audit_stage.AuditConfig)."""
+    """The audit's rules, from the config's `audit:` section (stages.audit.AuditConfig)."""
 
     months: int = 3
     delivery_delay_months: int = 2

@@ -6,7 +6,7 @@ headers, the format (CSV in UTF-8 with BOM or GB18030, XLSX, Parquet, JSON Lines
 (raw, masked, or an HMAC-SHA256 pseudonym under a per-partner key), how the file is delivered, its
 schedule and version. A contract in `delta` mode sends what is new, changed or stopped since the
 state the partner last acknowledged; `snapshot` mode (and any run asked for `full`) sends everything.
-Files are published with a signed manifest through hub.publish; cells Excel would run as formulas
+Files are published with a signed manifest through core.publish; cells Excel would run as formulas
 are neutralised in every CSV and XLSX.
 """
 
@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hub.masking import mask_ids
-from hub.publish import private_dir, publish_unit, state_dir
-from hub.signing import SigningKey, load_signing_key, write_private
-from hub.storage import Storage, publish_bytes
+from core.masking import mask_ids
+from core.publish import private_dir, publish_unit, state_dir
+from core.signing import SigningKey, load_signing_key, write_private
+from core.storage import Storage, publish_bytes
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from hub.settings import Gates
-from transforms.contracts import SourceContract
+from core.contracts import SourceContract
+from core.settings import Gates
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hub.storage import sha256_file
-from transforms.contracts import SourceContract
+from core.contracts import SourceContract
+from core.storage import sha256_file
 from transforms.standardise import LandingCorrupt, read_landed
 
 _ERRORS = "lianban-mark-undecodable"

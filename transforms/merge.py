@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from transforms.contracts import load_contract
-from transforms.master_schema import MASTER_SCHEMA_PATH, master_schema
-from transforms.precedence import CARRIERS as CAN_SAY
-from transforms.precedence import DEFAULT_PRECEDENCE as DEFAULT_PRECEDENCE
-from transforms.precedence import PrecedenceError as PrecedenceError
-from transforms.precedence import resolve_precedence
+from core.contracts import load_contract
+from core.master_schema import MASTER_SCHEMA_PATH, master_schema
+from core.precedence import CARRIERS as CAN_SAY
+from core.precedence import DEFAULT_PRECEDENCE as DEFAULT_PRECEDENCE
+from core.precedence import PrecedenceError as PrecedenceError
+from core.precedence import resolve_precedence
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from hub.publish import MANIFEST, MARKER, publish_unit
-from hub.signing import load_signing_key
-from hub.storage import Storage, batches
-from transforms.contracts import SourceContract
+from core.contracts import SourceContract
+from core.publish import MANIFEST, MARKER, publish_unit
+from core.signing import load_signing_key
+from core.storage import Storage, batches
 from transforms.exchange import encode_table, neutralise_formulas
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hub.storage import sha256_file
-from transforms.contracts import REASONS, Column, SourceContract
+from core.contracts import REASONS, Column, SourceContract
+from core.storage import sha256_file
 from transforms.ids import (
     ID_UPGRADE_IMPLAUSIBLE,
     arrow_to_series,

@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from hub.masking import mask_id, mask_structure, mask_text
-from hub.settings import Gates, Settings
-from hub.storage import (
+from core.contracts import REASONS, SourceContract, contract_for
+from core.masking import mask_id, mask_structure, mask_text
+from core.settings import Gates, Settings
+from core.storage import (
     Storage,
     batches,
     decision_note,
@@ -38,8 +39,7 @@ from hub.storage import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from hub.validation_report import write_validation_report
-from transforms.contracts import REASONS, SourceContract, contract_for
+from reports.validation_report import write_validation_report
 from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
 from transforms.ids import FIX_UPGRADED_15
 from transforms.lenient import read_landed_lenient

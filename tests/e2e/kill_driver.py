@@ -146,8 +146,8 @@ def install_kill(spec: str) -> None:
 def run_steps(var: Path, as_of: date, first: str, snapshots: Path | None = None) -> None:
     """Run STEPS from `first` on, as the ingestion and cycle DAGs' tasks call them; with `snapshots`, copy
     the var directory (and the side file) after each step to snapshots/<step index>."""
-    from hub import cycle, ingest
-    from hub.settings import load_settings
+    from core.settings import load_settings
+    from stages import cycle, ingest
 
     settings = load_settings(var_dir=var)
     run_id = f"cycle-{as_of}"

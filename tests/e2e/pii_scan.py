@@ -59,7 +59,7 @@ def name_pattern(var: Path) -> re.Pattern[str]:
 
 
 def scan_text(where: str, text: str, names: re.Pattern[str]) -> list[Hit]:
-    from hub.masking import mask_id
+    from core.masking import mask_id
 
     hits = [Hit(where, kind, mask_id(value)) for kind, value in valid_ids(text)]
     hits += [Hit(where, "name", m.group(0)[0] + "*" * (len(m.group(0)) - 1)) for m in names.finditer(text)]

@@ -63,8 +63,8 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
 
 
 def test_bench_validate_times_the_whole_cdpf_suite() -> None:
-    from hub.bench_validate import run_bench_validate
-    from hub.settings import ROOT
+    from bench.validate import run_bench_validate
+    from core.settings import ROOT
 
     figures = run_bench_validate(rows=20_000, rounds=1, persons=2_000)
     suite = json.loads((ROOT / "expectations" / "cdpf.json").read_text(encoding="utf-8"))

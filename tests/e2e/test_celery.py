@@ -6,7 +6,7 @@ for Airflow's metadata and for the master store (throwaway databases), `partitio
 scheduler runs the ingestion DAGs, their Assets trigger the cycle, whose per-prefecture tasks the two
 workers share. Then `hub run` for the same business date on the same sandbox in one process
 (`partitions: none`, its own store) must give the same store, decisions and partner files. Airflow's
-own overhead in the cycle run (hub/overhead.py) is printed.
+own overhead in the cycle run (bench/overhead.py) is printed.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _sandbox(var: Path, today: str, env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def celery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from hub.sandbox.simulator import running_police_simulator
+    from sandbox.simulator import running_police_simulator
 
     if not _redis_up():
         pytest.fail(f"no Redis at {REDIS[0]}:{REDIS[1]} (the Celery broker this test needs)")
@@ -192,7 +192,7 @@ def _partner_files(var: Path, run_id: str) -> dict[str, str]:
 
 
 def test_two_celery_workers_share_partitions_and_match_single_run(celery: dict[str, Any]) -> None:
-    from hub.overhead import overhead, task_instances
+    from bench.overhead import overhead, task_instances
 
     airflow: Airflow = celery["airflow"]
     for dag_id in INGEST:

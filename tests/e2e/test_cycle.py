@@ -68,7 +68,7 @@ def test_every_defect_class_lands_where_it_should(cycle: Path) -> None:
     """Per injected defect class (truth/defects.csv): each damaged row the hub must refuse is in quarantine
     with that class's reason code; each row it must repair or keep is accepted and in no quarantine; and
     every quarantined row is one the generator damaged (no clean row is refused)."""
-    from hub.sandbox.generator import DEFECT_KINDS
+    from sandbox.generator import DEFECT_KINDS
 
     defects = pd.read_csv(cycle / "sandbox" / "truth" / "defects.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(cycle / "sandbox" / "truth" / "quarantine.csv", dtype=str, keep_default_na=False)
@@ -123,7 +123,7 @@ def test_every_decision_matches_ground_truth(cycle: Path) -> None:
     assert wrong.empty, f"{len(wrong)} decisions differ, e.g.\n{wrong.head(10).to_string()}"
     assert merged["eligible_truth"].astype(bool).sum() > 50
     # every service of the bundle is compared, and each has persons on both sides of its rules
-    from hub.settings import load_settings
+    from core.settings import load_settings
     from transforms.eligibility import load_policy
 
     settings = load_settings(var_dir=cycle)

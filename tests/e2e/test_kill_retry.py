@@ -37,44 +37,44 @@ KILL_POINTS = [
     # ingestion: every stage's boundary; inside (cdpf: SQL, police: REST): a batch not yet renamed into
     # place, a landed batch not in the ledger, a batch staged without its verdict, a staged file half
     # published
-    ("pull:cdpf", "call:hub.ingest.pull_stage:1"),
+    ("pull:cdpf", "call:stages.ingest.pull_stage:1"),
     ("pull:cdpf", "replace:-:2:connectors.landing.BatchWriter.publish"),
-    ("pull:cdpf", "call:hub.storage.Storage.record_batch:1"),
-    ("validate:cdpf", "call:hub.ingest.validate_stage:1"),
-    ("validate:cdpf", "call:hub.storage.Storage.set_verdict:1"),
-    ("pull:civil", "call:hub.ingest.pull_stage:1"),
-    ("validate:civil", "call:hub.ingest.validate_stage:1"),
-    ("pull:hrss", "call:hub.ingest.pull_stage:1"),
-    ("validate:hrss", "call:hub.ingest.validate_stage:1"),
-    ("pull:police", "call:hub.ingest.pull_stage:1"),
-    ("validate:police", "call:hub.ingest.validate_stage:1"),
-    ("validate:police", "replace:-:1:hub.ingest.validate_stage"),
-    ("validate:police", "after:hub.ingest.validate_stage:1"),
+    ("pull:cdpf", "call:core.storage.Storage.record_batch:1"),
+    ("validate:cdpf", "call:stages.ingest.validate_stage:1"),
+    ("validate:cdpf", "call:core.storage.Storage.set_verdict:1"),
+    ("pull:civil", "call:stages.ingest.pull_stage:1"),
+    ("validate:civil", "call:stages.ingest.validate_stage:1"),
+    ("pull:hrss", "call:stages.ingest.pull_stage:1"),
+    ("validate:hrss", "call:stages.ingest.validate_stage:1"),
+    ("pull:police", "call:stages.ingest.pull_stage:1"),
+    ("validate:police", "call:stages.ingest.validate_stage:1"),
+    ("validate:police", "replace:-:1:stages.ingest.validate_stage"),
+    ("validate:police", "after:stages.ingest.validate_stage:1"),
     # merge: its boundary, inside the store transaction (statements, bulk inserts), after the commit
-    ("merge", "call:hub.cycle.merge_stage:1"),
-    ("merge", "call:hub.master_store.MasterStore.apply_merge:1"),
-    ("merge", "execute:-:1:hub.master_store.MasterStore.apply_merge"),
-    ("merge", "execute:-:3:hub.master_store.MasterStore.apply_merge"),
-    ("merge", "call:hub.store.backends.base.BulkSession.insert:1"),
-    ("merge", "call:hub.store.backends.base.BulkSession.insert:3"),
-    ("merge", "after:hub.master_store.MasterStore.apply_merge:1"),
-    ("merge", "call:hub.cycle._stage_record:1"),
+    ("merge", "call:stages.cycle.merge_stage:1"),
+    ("merge", "call:store.master_store.MasterStore.apply_merge:1"),
+    ("merge", "execute:-:1:store.master_store.MasterStore.apply_merge"),
+    ("merge", "execute:-:3:store.master_store.MasterStore.apply_merge"),
+    ("merge", "call:store.backends.base.BulkSession.insert:1"),
+    ("merge", "call:store.backends.base.BulkSession.insert:3"),
+    ("merge", "after:store.master_store.MasterStore.apply_merge:1"),
+    ("merge", "call:stages.cycle._stage_record:1"),
     # eligibility: boundary, inside the decisions transaction, decisions stored but not filed
-    ("eligibility", "call:hub.cycle.eligibility_stage:1"),
-    ("eligibility", "execute:-:2:hub.master_store.MasterStore.apply_decisions"),
-    ("eligibility", "after:hub.master_store.MasterStore.apply_decisions:1"),
-    ("eligibility", "call:hub.cycle._stage_record:1"),
+    ("eligibility", "call:stages.cycle.eligibility_stage:1"),
+    ("eligibility", "execute:-:2:store.master_store.MasterStore.apply_decisions"),
+    ("eligibility", "after:store.master_store.MasterStore.apply_decisions:1"),
+    ("eligibility", "call:stages.cycle._stage_record:1"),
     # exchange: boundary, between partner files, before the returned rejects
-    ("exchange", "call:hub.cycle.exchange_stage:1"),
-    ("exchange", "replace:-:1:hub.cycle.exchange_stage"),
-    ("exchange", "replace:-:3:hub.cycle.exchange_stage"),
+    ("exchange", "call:stages.cycle.exchange_stage:1"),
+    ("exchange", "replace:-:1:stages.cycle.exchange_stage"),
+    ("exchange", "replace:-:3:stages.cycle.exchange_stage"),
     ("exchange", "call:transforms.rejects.write_pending_rejects:1"),
     # audit and delivery: boundaries
-    ("audit", "call:hub.cycle.audit_stage:1"),
-    ("deliver", "call:hub.cycle.deliver_stage:1"),
+    ("audit", "call:stages.cycle.audit_stage:1"),
+    ("deliver", "call:stages.cycle.deliver_stage:1"),
     # report: boundary, and the end of the run
-    ("report", "call:hub.cycle.report_stage:1"),
-    ("report", "after:hub.cycle.report_stage:1"),
+    ("report", "call:stages.cycle.report_stage:1"),
+    ("report", "after:stages.cycle.report_stage:1"),
 ]
 # trials run side by side in child processes (each in its own copy of var/)
 WORKERS = int(os.environ.get("LIANBAN_KILL_WORKERS", "3"))
@@ -129,7 +129,7 @@ def _trial(
 @pytest.fixture(scope="module")
 def trials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trial]:
     """A clean run with a snapshot after each step, then every kill point's trial."""
-    from hub.sandbox.simulator import running_police_simulator
+    from sandbox.simulator import running_police_simulator
 
     base = tmp_path_factory.mktemp("kill")
     var = base / "clean" / "var"

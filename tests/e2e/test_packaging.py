@@ -38,7 +38,17 @@ def test_wheel_holds_code_dags_and_project_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     code = {
         str(p.relative_to(ROOT))
-        for top in ("hub", "connectors", "transforms")
+        for top in (
+            "core",
+            "connectors",
+            "transforms",
+            "store",
+            "stages",
+            "reports",
+            "hub",
+            "sandbox",
+            "bench",
+        )
         for p in (ROOT / top).rglob("*.py")
         if "__pycache__" not in p.parts
     }
@@ -50,7 +60,8 @@ def test_wheel_holds_code_dags_and_project_files(wheel: Path) -> None:
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert data - names == set()
-    assert "hub/migrations/script.py.mako" in names
+    assert "store/migrations/script.py.mako" in names
+    assert "reports/templates/report.html.j2" in names
 
 
 def test_installed_wheel_runs_a_sandbox_cycle_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
@@ -79,7 +90,7 @@ def test_installed_wheel_runs_a_sandbox_cycle_outside_the_checkout(wheel: Path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIANBAN_", "PYTHONPATH", "AIRFLOW"))}
     hub = [str(venv / "bin" / "python"), "-m", "hub.cli"]
     where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import hub.settings as s; print(s.ROOT)"],
+        [str(venv / "bin" / "python"), "-c", "import core.settings as s; print(s.ROOT)"],
         cwd=work, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert where.stdout.strip() == str(site / "lianban_files")

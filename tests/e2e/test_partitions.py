@@ -124,8 +124,8 @@ def test_day_one_partitioned_dag_equals_single(runs: dict[str, tuple[Path, Path]
 def _day_two_batch(settings: Any) -> dict[str, str]:
     """A new accepted police batch: 户籍 of a few persons moved to another prefecture, one number reissued
     in another prefecture (police's row under the new number names the old one). Returns old -> new."""
-    from hub.sandbox.generator import check_char
-    from hub.storage import Storage, write_parquet_atomic
+    from core.storage import Storage, write_parquet_atomic
+    from sandbox.generator import check_char
 
     storage = Storage(settings)
     last = storage.last_accepted("police")
@@ -159,7 +159,7 @@ def _day_two_batch(settings: Any) -> dict[str, str]:
 
 
 def _cycle_in_process(settings: Any, mode: str, run_id: str) -> None:
-    from hub import cycle, partitions
+    from stages import cycle, partitions
 
     if mode == "none":
         cycle.merge_stage(settings, DAY2, run_id)
@@ -176,7 +176,7 @@ def _cycle_in_process(settings: Any, mode: str, run_id: str) -> None:
 def test_day_two_moves_and_reissue_across_prefectures(
     runs: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hub.settings import load_settings
+    from core.settings import load_settings
 
     for key, value in KEYS.items():
         monkeypatch.setenv(key, value)

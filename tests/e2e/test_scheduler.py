@@ -110,7 +110,7 @@ class Airflow:
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     from throwaway_db import PG_HOST, throwaway
 
-    from hub.sandbox.simulator import running_police_simulator
+    from sandbox.simulator import running_police_simulator
 
     base = tmp_path_factory.mktemp("scheduler")
     home, var = base / "airflow", base / "var"

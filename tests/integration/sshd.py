@@ -1,4 +1,4 @@
-"""Fixture helpers: the throwaway OpenSSH server (launcher in hub.bench_sftp), a drop folder, env wiring.
+"""Fixture helpers: the throwaway OpenSSH server (launcher in bench.sftp), a drop folder, env wiring.
 
 Imported as `sshd` (pytest puts this folder on sys.path; tests/ is not a package).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.bench_sftp import SSHD, LocalSshd, known_hosts_line, local_sshd, write_ed25519_key
+from bench.sftp import SSHD, LocalSshd, known_hosts_line, local_sshd, write_ed25519_key
 
 __all__ = [
     "SSHD",

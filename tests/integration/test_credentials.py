@@ -10,9 +10,9 @@ import pytest
 
 from connectors.credentials import rest_endpoint, sftp_values, sql_url
 from connectors.rest import pull_rest
-from hub.sandbox.simulator import create_app, serve
-from hub.settings import RestSource
-from hub.storage import Storage
+from core.settings import RestSource
+from core.storage import Storage
+from sandbox.simulator import create_app, serve
 
 pytestmark = pytest.mark.integration
 TOKEN = "conn-t0ken-for-tests"

@@ -10,19 +10,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hub import cycle
-from hub.decision_run import approve_and_build
-from hub.master_store import MasterStore
-from hub.settings import Settings, load_settings
-from hub.storage import Storage
+from core.settings import Settings, load_settings
+from core.storage import Storage
+from stages import cycle
+from stages.eligibility import approve_and_build
+from store.master_store import MasterStore
 
 
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, date]:
     """A sandbox province pulled and validated once (the stages below start from its staged batches)."""
-    from hub.ingest import pull_stage, validate_stage
     from hub.run import _sandbox_services
-    from hub.sandbox.generator import init_sandbox
+    from sandbox.generator import init_sandbox
+    from stages.ingest import pull_stage, validate_stage
 
     settings = load_settings(var_dir=tmp_path_factory.mktemp("decisions") / "var")
     init_sandbox(settings, persons=400, seed=11)

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import command
 from master_frames import DAY1, DAY2, DAY3, first_merge, ids
 
-from hub import migrations
-from hub.master_store import MasterStore
+from store import migrations
+from store.master_store import MasterStore
 from transforms.decisions import canonical, decisions_sha256
 
 SERVICES = ("living", "nursing", "pension")  # any number of services: the store never names one

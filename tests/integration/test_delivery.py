@@ -1,6 +1,6 @@
 """Exactly once, proved against a real sshd and the simulator's receiving endpoint under uvicorn.
 
-A real `python -m hub.deliver` subprocess is SIGKILLed at a different step of each delivery (every
+A real `python -m stages.deliver` subprocess is SIGKILLed at a different step of each delivery (every
 upload, every rename, the marker, each REST chunk and the commit) and then re-run. Meanwhile a poller
 on the partner's side watches the inbox folders: it must never see a partial file, a marker whose
 data or manifest does not match it, or a delivered file replaced by a second copy. At the end every
@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from sshd import LocalSshd
 
-from hub.deliver import deliver, deliveries
-from hub.publish import publish_unit
-from hub.sandbox.simulator import create_receiver_app, serve
-from hub.settings import ROOT, load_settings
-from hub.signing import PUBLIC_NAME, load_signing_key, verify_delivery
-from hub.storage import Storage
+from core.publish import publish_unit
+from core.settings import ROOT, load_settings
+from core.signing import PUBLIC_NAME, load_signing_key, verify_delivery
+from core.storage import Storage
+from sandbox.simulator import create_receiver_app, serve
+from stages.deliver import deliver, deliveries
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ def _contracts(folder: Path, sftp_inbox: Path) -> Path:
 def _run_killed(env: dict[str, str], contracts: Path, partner: str, kill_at: int | None) -> str:
     """Run the deliver step; SIGKILL it right after its `kill_at`-th step line. Returns the last step seen."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "hub.deliver", "--contracts", str(contracts), "--partner", partner, "-v"],
+        [sys.executable, "-m", "stages.deliver", "--contracts", str(contracts), "--partner", partner, "-v"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from master_frames import DAY1, Result, build_master, rehash
 
-from hub.master_store import MasterStore
+from store.master_store import MasterStore
 
 
 def test_open_ended_and_ancient_dates_round_trip(store_url: str) -> None:

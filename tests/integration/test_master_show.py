@@ -18,9 +18,9 @@ from master_frames import (
 )
 from typer.testing import CliRunner
 
+from core.masking import mask_id
 from hub.cli import app
-from hub.masking import mask_id
-from hub.master_store import MasterStore
+from store.master_store import MasterStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

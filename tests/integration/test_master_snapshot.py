@@ -1,4 +1,4 @@
-"""The master snapshot (hub/master_snapshot.py) mirrors the store after every kind of merge, on both backends."""
+"""The master snapshot (store/master_snapshot.py) mirrors the store after every kind of merge, on both backends."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from master_frames import DAY1, DAY2, DAY3, Result, build_master, first_merge, rehash, second_merge
 
-from hub.master_snapshot import current_master, write_after_merge
-from hub.master_store import MasterStore
+from store.master_snapshot import current_master, write_after_merge
+from store.master_store import MasterStore
 
 
 def _merge(store: MasterStore, path: Path, result: Result, run_id: str, day, scope=None) -> str:  # type: ignore[no-untyped-def]

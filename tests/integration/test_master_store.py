@@ -26,10 +26,10 @@ from master_frames import (
     table_frame,
 )
 
-from hub import migrations
-from hub.master_store import MASTER_COLUMNS, MasterStore, metadata
-from hub.store.schema import build_tables, conflict, id_change, person_version, sql_type
-from transforms.master_schema import MASTER_SCHEMA_PATH, load_master_schema
+from core.master_schema import MASTER_SCHEMA_PATH, load_master_schema
+from store import migrations
+from store.master_store import MASTER_COLUMNS, MasterStore, metadata
+from store.schema import build_tables, conflict, id_change, person_version, sql_type
 
 
 def _count(url: str, table: str) -> int:
@@ -50,7 +50,7 @@ def _store(url: str, **kw: int) -> MasterStore:
 
 def test_the_store_keeps_the_merge_contract() -> None:
     """The interface of issue 5: the store's record and conflict columns are the merge's, in order."""
-    from hub import master_store
+    from store import master_store
     from transforms import merge
 
     assert tuple(merge.MASTER_COLUMNS) == master_store.MASTER_COLUMNS
@@ -128,7 +128,7 @@ def test_alembic_upgrade_head_creates_the_tables_the_models_describe(store_url: 
 
 
 def test_each_database_gets_its_backend_and_others_are_refused() -> None:
-    from hub.store.backends import PostgresBackend, SqliteBackend, backend_for
+    from store.backends import PostgresBackend, SqliteBackend, backend_for
 
     assert isinstance(backend_for("sqlite:///var/master.db"), SqliteBackend)
     assert isinstance(backend_for("postgresql+psycopg://postgres@127.0.0.1/x"), PostgresBackend)
@@ -432,7 +432,7 @@ def test_a_bulk_merge_leaves_postgresql_fresh_statistics(
 ) -> None:
     """After a bulk load, autovacuum analyzes later; the next 1% merge's key joins would be planned from
     a near-empty table (full scans of person_version). A large merge analyzes what it wrote."""
-    from hub.store.backends import PostgresBackend
+    from store.backends import PostgresBackend
 
     def planned_rows(store: MasterStore) -> dict[str, float]:
         with store.engine.connect() as conn:

@@ -27,7 +27,7 @@ from master_frames import (
     state,
 )
 
-from hub.master_store import MasterStore
+from store.master_store import MasterStore
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 from master_frames import DAY2, second_merge
-from hub.master_store import MasterStore
-from hub.store.backends import BulkSession
+from store.master_store import MasterStore
+from store.backends import BulkSession
 
 point, marker = sys.argv[3], Path(sys.argv[4])
 

@@ -12,9 +12,9 @@ import pytest
 
 from connectors.errors import ConnectorError
 from connectors.rest import RestClient, pull_rest
-from hub.sandbox.simulator import Faults, create_app, serve
-from hub.settings import RestSource
-from hub.storage import Storage
+from core.settings import RestSource
+from core.storage import Storage
+from sandbox.simulator import Faults, create_app, serve
 from transforms.validate import stage_batch
 
 pytestmark = pytest.mark.integration

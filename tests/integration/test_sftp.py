@@ -16,7 +16,7 @@ from sshd import LocalSshd, drop_file, known_hosts_with_other_key, write_ed25519
 
 from connectors.errors import ConnectorError
 from connectors.sftp import SftpClient, SftpSource, check_name, pull_sftp
-from hub.storage import Storage
+from core.storage import Storage
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub.sandbox.generator import init_sandbox
-from hub.sandbox.simulator import SimulatorDataError, create_app, running_police_simulator, serve
-from hub.settings import load_settings
+from core.settings import load_settings
+from sandbox.generator import init_sandbox
+from sandbox.simulator import SimulatorDataError, create_app, running_police_simulator, serve
 
 pytestmark = pytest.mark.integration
 

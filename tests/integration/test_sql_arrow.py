@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.sql import pull_sql
-from hub.settings import SqlSource
-from hub.storage import Storage
+from core.settings import SqlSource
+from core.storage import Storage
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.sql import pull_sql
-from hub.settings import SqlSource
-from hub.storage import Storage
+from core.settings import SqlSource
+from core.storage import Storage
 
 pytestmark = pytest.mark.integration
 T1 = datetime(2026, 10, 31, 8, 0, 0)
@@ -85,8 +85,8 @@ PULL_AND_MEASURE = """
 import json, sys
 from datetime import date
 from connectors.sql import pull_sql
-from hub.settings import SqlSource, load_settings
-from hub.storage import Storage
+from core.settings import SqlSource, load_settings
+from core.storage import Storage
 settings = load_settings(var_dir=sys.argv[2])
 config = SqlSource(transport="sql", contract="x", url=sys.argv[1], table="big", mode="incremental",
                    watermark_column="gxsj", key_columns=["id"], chunk_rows=50000)

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from landed_batches import write_landing
 
-from hub.settings import Settings
-from hub.storage import Storage
+from core.settings import Settings
+from core.storage import Storage
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = (
-    "from hub.settings import load_settings\n"
+    "from core.settings import load_settings\n"
     "from hub.airflow_env import configure, ensure_metadata_db\n"
     "ensure_metadata_db(configure(load_settings()))\n"
 )
@@ -67,8 +67,8 @@ def _restore_environment() -> object:
 
 
 def test_configure_exports_the_config_file_for_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import load_settings
     from hub.airflow_env import configure
-    from hub.settings import load_settings
 
     config = tmp_path / "other.yaml"
     config.write_text((ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8"), encoding="utf-8")
@@ -81,8 +81,8 @@ def test_configure_exports_the_config_file_for_tasks(tmp_path: Path, monkeypatch
 
 
 def test_team_airflow_home_keeps_its_own_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import load_settings
     from hub.airflow_env import configure, ensure_metadata_db
-    from hub.settings import load_settings
 
     team = tmp_path / "team"
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://team@db/airflow")

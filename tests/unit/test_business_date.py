@@ -1,4 +1,4 @@
-"""The business date of every kind of DAG run (hub.business_date)."""
+"""The business date of every kind of DAG run (core.business_date)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from hub.business_date import BadBusinessDate, business_date
+from core.business_date import BadBusinessDate, business_date
 
 LATE_UTC = datetime(2026, 11, 30, 17, 30, tzinfo=UTC)  # 01:30 on 1 December in Asia/Shanghai
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.settings import ROOT, load_settings
+from core.settings import ROOT, load_settings
 
 
 def _broken(tmp_path: Path, old: str, new: str) -> Path:

@@ -13,8 +13,8 @@ import pytest
 from connectors.errors import ConnectorError
 from connectors.folder import pull_folder
 from connectors.sql import pull_sql
-from hub.settings import FolderSource, SqlSource
-from hub.storage import Storage
+from core.settings import FolderSource, SqlSource
+from core.storage import Storage
 
 AS_OF = date(2026, 11, 1)
 

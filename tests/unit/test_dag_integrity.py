@@ -32,7 +32,7 @@ PROBE = textwrap.dedent(
     bag = DagBag(sys.argv[1])
     elapsed = time.perf_counter() - started
     heavy = sorted({m.split(".")[0] for m in set(sys.modules) - before}
-                   & {"pandas", "pyarrow", "great_expectations", "paramiko", "requests", "duckdb", "hub.sandbox"})
+                   & {"pandas", "pyarrow", "great_expectations", "paramiko", "requests", "duckdb", "sandbox"})
     dags = {
         dag_id: {
             "tags": sorted(dag.tags),

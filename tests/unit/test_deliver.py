@@ -10,10 +10,10 @@ import pytest
 from test_exchange import tiny_conflicts, tiny_decisions, tiny_master
 from typer.testing import CliRunner
 
+from core.signing import PUBLIC_NAME, verify_delivery
+from core.storage import Storage
 from hub.cli import app
-from hub.deliver import DeliveryError, deliver, deliveries
-from hub.signing import PUBLIC_NAME, verify_delivery
-from hub.storage import Storage
+from stages.deliver import DeliveryError, deliver, deliveries
 from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_missing_receipt_is_resent_then_raised_then_redelivered(settings) -> Non
 
 
 def test_deliver_stage_after_exchange_sends_each_file_once(settings) -> None:
-    from hub.cycle import deliver_stage
+    from stages.cycle import deliver_stage
 
     storage = Storage(settings)
     (made,) = publish(storage)

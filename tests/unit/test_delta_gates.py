@@ -10,8 +10,8 @@ from datetime import date
 from batch_builders import check
 from landed_batches import write_landing
 
-from hub.settings import Settings
-from hub.storage import Storage
+from core.settings import Settings
+from core.storage import Storage
 from transforms.validate import stage_batch
 
 AS_OF = date(2025, 6, 30)

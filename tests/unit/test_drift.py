@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from batch_builders import cdpf_row, holders, land_csv, land_pages, land_sql, staged_summary
 
-from hub.settings import Settings
-from hub.storage import Storage
-from transforms.contracts import load_contract
+from core.contracts import load_contract
+from core.settings import Settings
+from core.storage import Storage
 from transforms.rejects import write_reject_file
 from transforms.validate import stage_batch
 

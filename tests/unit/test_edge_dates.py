@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from batch_builders import cdpf_row, holders, land_sql
 
-from hub.master_store import MasterStore
-from hub.settings import Settings, load_settings
+from core.settings import Settings, load_settings
+from store.master_store import MasterStore
 from transforms.eligibility import evaluate, load_policy
 from transforms.merge import civil_flags, merge_sources
 from transforms.standardise import parse_dates, parse_timestamps

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hub.storage import Storage
+from core.storage import Storage
 from transforms.exchange import (
     ExchangeError,
     apply_codes,
@@ -240,7 +240,7 @@ def test_malformed_contract_names_file_and_key(tmp_path: Path) -> None:
 
 
 def test_a_delta_file_records_only_the_decisions_it_carries(storage: Storage) -> None:
-    from hub.publish import acknowledge
+    from core.publish import acknowledge
     from transforms.exchange import read_carried
 
     civil = [c for c in load_exchange_contracts(CONTRACTS) if c.name == "civil_two_subsidies"]

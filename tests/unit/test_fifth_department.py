@@ -12,9 +12,9 @@ import pytest
 import yaml
 from batch_builders import holders
 
-from hub.ingest import pull_stage, validate_stage
-from hub.settings import ROOT, load_settings
-from hub.storage import Storage
+from core.settings import ROOT, load_settings
+from core.storage import Storage
+from stages.ingest import pull_stage, validate_stage
 
 AS_OF = date(2025, 6, 30)
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "medical"

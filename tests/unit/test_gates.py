@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hub.settings import ROOT, Gates
-from transforms.contracts import ContractError, load_contract
+from core.contracts import ContractError, load_contract
+from core.settings import ROOT, Gates
 from transforms.gates import (
     ColumnParse,
     DeltaBasis,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from batch_builders import cdpf_row, holders, land_sql
 
-from hub import cycle
-from hub.settings import Settings
-from hub.storage import Storage
+from core.settings import Settings
+from core.storage import Storage
+from stages import cycle
 from transforms.validate import stage_batch
 
 AS_OF = date(2025, 6, 30)

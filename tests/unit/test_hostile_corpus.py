@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from batch_builders import cdpf_row, holders, land
 
-from hub.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 from transforms.validate import stage_batch
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

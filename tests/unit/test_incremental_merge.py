@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from test_merge import cdpf, civil, hrss, make_id, police
 
-from hub.cycle import merge_stage
-from hub.master_snapshot import current_master
-from hub.master_store import MasterStore
-from hub.settings import Settings, load_settings
-from hub.storage import Storage
+from core.settings import Settings, load_settings
+from core.storage import Storage
+from stages.cycle import merge_stage
+from store.master_snapshot import current_master
+from store.master_store import MasterStore
 from transforms.merge import ATTRIBUTE_COLUMNS, changed_ids
 
 AS_OF = date(2026, 3, 1)

@@ -17,8 +17,8 @@ from batch_builders import holders
 
 from connectors.folder import pull_folder
 from connectors.landing import BatchWriter
-from hub.settings import FolderSource, Settings
-from hub.storage import Storage
+from core.settings import FolderSource, Settings
+from core.storage import Storage
 from transforms.validate import stage_batch
 
 AS_OF = date(2025, 6, 30)
@@ -29,8 +29,8 @@ ROW = f"{holders(1)[0]},张三,就业,职工,否,2025-06-01 08:00:00"
 KILLED_PULL = """
 import os, signal, sys
 from connectors.landing import BatchWriter
-from hub.settings import load_settings
-from hub.storage import Storage
+from core.settings import load_settings
+from core.storage import Storage
 writer = BatchWriter(Storage(load_settings(var_dir=sys.argv[1])), "hrss", "20250630", "folder")
 writer.add_bytes("hrss_persons_20250630.csv", "公民身份号码\\n110101199003077777\\n".encode("gb18030"), 1)
 print(writer.tmp.name, flush=True)

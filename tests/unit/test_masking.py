@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from hub.masking import mask_structure, mask_text
-from hub.storage import publish_bytes
+from core.masking import mask_structure, mask_text
+from core.storage import publish_bytes
 
 ID18 = "33010619800101001X"
 CERT20 = ID18 + "42"

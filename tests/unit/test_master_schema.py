@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transforms import merge, precedence
-from transforms.contracts import load_contract
-from transforms.master_schema import MASTER_SCHEMA_PATH, MasterSchemaError, load_master_schema, parse_sql
+from core import precedence
+from core.contracts import load_contract
+from core.master_schema import MASTER_SCHEMA_PATH, MasterSchemaError, load_master_schema, parse_sql
+from transforms import merge
 
 
 def _raw() -> dict:

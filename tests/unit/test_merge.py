@@ -528,7 +528,7 @@ def test_delta_batches_applied_to_the_full_batch_equal_the_full_snapshot() -> No
 
 
 def test_a_bad_precedence_in_the_config_file_names_the_file_and_line(tmp_path: Any) -> None:
-    from hub.settings import ROOT, load_settings
+    from core.settings import ROOT, load_settings
 
     text = (ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.yaml"
@@ -547,7 +547,7 @@ def test_a_bad_precedence_in_the_config_file_names_the_file_and_line(tmp_path: A
 def test_every_work_list_labels_the_conflict_types_its_department_receives() -> None:
     import yaml
 
-    from hub.settings import ROOT
+    from core.settings import ROOT
     from transforms.merge import CONFLICT_TYPES
 
     receives = {

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_eligibility import master, person
 
-from hub.sandbox.oracle import (
+from sandbox.oracle import (
     Assistance,
     PersonFacts,
     decide_bundle,

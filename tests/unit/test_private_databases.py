@@ -7,9 +7,9 @@ import stat
 
 import sqlalchemy as sa
 
-from hub.deliver import engine as delivery_ledger
-from hub.master_store import MasterStore
-from hub.storage import Storage
+from core.storage import Storage
+from stages.deliver import engine as delivery_ledger
+from store.master_store import MasterStore
 
 
 def _mode(path) -> int:

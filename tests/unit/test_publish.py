@@ -16,10 +16,10 @@ import pytest
 from test_exchange import CONTRACTS, IDS, tiny_conflicts, tiny_decisions, tiny_master
 from typer.testing import CliRunner
 
+from core.publish import acknowledge
+from core.signing import PUBLIC_NAME, VerifyError, verify_delivery
+from core.storage import Storage
 from hub.cli import app
-from hub.publish import acknowledge
-from hub.signing import PUBLIC_NAME, VerifyError, verify_delivery
-from hub.storage import Storage
 from transforms.exchange import (
     ExchangeError,
     build_exchange,
@@ -209,7 +209,7 @@ def test_verify_names_a_tampered_file_or_manifest(storage: Storage, tmp_path: Pa
         verify_delivery(data, manifest, key)
     with pytest.raises(VerifyError, match="signed with key"):
         other = tmp_path / "other.pub.pem"
-        from hub.signing import load_signing_key
+        from core.signing import load_signing_key
 
         other.write_bytes(load_signing_key(tmp_path / "elsewhere").public_pem())
         verify_delivery(made.path, made.manifest, other)

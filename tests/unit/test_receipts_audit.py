@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 from test_report import AS_OF, UNMASKED, _stage, tiny_frames
 
-from hub.deliver import deliver, deliveries
-from hub.storage import Storage
+from core.storage import Storage
+from stages.deliver import deliver, deliveries
 from transforms.exchange import read_carried
 
 
 def test_only_the_file_without_a_receipt_is_listed_after_the_delay(settings) -> None:
-    from hub import cycle
+    from stages import cycle
 
     storage = Storage(settings)
     for source, frame in tiny_frames().items():

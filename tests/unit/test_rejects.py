@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 from batch_builders import holders, land_csv
 
-from hub.settings import ROOT, Settings
-from hub.storage import Storage
-from transforms.contracts import REASONS, load_contract
+from core.contracts import REASONS, load_contract
+from core.settings import ROOT, Settings
+from core.storage import Storage
 from transforms.rejects import write_pending_rejects, write_reject_file
 from transforms.validate import stage_batch
 

@@ -12,12 +12,12 @@ import pytest
 from batch_builders import holders
 from typer.testing import CliRunner
 
-from hub import cycle
+from core.settings import Settings
+from core.storage import Storage
 from hub.cli import app
-from hub.ingest import pull_stage, validate_stage
 from hub.release import release_batch
-from hub.settings import Settings
-from hub.storage import Storage
+from stages import cycle
+from stages.ingest import pull_stage, validate_stage
 
 AS_OF = date(2025, 6, 30)
 HEADER = "公民身份号码,姓名,就业状态,养老保险类型,工伤保险生活护理费,更新时间"

@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from hub.master_store import MASTER_COLUMNS as STORED
-from hub.master_store import MasterStore, person
-from hub.report import write_report
-from hub.settings import load_settings
-from hub.storage import Storage
+from core.settings import load_settings
+from core.storage import Storage
+from reports.report import write_report
+from store.master_store import MASTER_COLUMNS as STORED
+from store.master_store import MasterStore, person
 from transforms.merge import merge_sources
 
 AS_OF = date(2026, 3, 1)
@@ -231,7 +231,7 @@ def _stage(storage: Storage, source: str, frame: pd.DataFrame, validation: dict[
 
 
 def test_cycle_stages_on_tiny_batches(settings) -> None:
-    from hub import cycle
+    from stages import cycle
 
     storage = Storage(settings)
     for source, frame in tiny_frames().items():
@@ -416,7 +416,7 @@ def test_report_shows_audits_truthful_checks_and_charts(settings) -> None:
 
 
 def test_index_lists_every_run_with_trends(settings) -> None:
-    from hub.report import run_rows
+    from reports.report import run_rows
 
     storage = Storage(settings)
     for day, extra in ((date(2026, 1, 1), 0), (date(2026, 2, 1), 2), (date(2026, 3, 1), 5)):

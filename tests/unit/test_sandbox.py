@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from hub.sandbox import names as namegen
-from hub.sandbox.generator import (
+from core.settings import Settings, load_settings
+from core.storage import Storage
+from sandbox import names as namegen
+from sandbox.generator import (
     DEFAULT_RATES,
     DEFECT_KINDS,
     SandboxInfo,
@@ -28,10 +30,8 @@ from hub.sandbox.generator import (
     check_chars,
     init_sandbox,
 )
-from hub.sandbox.oracle import Assistance, Parameters, PersonFacts, decide, load_parameters
-from hub.sandbox.regions import ZHEJIANG
-from hub.settings import Settings, load_settings
-from hub.storage import Storage
+from sandbox.oracle import Assistance, Parameters, PersonFacts, decide, load_parameters
+from sandbox.regions import ZHEJIANG
 
 AS_OF = date(2026, 11, 1)
 VECTORS = ["11010519491231002X", "440524188001010014", "34052419800101001X", "360426199101010071"]
@@ -617,8 +617,8 @@ def test_generation_is_fast(tmp_path: Path) -> None:
 
 
 def test_a_benchmark_reuses_only_a_sandbox_this_generator_made(tmp_path: Path) -> None:
-    from hub.bench import _sandbox_matches
-    from hub.sandbox.generator import generator_fingerprint
+    from bench.cycle import _sandbox_matches
+    from sandbox.generator import generator_fingerprint
 
     storage = Storage(load_settings(var_dir=tmp_path))
     storage.sandbox.mkdir(parents=True)

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from batch_builders import cdpf_row, holders
 
 from connectors.sql import pull_sql
-from hub.settings import Settings, SqlSource
-from hub.storage import Storage
+from core.settings import Settings, SqlSource
+from core.storage import Storage
 from transforms.validate import HELD_OUT_ZH, stage_batch
 
 AS_OF = date(2025, 6, 30)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from landed_batches import write_landing
 
-from transforms.contracts import ContractError, load_contract
+from core.contracts import ContractError, load_contract
 from transforms.standardise import (
     LandingCorrupt,
     LandingDecodeError,

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from landed_batches import write_landing
 
-from hub.masking import mask_id
-from hub.settings import Settings, load_settings
-from hub.storage import Storage
-from transforms.contracts import REASONS, load_contract
+from core.contracts import REASONS, load_contract
+from core.masking import mask_id
+from core.settings import Settings, load_settings
+from core.storage import Storage
 from transforms.rejects import write_reject_file
 from transforms.validate import SuiteError, load_suite, run_suite, stage_batch
 

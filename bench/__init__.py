@@ -1,0 +1,1 @@
+"""Benchmarks (development only): nothing in the runtime path imports this package."""

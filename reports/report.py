@@ -1,0 +1,348 @@
+"""The auditor's report of one cycle run: reports/<run_id>/report.html, its JSON twin report.json, and
+reports/index.html across runs with trends.
+
+The HTML is self-contained (inline CSS and SVG charts drawn by reports.charts, no script, no URL of any
+kind) so it can be mailed or archived as one file; Chinese by default, English by a switch that is two
+radio buttons and CSS. Templates and CSS are files under reports/templates/. Its only links are in-page
+anchors and relative ones to the batches' validation.html files beside it under var/ (they open
+offline too). Every ID number in it is masked (first 6 +
+last 4, docs/domain.md, Personal information): the summary is scrubbed before it is rendered or written, whatever the
+stages put into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from core.contracts import REASONS
+from core.masking import mask_structure
+from core.storage import Storage, publish_bytes, write_json_atomic
+from reports import charts
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
+STYLE = "<style>\n" + (TEMPLATES / "base.css").read_text(encoding="utf-8") + "</style>\n"
+
+
+def scrub(value: Any) -> Any:
+    """Mask every ID-shaped token in a JSON-like structure (keys and values, recursively)."""
+    return mask_structure(value)
+
+
+def defang(value: Any) -> Any:
+    """Break any '//' in text shown in the HTML, so no URL of any kind can appear in the report."""
+    if isinstance(value, str):
+        return value.replace("//", "/\u200b/")
+    if isinstance(value, dict):
+        return {k: defang(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [defang(v) for v in value]
+    return value
+
+
+def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
+    """Fill the sections the template expects, so a partial summary still renders."""
+    master = dict(summary.get("master") or {})
+    master.setdefault("persons", 0)
+    master.setdefault("conflicts", sum((master.get("conflicts_by_type") or {}).values()))
+    master.setdefault("conflicts_by_type", {})
+    decisions = []
+    for d in summary.get("decisions") or []:
+        d = dict(d)
+        d.setdefault("title", "")
+        d.setdefault("evaluated", 0)
+        d.setdefault("eligible", 0)
+        d.setdefault("changed", None)
+        d.setdefault("changed_share", None)
+        d.setdefault("outbound", "")
+        d["amount_total"] = round(float(d.get("amount_total") or 0.0), 2)
+        decisions.append(d)
+    sources = []
+    for s in summary.get("sources") or []:
+        s = dict(s)
+        for key in (
+            "batch_id",
+            "verdict",
+            "rows",
+            "accepted",
+            "quarantined",
+            "reasons",
+            "used_batch_id",
+            "validation_report",
+        ):
+            s.setdefault(key, None)
+        sources.append(s)
+    exchange = []
+    for f in summary.get("exchange") or []:
+        f = dict(f)
+        for key in ("partner", "contract", "file", "period", "rows", "sha256"):
+            f.setdefault(key, "")
+        exchange.append(f)
+    return {
+        **summary,
+        "validation": list(summary.get("validation") or []),
+        "rejects": list(summary.get("rejects") or []),
+        "conflicts_by_county": list(summary.get("conflicts_by_county") or []),
+        "audit": dict(summary.get("audit") or {}),
+        "other_stages": list(summary.get("other_stages") or []),
+        "transitions": dict(summary.get("transitions") or {}),
+        "guard": list(summary.get("guard") or []),
+        "master": master,
+        "decisions": decisions,
+        "sources": sources,
+        "exchange": exchange,
+        "warnings": list(summary.get("warnings") or []),
+    }
+
+
+_SAFE_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.html")
+
+
+def _relative_link(storage: Storage, out_dir: Path, under_var: Any) -> str | None:
+    """A relative href from the report to a validation.html under var/, only for a file that exists there
+    and a plain path (no scheme, no '//', no '..' of its own): the report links nothing outside var/."""
+    if not isinstance(under_var, str) or not _SAFE_PATH.fullmatch(under_var) or ".." in under_var:
+        return None
+    target = storage.var / under_var
+    if not target.is_file():
+        return None
+    return Path(os.path.relpath(target, out_dir)).as_posix()
+
+
+AUDIT_KEYS = (
+    "months", "missing_inputs", "payments", "fund", "needs", "villages", "not_delivered", "payment_persons",
+    "payment_persons_total", "payment_counties", "fund_findings", "fund_total", "needs_by_county",
+    "not_delivered_sample", "village_list", "village_total", "village_counties", "county_holders",
+    "county_services", "work_lists", "rules", "no_receipt", "no_receipt_sample",
+)  # fmt: skip
+TOC = (
+    ("summary", "运行概况", "Summary"),
+    ("sources", "数据批次", "Batches"),
+    ("validation", "逐源校验", "Validation"),
+    ("quarantine", "隔离", "Quarantine"),
+    ("conflicts", "冲突", "Conflicts"),
+    ("decisions", "资格判定", "Decisions"),
+    ("audits", "三查", "Audits"),
+    ("deliveries", "送达与回执", "Deliveries"),
+    ("guard", "变动闸门", "Guard"),
+    ("exchange", "交换文件", "Exchange"),
+)
+
+
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _css() -> str:
+    return "\n".join((TEMPLATES / name).read_text(encoding="utf-8") for name in ("base.css", "report.css"))
+
+
+def _audit_defaults(audit: dict[str, Any]) -> dict[str, Any]:
+    from transforms.audit import FINDING_ZH
+
+    out: dict[str, Any] = {key: None for key in AUDIT_KEYS}
+    out.update(audit or {})
+    out["finding_zh"] = FINDING_ZH
+    out["present"] = bool(audit)
+    return out
+
+
+def _tiers(rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configured village tiers as ranges ('< 30', '30-50', '>= 51')."""
+    out, low = [], 0
+    for tier in rules.get("village_tiers") or []:
+        below = tier.get("below")
+        text = f"{low}-{below - 1}" if below is not None else f">= {low}"
+        out.append({"range": text if low else f"< {below}", "amount": float(tier.get("amount") or 0)})
+        low = below if below is not None else low
+    return out
+
+
+def _charts(data: dict[str, Any]) -> dict[str, Markup]:
+    """The report's SVG charts from its own figures (so chart and tables never disagree)."""
+    quarantine = sorted(
+        (
+            (f"{s['source']} {code}", float(n))
+            for s in data["sources"]
+            for code, n in (s.get("reasons") or {}).items()
+        ),
+        key=lambda r: -r[1],
+    )
+    conflicts = sorted(
+        ((k, float(v)) for k, v in data["master"]["conflicts_by_type"].items()), key=lambda r: -r[1]
+    )
+    audit = data["audit"]
+    eligible: dict[str, float] = {}
+    for r in audit.get("county_services") or []:
+        eligible[str(r["hukou_county"])] = eligible.get(str(r["hukou_county"]), 0.0) + float(r["eligible"])
+    top = sorted(eligible.items(), key=lambda r: -r[1])[:15]
+    amounts: dict[str, float] = {}
+    for r in audit.get("payment_counties") or []:
+        amounts[str(r["hukou_county"])] = amounts.get(str(r["hukou_county"]), 0.0) + abs(float(r["amount"]))
+    needs: dict[str, float] = {}
+    for r in audit.get("needs_by_county") or []:
+        needs[str(r["county"])] = needs.get(str(r["county"]), 0.0) + float(r["persons"])
+    return {
+        "quarantine": charts.hbar(quarantine, "隔离行数 Rows quarantined by source and reason"),
+        "conflicts": charts.hbar(conflicts, "冲突 Conflicts by type"),
+        "decisions_by_county": charts.hbar(
+            top, "符合条件人次（前15县区）Eligible decisions, top 15 counties"
+        ),
+        "payment_counties": charts.hbar(
+            sorted(amounts.items(), key=lambda r: -r[1])[:15],
+            "发放差异金额（元，前15县区）Amount paid wrongly or not paid (yuan), top 15 counties",
+        ),
+        "needs": charts.hbar(
+            sorted(needs.items(), key=lambda r: -r[1])[:15],
+            "需求未知人数（前15县区）Needs not known, top 15 counties",
+        ),
+    }
+
+
+def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, Any]) -> Path:
+    """Write report.json and the self-contained report.html for a run, then the index across runs;
+    returns the HTML path."""
+    data = scrub(_normalise(summary))
+    data = {**data, "run_id": run_id, "as_of": as_of.isoformat(), "generated_at": as_of.isoformat()}
+    out_dir = storage.report_dir(run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "report.json", data)
+
+    shown = defang(data)
+    for s in shown["sources"]:
+        s["validation_href"] = _relative_link(storage, out_dir, s.get("validation_report"))
+    for f in shown["exchange"]:
+        digest = str(f.get("sha256") or "")
+        # a fingerprint in groups of 8, as it is usually read aloud and compared
+        f["sha256_display"] = " ".join(digest[i : i + 8] for i in range(0, len(digest), 8))
+    shown["audit"] = _audit_defaults(shown["audit"])
+    others = shown.pop("other_stages")
+    deliveries = [o for o in others if re.search(r"deliver|receipt", o["name"])]
+    guards = shown.pop("guard") + [o for o in others if re.search(r"guard|mass", o["name"])]
+    quarantine = [
+        {"source": s["source"], "code": code, "rows": n, "zh": REASONS.get(code, "")}
+        for s in shown["sources"]
+        for code, n in (s.get("reasons") or {}).items()
+    ]
+    html = (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            **{**shown, "policy": shown.get("policy", "")},
+            css=_css(),
+            toc=TOC,
+            charts=_charts(shown),
+            quarantine=quarantine,
+            quarantined_total=sum(int(s.get("quarantined") or 0) for s in shown["sources"]),
+            fund_total=sum((shown["audit"].get("fund") or {}).values()),
+            village_tiers=_tiers(shown["audit"].get("rules") or {}),
+            deliveries=deliveries,
+            guards=guards,
+            other_stages=[o for o in others if o not in deliveries and o not in guards],
+        )
+    )
+    _write_text(out_dir / "report.html", html)
+    write_index(storage)
+    return out_dir / "report.html"
+
+
+def _write_text(target: Path, text: str) -> None:
+    publish_bytes(target, text.encode("utf-8"))
+
+
+def run_rows(storage: Storage) -> list[dict[str, Any]]:
+    """One row per run with a report.json, oldest first: the figures the index and `hub runs` show."""
+    rows = []
+    for path in sorted((storage.var / "reports").glob("*/report.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        audit = data.get("audit") or {}
+        payments = audit.get("payments") or {}
+        rows.append(
+            {
+                "run_id": data.get("run_id", path.parent.name),
+                "as_of": data.get("as_of", ""),
+                "persons": (data.get("master") or {}).get("persons"),
+                "eligible": {d.get("service"): d.get("eligible") for d in data.get("decisions") or []},
+                "quarantined": sum(int(s.get("quarantined") or 0) for s in data.get("sources") or []),
+                "conflicts": (data.get("master") or {}).get("conflicts"),
+                "not_paid": (payments.get("ELIGIBLE_NOT_PAID") or {}).get("persons") if payments else None,
+                "not_eligible": (payments.get("PAID_NOT_ELIGIBLE") or {}).get("persons")
+                if payments
+                else None,
+                "fund": sum((audit.get("fund") or {}).values()) if audit else None,
+                "href": f"{path.parent.name}/report.html",
+            }
+        )
+    return sorted(rows, key=lambda r: (str(r["as_of"]), str(r["run_id"])))
+
+
+def write_index(storage: Storage) -> Path:
+    """reports/index.html: every run's headline figures and their trends, offline like the reports."""
+    runs = run_rows(storage)
+    services = sorted({s for r in runs for s in r["eligible"] if s})
+    labels = [str(r["as_of"]) for r in runs]
+    eligible = charts.trend(
+        labels,
+        {s: [r["eligible"].get(s) for r in runs] for s in services},
+        "符合条件人数 Eligible persons per run",
+    )
+    findings = charts.trend(
+        labels,
+        {
+            "应享未享 eligible not paid": [r["not_paid"] for r in runs],
+            "不应享而享 paid not eligible": [r["not_eligible"] for r in runs],
+            "资金线索 fund findings": [r["fund"] for r in runs],
+            "隔离 quarantined": [r["quarantined"] for r in runs],
+        },
+        "审计线索 Audit findings per run",
+    )
+    html = (
+        _env()
+        .get_template("index.html.j2")
+        .render(
+            runs=defang(scrub(list(reversed(runs)))),
+            services=services,
+            css=_css(),
+            charts={"eligible": eligible, "findings": findings},
+        )
+    )
+    target = storage.var / "reports" / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(target, html)
+    return target
+
+
+def rebuild_report(settings: Any, run_id: str | None = None) -> Path:
+    """Run the report stage again for a run (default: the latest run with a merge record)."""
+    from stages.cycle import report_stage
+
+    storage = Storage(settings)
+    found = sorted(
+        (json.loads(p.read_text(encoding="utf-8")).get("as_of", ""), p.parent.name)
+        for p in (storage.var / "runs").glob("*/merge.json")
+    )
+    known = {run: as_of for as_of, run in found}
+    if run_id is None:
+        if not found:
+            raise SystemExit(f"no run under {storage.var / 'runs'}: run `hub run` first")
+        run_id = found[-1][1]
+    if run_id not in known:
+        raise SystemExit(f"run {run_id!r} not found under {storage.var / 'runs'}; known: {sorted(known)}")
+    result = report_stage(settings, date.fromisoformat(known[run_id]), run_id)
+    return Path(result["path"])
