@@ -10,7 +10,8 @@ RUN useradd --create-home --uid 50000 airflow \
  && apt-get update && apt-get install -y --no-install-recommends openssh-client curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# the celery extra: the CeleryExecutor of docker-compose's celery profile
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[celery]" && rm -rf /wheels
 USER airflow
 ENV AIRFLOW_HOME=/opt/airflow \
     LIANBAN_VAR=/var/lianban \

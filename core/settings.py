@@ -235,6 +235,11 @@ class Settings(BaseModel):
     config_file: Path | None = Field(
         None, exclude=True, description="the file these settings came from (DAG tasks reload it)"
     )
+    partitions: Literal["none", "prefecture"] = Field(
+        "none",
+        description="the cycle's merge and eligibility in one task (none) or one mapped task per prefecture "
+        "of the ID's address code, planned and reduced around them (stages/partitions.py)",
+    )
     file_mode_group: bool = Field(
         False,
         description="files and folders holding personal data are 0600 / 0700; true: 0640 / 0750 (the group reads)",

@@ -148,7 +148,7 @@ class Storage:
 
     def engine(self) -> sa.Engine:
         engine = self.state_db("ledger.sqlite")
-        _meta.create_all(engine)
+        create_tables(_meta, engine)
         return engine
 
     # -- batches -------------------------------------------------------------------
@@ -399,6 +399,17 @@ def decision_note(decision: dict[str, Any]) -> str:
     return (
         f"{verb} by {decision['decided_by']} at {decision['decided_at']} (was held: {decision['held_note']})"
     )
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
+    """metadata.create_all, safe when tasks on several workers open a new state database at once: a
+    table another process created between the check and the CREATE is taken as created."""
+    try:
+        metadata.create_all(engine)
+    except sa.exc.OperationalError as exc:
+        if "already exists" not in str(exc):
+            raise
+        metadata.create_all(engine)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -30,4 +30,4 @@ for _name, _source in _settings.sources.items():
         _name, doc_md=_doc, schedule=_source.schedule, wait=_wait.model_dump() if _wait else None
     )
 
-cycle = cycle_dag(doc_md=__doc__, sources=list(_merged))
+cycle = cycle_dag(doc_md=__doc__, sources=list(_merged), partitions=_settings.partitions)

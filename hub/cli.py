@@ -414,6 +414,43 @@ def bench(
     console.print(f"figures: {figures['json']}")
 
 
+@app.command("bench-national")
+def bench_national(
+    provinces: Annotated[int, typer.Option(min=1, help="provinces in the sandbox")] = 2,
+    prefectures: Annotated[int, typer.Option(min=1, help="prefectures (partitions) per province")] = 3,
+    persons_per_partition: Annotated[
+        int, typer.Option(min=100, help="certificate holders per partition")
+    ] = 20_000,
+    workers: Annotated[int, typer.Option(min=1, help="partitions run at once (one child process each)")] = 1,
+    seed: Annotated[int, typer.Option(help="first partition's sandbox seed")] = 20261101,
+    keep: Annotated[bool, typer.Option(help="keep each partition's var directory")] = False,
+) -> None:
+    """Run a sandbox partitioned by province and prefecture, one partition per child process; per-partition
+    costs for the national model (docs/scale.md)."""
+    from bench.national import STAGES, run_bench_national
+
+    total = provinces * prefectures * persons_per_partition
+    if total > 2_000_000:
+        console.print(
+            f"[yellow]{total:,} persons: this machine is shared; above 2 million is for a machine of its own"
+        )
+    with console.status(f"{provinces} x {prefectures} partitions of {persons_per_partition:,} persons"):
+        f = run_bench_national(provinces, prefectures, persons_per_partition, workers, seed, keep=keep)
+    table = Table(title=f"hub bench-national: {f['persons']:,} persons, {workers} worker(s)")
+    for column in ("partition", *STAGES, "peak RSS MiB"):
+        table.add_column(column, justify="left" if column == "partition" else "right")
+    for p in f["partitions"]:
+        table.add_row(p["partition"], *(f"{p['seconds'][s]:.1f}" for s in STAGES), f"{p['peak_rss_mib']:.0f}")
+    console.print(table)
+    per = f["cycle_seconds_per_partition"]
+    console.print(
+        f"cycle per partition (pull to exchange, without sandbox generation): min {per['min']:.1f} s, "
+        f"median {per['median']:.1f} s, max {per['max']:.1f} s; {f['cycle_seconds_per_million_persons']:.0f} s "
+        f"per million persons on one core; wall {f['wall_seconds']:.1f} s; peak RSS {f['peak_rss_mib_max']:.0f} MiB"
+    )
+    console.print(f"figures: {f['json']}")
+
+
 @app.command("bench-pull")
 def bench_pull(
     url: Annotated[

@@ -180,9 +180,14 @@ def _drop_sensor(source: str, wait: dict[str, Any]) -> Any:
     return wait_for_drop()
 
 
-def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
+def cycle_dag(doc_md: str | None, sources: list[str], partitions: str = "none") -> DAG:
     """The cycle downstream of the staged Asset of every configured source: merge, eligibility, exchange,
-    audit, report (any source's new batch may change a person's facts or an audit finding)."""
+    audit, report (any source's new batch may change a person's facts or an audit finding).
+
+    `partitions: prefecture` (config) runs merge and eligibility as plan, one mapped task per prefecture
+    (dynamic task mapping over the prefectures the plan found, so the Celery workers share them) and a
+    reduce that publishes (stages/partitions.py); the tasks after them are the same.
+    """
 
     @dag(
         dag_id="cycle",
@@ -208,6 +213,13 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
                 progress["rows"] = result.get("rows")
             return result
 
+        def run_part(name: str, *args: Any) -> Any:
+            from core.settings import load_settings
+            from stages import partitions as stages
+
+            as_of = _as_of()
+            return getattr(stages, f"{name}_stage")(load_settings(), as_of, f"cycle-{as_of}", *args)
+
         @task
         def merge() -> dict[str, Any]:
             return run_stage("merge")
@@ -215,6 +227,35 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
         @task
         def eligibility() -> dict[str, Any]:
             return run_stage("eligibility")
+
+        @task
+        def merge_plan() -> list[str]:
+            result: list[str] = run_part("merge_plan")
+            return result
+
+        @task
+        def merge_part(partition: str) -> dict[str, Any]:
+            result: dict[str, Any] = run_part("merge_part", partition)
+            return result
+
+        @task(trigger_rule="none_failed")  # a day with nobody in scope maps over no partition
+        def merge_reduce(parts: list[dict[str, Any]]) -> dict[str, Any]:
+            result: dict[str, Any] = run_part("merge_reduce", list(parts or []))
+            return result
+
+        @task
+        def partitions_of(merged: dict[str, Any]) -> list[str]:
+            return list(merged["partitions"])
+
+        @task
+        def eligibility_part(partition: str) -> dict[str, Any]:
+            result: dict[str, Any] = run_part("eligibility_part", partition)
+            return result
+
+        @task(trigger_rule="none_failed")
+        def eligibility_reduce(parts: list[dict[str, Any]]) -> dict[str, Any]:
+            result: dict[str, Any] = run_part("eligibility_reduce", list(parts or []))
+            return result
 
         @task
         def exchange() -> dict[str, Any]:
@@ -233,6 +274,13 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
         def report() -> dict[str, Any]:
             return run_stage("report")
 
-        merge() >> eligibility() >> exchange() >> audit() >> deliver() >> report()
+        if partitions == "prefecture":
+            merged = merge_reduce(merge_part.expand(partition=merge_plan()))  # type: ignore[arg-type]
+            decided = eligibility_reduce(
+                eligibility_part.expand(partition=partitions_of(merged))  # type: ignore[arg-type]
+            )
+            decided >> exchange() >> audit() >> deliver() >> report()
+        else:
+            merge() >> eligibility() >> exchange() >> audit() >> deliver() >> report()
 
     return cycle()

@@ -555,13 +555,19 @@ ID_DEFECTS = {
 }
 
 
-def _former_number(id18: str, taken: set[str], rng: np.random.Generator) -> str:
+def _former_number(id18: str, taken: set[str], rng: np.random.Generator, elsewhere: int | None = None) -> str:
     """The number a person held before police reissued theirs: same county, birth date and sex, another
-    sequence (GB 11643 numbers were issued twice and one holder got a new number)."""
+    sequence (GB 11643 numbers were issued twice and one holder got a new number). With `elsewhere`, the
+    former number is of a county in another prefecture (a number reissued after a move, which a
+    per-prefecture run must follow across partitions): the elsewhere-th such county, cyclically."""
     sequence = int(id18[14:17])
+    county = id18[:6]
+    if elsewhere is not None:
+        others = [c.code for c in ZHEJIANG if c.created is None and c.code[:4] != id18[:4]]
+        county = others[elsewhere % len(others)]
     while True:
         other = int(rng.integers(0, 500)) * 2 + sequence % 2
-        first17 = f"{id18[:14]}{other:03d}"
+        first17 = f"{county}{id18[6:14]}{other:03d}"
         candidate = first17 + check_char(first17)
         if other != sequence and candidate not in taken:
             taken.add(candidate)
@@ -627,8 +633,9 @@ def _inject(
         if kind.name == "id_reissued":
             chosen = draw(eligible, count)
             taken = set(ids.tolist())
-            for person in chosen.tolist():
-                old = _former_number(ids[person], taken, rng)
+            for i, person in enumerate(chosen.tolist()):
+                # every second one was reissued in another prefecture than the first number's
+                old = _former_number(ids[person], taken, rng, i // 2 if i % 2 else None)
                 tables["police"].former[row_of("police", person)] = old
                 tables["cdpf"].former[row_of("cdpf", person)] = old
                 for source in ("cdpf", "hrss"):

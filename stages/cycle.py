@@ -71,7 +71,36 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
     unless `full`: only the persons whose source rows changed since the last merge are recomputed, and
     the store writes only those whose merged record differs.
     """
-    from transforms.merge import id_changes_of, in_scope, merge_sources, resolve_precedence, widen_scope
+    from transforms.merge import merge_sources
+
+    inputs = merge_inputs(settings, as_of, run_id, full)
+    started = time.perf_counter()
+    result = merge_sources(inputs.frames, as_of, inputs.precedence, settings.region, inputs.plan)
+    inputs.seconds["merge"] = round(time.perf_counter() - started, 3)
+    return publish_merge(settings, inputs, result, as_of, run_id)
+
+
+@dataclass
+class MergeInputs:
+    """What a merge reads before it computes: each source's rows (in scope), the scope and the batches used.
+
+    The single merge computes on `frames` at once; the partitioned one (hub/partitions.py) splits them
+    by prefecture first. Both publish through publish_merge.
+    """
+
+    frames: dict[str, pd.DataFrame]
+    scope: pd.Series | None  # None: a full merge
+    used: dict[str, str | None]  # source -> batch, plus "_" metadata keys (chains, config hash)
+    delta_chains: dict[str, list[str]]
+    missing: list[str]
+    precedence: dict[str, list[str]]
+    seconds: dict[str, float]
+    plan: MergePlan  # the departments' merge rules (contracts and the master schema)
+
+
+def merge_inputs(settings: Settings, as_of: date, run_id: str, full: bool = False) -> MergeInputs:
+    """Read every merged source's current state and, unless `full`, the incremental scope (see merge_stage)."""
+    from transforms.merge import id_changes_of, in_scope, resolve_precedence, widen_scope
 
     started = time.perf_counter()
     plan = merge_plan_for(settings)
@@ -103,19 +132,15 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
         )
     frames = {source: state.frame for source, state in states.items()}
     precedence = resolve_precedence(settings.precedence, "config precedence", schema=plan.schema)
-    store = _store(settings)
     # what decides the merged record besides the data: a change of it means a full merge
     used["_config"] = hashlib.sha256(
         json.dumps([precedence, settings.region], sort_keys=True).encode()
     ).hexdigest()[:16]
     scope = None
-    before = store.last_merge()
-    if before is not None and before["run_id"] == run_id and before["batches"] == used:
-        # a retry of this run's merge after it committed (killed before its record): scope it against the
-        # merge before, as the first attempt did, so the run keeps that attempt's figures, not a no-op's
-        before = store.last_merge(exclude_run=run_id)
     if not full:
-        found = _incremental_scope(storage, before, used, states, as_of, plan)
+        found = _incremental_scope(
+            storage, _merge_before(_store(settings), run_id, used), used, states, as_of, plan
+        )
         if found is not None:
             scope, previous_reported = found
             changes = [id_changes_of(frames.get(plan.reporter.name), as_of, plan)]
@@ -123,19 +148,45 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
                 changes.append(id_changes_of(previous_reported, as_of, plan))
             scope = widen_scope(scope, pd.concat(changes, ignore_index=True))
             frames = in_scope(frames, scope)
-    read_done = time.perf_counter()
-    result = merge_sources(frames, as_of, precedence, settings.region, plan)
-    merged = time.perf_counter()
-    written = store.apply_merge(result, run_id, as_of, scope=scope, batches=used)
+    return MergeInputs(
+        frames,
+        scope,
+        used,
+        {s: st.chain for s, st in states.items() if len(st.chain) > 1},
+        missing,
+        precedence,
+        {"read_and_scope": round(time.perf_counter() - started, 3)},
+        plan,
+    )
+
+
+def _merge_before(store: MasterStore, run_id: str, used: dict[str, str | None]) -> dict[str, Any] | None:
+    """The merge this run's merge follows (its scope and snapshot delta are taken against it)."""
+    before = store.last_merge()
+    if before is not None and before["run_id"] == run_id and before["batches"] == used:
+        # a retry of this run's merge after it committed (killed before its record): scope it against the
+        # merge before, as the first attempt did, so the run keeps that attempt's figures, not a no-op's
+        before = store.last_merge(exclude_run=run_id)
+    return before
+
+
+def publish_merge(
+    settings: Settings, inputs: MergeInputs, result: Any, as_of: date, run_id: str
+) -> dict[str, Any]:
+    """Write a merge's result (transforms.merge.MergeResult) to the store and the snapshot; the stage record."""
+    storage, store = Storage(settings), _store(settings)
+    before = _merge_before(store, run_id, inputs.used)
+    started = time.perf_counter()
+    written = store.apply_merge(result, run_id, as_of, scope=inputs.scope, batches=inputs.used)
     stored = time.perf_counter()
-    write_after_merge(storage.master_snapshot(store.url), store, before, result.master, scope)
+    write_after_merge(storage.master_snapshot(store.url), store, before, result.master, inputs.scope)
     seconds = {
-        "read_and_scope": round(read_done - started, 3),
-        "merge": round(merged - read_done, 3),
-        "store": round(stored - merged, 3),
+        **inputs.seconds,
+        "store": round(stored - started, 3),
         "snapshot": round(time.perf_counter() - stored, 3),
     }
     by_type = result.conflicts["conflict_type"].value_counts().sort_index()
+    scope = inputs.scope
     return _stage_record(
         storage,
         run_id,
@@ -148,9 +199,9 @@ def merge_stage(settings: Settings, as_of: date, run_id: str, full: bool = False
             "conflicts": len(result.conflicts),
             "conflicts_by_type": {str(k): int(v) for k, v in by_type.items()},
             "id_changes": len(result.id_changes),
-            "batches": {k: v for k, v in used.items() if k in settings.merged_sources},
-            "delta_chains": {s: st.chain for s, st in states.items() if len(st.chain) > 1},
-            "missing_sources": missing,
+            "batches": {k: v for k, v in inputs.used.items() if k in settings.merged_sources},
+            "delta_chains": inputs.delta_chains,
+            "missing_sources": inputs.missing,
             "mode": "full" if scope is None else "incremental",
             "scope": len(result.master) if scope is None else len(scope),
             "written": written,
@@ -285,36 +336,63 @@ def _incremental_scope(
 def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
     """Evaluate the policy in force on as_of over the master as of that date; the store keeps only the
     decisions that changed (stages/eligibility.py), the run directory all of them and the transitions."""
-    from stages.eligibility import evaluation_master, record_decisions
-    from transforms.eligibility import columns_read, evaluate, load_policy, start_rules
+    from transforms.eligibility import evaluate
 
-    storage = Storage(settings)
-    store = _store(settings)
+    inputs = eligibility_inputs(settings, as_of)
+    started = time.perf_counter()
+    decisions = evaluate(inputs.master, inputs.policy, as_of)
+    inputs.seconds["evaluate"] = round(time.perf_counter() - started, 3)
+    return publish_eligibility(settings, inputs, decisions, as_of, run_id)
+
+
+@dataclass
+class EligibilityInputs:
+    """The policy in force, the attributes it reads and the master it evaluates (past: as of a past date)."""
+
+    policy: Any  # transforms.eligibility.Policy
+    attributes: list[str]
+    master: pd.DataFrame
+    past: bool
+    seconds: dict[str, float]
+
+
+def eligibility_inputs(settings: Settings, as_of: date) -> EligibilityInputs:
+    """Load the policy for as_of and read the master it evaluates (stages.eligibility.evaluation_master)."""
+    from stages.eligibility import evaluation_master
+    from transforms.eligibility import columns_read, load_policy
+
     policy = load_policy(settings.path(settings.policy), as_of)
     attributes = columns_read(policy, MASTER_COLUMNS)
     started = time.perf_counter()
-    master, past = evaluation_master(storage, store, as_of, attributes)
-    read_done = time.perf_counter()
-    decisions = evaluate(master, policy, as_of)
-    evaluated = time.perf_counter()
+    master, past = evaluation_master(Storage(settings), _store(settings), as_of, attributes)
+    return EligibilityInputs(
+        policy, attributes, master, past, {"read": round(time.perf_counter() - started, 3)}
+    )
+
+
+def publish_eligibility(
+    settings: Settings, inputs: EligibilityInputs, decisions: pd.DataFrame, as_of: date, run_id: str
+) -> dict[str, Any]:
+    """Record every decision of the run (stages.eligibility.record_decisions); the stage record."""
+    from stages.eligibility import record_decisions
+    from transforms.eligibility import start_rules
+
+    storage, store, policy = Storage(settings), _store(settings), inputs.policy
+    started = time.perf_counter()
     stored = record_decisions(
         settings,
         storage,
         store,
         decisions,
-        master,
+        inputs.master,
         policy.path,
-        attributes,
+        inputs.attributes,
         as_of,
         run_id,
-        past,
+        inputs.past,
         start_rules(policy),
     )
-    seconds = {
-        "read": round(read_done - started, 3),
-        "evaluate": round(evaluated - read_done, 3),
-        "store": round(time.perf_counter() - evaluated, 3),
-    }
+    seconds = {**inputs.seconds, "store": round(time.perf_counter() - started, 3)}
     path = storage.run_dir(run_id) / "decisions.parquet"
     services = []
     for name, service in policy.services.items():
@@ -329,7 +407,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
                 "amount_total": round(float(eligible["amount"].sum()), 2),
             }
         )
-    log.info("eligibility %s: %d decisions for %d persons", run_id, len(decisions), len(master))
+    log.info("eligibility %s: %d decisions for %d persons", run_id, len(decisions), len(inputs.master))
     return _stage_record(
         storage,
         run_id,
@@ -337,7 +415,7 @@ def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> dict[str,
         {
             "run_id": run_id,
             "rows": len(decisions),
-            "persons": len(master),
+            "persons": len(inputs.master),
             "policy": policy.name,
             "policy_version": policy.version,
             "period_in_force": [str(policy.effective_from), str(policy.effective_to or "")],

@@ -32,7 +32,7 @@ import yaml
 from connectors.push import FolderPush, Pusher, PushError, RestPush, SftpPush, Unit
 from core.publish import MANIFEST, MARKER, acknowledge
 from core.settings import Settings, load_settings
-from core.storage import Storage, utcnow
+from core.storage import Storage, create_tables, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Route:
 
 def engine(storage: Storage) -> sa.Engine:
     made = storage.state_db("deliveries.sqlite")
-    _meta.create_all(made)
+    create_tables(_meta, made)
     return made
 
 

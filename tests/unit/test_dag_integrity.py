@@ -130,3 +130,30 @@ def test_a_configured_department_gets_its_dag_and_schedule(tmp_path: Path) -> No
     assert dags["ingest_medical"]["tasks"] == ["fresh", "pull", "stage"]
     assert dags["ingest_hrss"]["schedule"] == "0 0 * * *"
     assert dags["cycle"]["assets"] == [f"lianban://staged/{s}" for s in ("cdpf", "civil", "hrss", "police")]
+
+
+def test_partitioned_cycle_maps_merge_and_eligibility_over_prefectures(tmp_path: Path) -> None:
+    """`partitions: prefecture`: plan, one mapped task per prefecture, reduce, for merge and eligibility;
+    still parsed without I/O (the prefectures are found at run time, by the plan)."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "config" / "sandbox.yaml").read_text(encoding="utf-8"))
+    raw["partitions"] = "prefecture"
+    config = tmp_path / "partitioned.yaml"
+    config.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    result = _parse(tmp_path, config)
+    assert result["errors"] == {} and result["touched"] == [] and result["heavy"] == []
+    cycle = result["dags"]["cycle"]
+    assert cycle["tasks"] == [
+        "audit",
+        "deliver",
+        "eligibility_part",
+        "eligibility_reduce",
+        "exchange",
+        "merge_part",
+        "merge_plan",
+        "merge_reduce",
+        "partitions_of",
+        "report",
+    ]
+    assert all(retries >= 1 for retries in cycle["retries"].values())

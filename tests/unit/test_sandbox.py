@@ -360,21 +360,26 @@ def test_reissued_numbers_are_police_former_ids_and_the_old_keys_elsewhere(
 ) -> None:
     """Police keys a reissued person by the new number and names the old one (原公民身份号码); cdpf
     (certificate included), civil and hrss still key them by the old number; the hub owes each such
-    person an ID_SUPERSEDED conflict."""
+    person an ID_SUPERSEDED conflict. Every second old number is of a county in another prefecture (a
+    per-prefecture cycle must follow it across partitions), the others of the same county."""
     _, info = sandbox
     native = read_native(info)
     reissued = truth(info, "defects").query("defect == 'id_reissued'")
     assert len(reissued) > 0 and (reissued["source"] == "police").all()
     former = {new: old for old, new in reissued_numbers(native).items()}
     assert native["police"]["ygmsfhm"].notna().sum() == len(former) == len(reissued)
+    elsewhere = 0
     for new in reissued["id_number"]:
         old = former[new]
-        assert old != new and old[:14] == new[:14] and int(old[16]) % 2 == int(new[16]) % 2
+        assert old != new and old[6:14] == new[6:14] and int(old[16]) % 2 == int(new[16]) % 2
+        assert old[:6] == new[:6] or old[:4] != new[:4]
+        elsewhere += old[:4] != new[:4]
         assert reference_check(old[:17]) == old[17]
         cdpf = native["cdpf"][native["cdpf"]["SFZH"] == old]
         assert len(cdpf) == 1 and cdpf["CJRZH"].str.startswith(old).all()
         for source in ("cdpf", "civil", "hrss"):
             assert not (native[source][ID_COLUMN[source]] == new).any(), source
+    assert elsewhere == len(reissued) // 2
     conflicts = truth(info, "conflicts")
     superseded = set(conflicts.loc[conflicts["conflict_type"] == "ID_SUPERSEDED", "id_number"])
     assert superseded == set(reissued["id_number"])
