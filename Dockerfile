@@ -10,7 +10,11 @@ RUN useradd --create-home --uid 50000 airflow \
  && apt-get update && apt-get install -y --no-install-recommends openssh-client curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The sandbox extra (the police simulator's server, the benchmarks' tools) for docker-compose.yml's
+# simulator service; a production image builds with --build-arg EXTRAS= and leaves it out.
+ARG EXTRAS=sandbox
+RUN wheel="$(ls /wheels/lianban-*.whl)" \
+ && pip install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" && rm -rf /wheels
 USER airflow
 ENV AIRFLOW_HOME=/opt/airflow \
     LIANBAN_VAR=/var/lianban \

@@ -28,8 +28,9 @@ from core.contracts import contract_for
 from core.settings import Settings, load_settings
 from core.storage import Storage
 from sandbox.generator import init_sandbox
+from stages.ingest import stage_batch
 from transforms.standardise import standardise_rows
-from transforms.validate import VALID_ID, _for_gx, load_suite, run_suite, stage_batch, suite_path
+from transforms.validate import VALID_ID, for_gx, load_suite, run_suite, suite_path
 
 AS_OF = date(2026, 11, 1)
 PART_ROWS = 250_000
@@ -62,7 +63,7 @@ def _timed(rounds: int, run: Any) -> tuple[list[float], int]:
 
 
 def _time_suite(settings: Settings, native: pd.DataFrame, rounds: int) -> tuple[int, list[float], int]:
-    """The suite alone over the standardised frame, as `_apply_suite` hands it to GX."""
+    """The suite alone over the standardised frame, as `apply_suite` hands it to GX."""
     contract = contract_for(settings, "cdpf")
     path = suite_path(settings, "cdpf")
     doc = load_suite(path, set(contract.names))
@@ -70,7 +71,7 @@ def _time_suite(settings: Settings, native: pd.DataFrame, rounds: int) -> tuple[
         if exp["type"] == VALID_ID:
             exp["kwargs"]["as_of"] = AS_OF.isoformat()
     frame, _ = standardise_rows(native, contract, AS_OF)
-    checked = _for_gx(frame[contract.names])
+    checked = for_gx(frame[contract.names])
     outcomes = run_suite(checked.head(1000), doc, path)  # imports and GX registration, not timed
     seconds, peak = _timed(rounds, lambda: run_suite(checked, doc, path))
     return len(outcomes), seconds, peak

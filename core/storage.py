@@ -353,12 +353,21 @@ def _remove_stale_temps(path: Path) -> None:
     """Remove the temporary files of `path` whose writer process no longer runs (killed mid-write)."""
     import glob
 
-    import psutil
-
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
             stale.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process `pid` exists (signal 0 checks without sending; EPERM means another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

@@ -7,6 +7,7 @@ Tasks pass batch ids and small counts through XCom, never data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -73,7 +74,7 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
             from core.settings import load_settings
             from stages.ingest import pull_stage
 
-            return str(pull_stage(load_settings(), source, _as_of())["batch_id"])
+            return pull_stage(load_settings(), source, _as_of()).batch_id
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
@@ -95,7 +96,7 @@ def ingestion_dag(source: str, doc_md: str | None, schedule: str = "@daily") -> 
                     "last_good_batch": refused.get("last_good_batch"),
                 }
             else:
-                result = validate_stage(settings, source, str(batch_id), as_of)
+                result = validate_stage(settings, source, str(batch_id), as_of).as_json()
             # The cycle run this event triggers takes its business date from here (core.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
@@ -138,14 +139,26 @@ def cycle_dag(doc_md: str | None, sources: list[str]) -> DAG:
     )
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
-            from core.settings import load_settings
-            from stages import cycle as stages
+            """Run one stage module's stage; its typed result travels as JSON (counts and paths)."""
+            from core.results import StageResult
+            from core.settings import Settings, load_settings
+            from stages.audit import audit_stage
+            from stages.deliver import deliver_stage
+            from stages.eligibility import eligibility_stage
+            from stages.exchange import exchange_stage
+            from stages.merge import merge_stage
+            from stages.report import report_stage
 
+            stages: dict[str, Callable[[Settings, date, str], StageResult]] = {
+                "merge": merge_stage,
+                "eligibility": eligibility_stage,
+                "exchange": exchange_stage,
+                "audit": audit_stage,
+                "deliver": deliver_stage,
+                "report": report_stage,
+            }
             as_of = _as_of()
-            result: dict[str, Any] = getattr(stages, f"{name}_stage")(
-                load_settings(), as_of, f"cycle-{as_of}"
-            )
-            return result
+            return stages[name](load_settings(), as_of, f"cycle-{as_of}").as_json()
 
         @task
         def merge() -> dict[str, Any]:

@@ -51,13 +51,13 @@ def test_a_fifth_department_lands_and_validates_from_configuration(tmp_path: Pat
     (drop / "medical_20250630.csv.ok").write_bytes(b"")
 
     landed = pull_stage(settings, "medical", AS_OF)
-    assert landed["rows"] == 12
-    staged = validate_stage(settings, "medical", landed["batch_id"], AS_OF)
-    assert (staged["status"], staged["accepted"], staged["quarantined"]) == ("accepted", 10, 2)
+    assert landed.rows == 12
+    staged = validate_stage(settings, "medical", landed.batch_id, AS_OF)
+    assert (staged.status, staged.accepted, staged.quarantined) == ("accepted", 10, 2)
 
     storage = Storage(settings)
-    assert storage.last_accepted("medical")["batch_id"] == landed["batch_id"]  # type: ignore[index]
-    folder = storage.staged("medical", landed["batch_id"])
+    assert storage.last_accepted("medical")["batch_id"] == landed.batch_id  # type: ignore[index]
+    folder = storage.staged("medical", landed.batch_id)
     accepted = pd.read_parquet(next(folder.glob("accepted*.parquet")))
     assert sorted(accepted["id_number"]) == sorted(people[:10])
     assert accepted["insurance_type"].astype(str).value_counts().to_dict() == {"employee": 5, "resident": 5}

@@ -19,7 +19,7 @@ from connectors.folder import pull_folder
 from connectors.landing import BatchWriter
 from core.settings import FolderSource, Settings
 from core.storage import Storage
-from transforms.validate import stage_batch
+from stages.ingest import stage_batch
 
 AS_OF = date(2025, 6, 30)
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from batch_builders import cdpf_row, holders
 from connectors.sql import pull_sql
 from core.settings import Settings, SqlSource
 from core.storage import Storage
-from transforms.validate import HELD_OUT_ZH, stage_batch
+from stages.ingest import HELD_OUT_ZH, stage_batch
 
 AS_OF = date(2025, 6, 30)
 
