@@ -327,7 +327,7 @@ def stage_batch(
     accepted["_id_upgraded_from15"] = (
         fixes.str.contains(FIX_UPGRADED_15, regex=False).fillna(False).astype(bool)
     )
-    accepted["id_flags"] = id_flags(frame.loc[~bad, "_id_reason"], fixes)
+    accepted["_id_flags"] = id_flags(frame.loc[~bad, "_id_reason"], fixes)
     write_parquet_atomic(finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
 
     id_native = contract.column("id_number").native
