@@ -116,10 +116,10 @@ def test_decisions_as_changes_reproducible_and_backfilled(
     for day, run in zip(days, (first, second, third), strict=True):
         backfill = eligibility_stage(settings, day, f"backfill-{day}")
         assert backfill.mode == ("write" if day == days[-1] else "backfill")
-        assert backfill.decisions_sha256 == run["decisions_sha256"]  # the same decisions as the run
+        assert backfill.decisions_sha256 == run.decisions_sha256  # the same decisions as the run
         if backfill.mode == "backfill":
             assert backfill.matches_store and backfill.master_as_of == day.isoformat()
-        assert store.run_record(run["run_id"])["decisions_sha256"] == run["decisions_sha256"]
+        assert store.run_record(run.run_id)["decisions_sha256"] == run.decisions_sha256
     in_force = store.decisions_in_force(days[1])
     ran = pd.read_parquet(storage.run_dir("run-2") / "decisions.parquet")
     cols = ["id_number", "service", "eligible", "amount", "reasons"]
