@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.results import ExchangeResult
 from core.settings import Settings, load_settings
 from core.storage import Storage
 from stages.eligibility import approve_and_build, eligibility_stage
@@ -170,7 +171,8 @@ def test_a_mass_change_holds_the_service_files_until_approved(
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "approved run-2 by 王审核" in done.output and "living_subsidy" in done.output
-    exchanged = json.loads((storage.run_dir("run-2") / "exchange.json").read_text("utf-8"))
+    exchanged = ExchangeResult.load(storage, "run-2")
+    assert exchanged is not None
     assert set(held) <= {f["contract"] for f in exchanged.files} and not exchanged.held
     assert list((storage.outbox("civil", period)).glob("*"))
     approval = json.loads((storage.run_dir("run-2") / "approval.json").read_text("utf-8"))
