@@ -10,8 +10,12 @@ RUN useradd --create-home --uid 50000 airflow \
  && apt-get update && apt-get install -y --no-install-recommends openssh-client curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-# the celery extra: the CeleryExecutor of docker-compose's celery profile
-RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[celery]" && rm -rf /wheels
+# The sandbox extra (the police simulator's server, the benchmarks' tools) for docker-compose.yml's
+# simulator service, and the celery extra for its celery profile; a production image without the
+# sandbox builds with --build-arg EXTRAS=celery.
+ARG EXTRAS=sandbox,celery
+RUN wheel="$(ls /wheels/lianban-*.whl)" \
+ && pip install --no-cache-dir "${wheel}${EXTRAS:+[$EXTRAS]}" && rm -rf /wheels
 USER airflow
 ENV AIRFLOW_HOME=/opt/airflow \
     LIANBAN_VAR=/var/lianban \

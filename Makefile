@@ -18,7 +18,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hub sandbox init --persons $(PERSONS)
+	$(BIN)/hub sandbox init --force --persons $(PERSONS)
 	$(BIN)/hub run
 
 test: $(STAMP)
@@ -31,6 +31,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy core connectors transforms store stages reports hub sandbox bench dags
+	$(BIN)/lint-imports  # the layers and side contracts of .importlinter (docs/architecture.md)
 
 bench: $(STAMP)
 	$(BIN)/hub bench --persons 100000

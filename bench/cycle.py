@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from core.results import StageResult
 from core.settings import Settings, load_settings
 from core.storage import Storage, write_json_atomic
 
@@ -330,9 +331,12 @@ def run_bench(
     full merge writes every person, then a batch of every source with 1% of persons changed is merged
     incrementally.
     """
-    from hub.run import _sandbox_services
-    from stages import cycle
+    from sandbox.services import police_simulator
+    from stages.eligibility import eligibility_stage
+    from stages.exchange import exchange_stage
     from stages.ingest import pull_stage, validate_stage
+    from stages.merge import merge_stage
+    from stages.report import report_stage
 
     bench_dir = (base or load_settings().var_dir) / "bench"
     root = bench_dir / f"p{persons}-s{seed}"
@@ -354,42 +358,42 @@ def run_bench(
     )
     run_id = f"bench-{as_of}"
     os.environ["LIANBAN_VAR"] = str(root)
-    with _sandbox_services(settings):
+    with police_simulator(settings):
         for source in settings.sources:
             with bench.stage(f"pull {source}") as out:
                 landed = pull_stage(settings, source, as_of)
-                out["rows"] = int(landed["rows"])
+                out["rows"] = landed.rows
             with bench.stage(f"validate {source}") as out:
-                staged = validate_stage(settings, source, landed["batch_id"], as_of)
-                out["rows"] = int(staged["accepted"]) + int(staged["quarantined"])
+                staged = validate_stage(settings, source, landed.batch_id, as_of)
+                out["rows"] = staged.accepted + staged.quarantined
     with bench.stage("merge") as out:
-        merged = cycle.merge_stage(settings, as_of, run_id, full=True)
+        merged = merge_stage(settings, as_of, run_id, full=True).as_json()
         out["rows"] = int(merged["rows"])
     with bench.stage("store floor (master rows, bulk path)") as out:
         store_floor_figures = store_floor(settings, storage.master_snapshot(settings.master_url), stamp)
         out["rows"] = int(store_floor_figures["rows"])
-    steps: list[tuple[str, Callable[..., dict[str, Any]]]] = [
-        ("eligibility", cycle.eligibility_stage),
-        ("exchange", cycle.exchange_stage),
-        ("report", cycle.report_stage),
+    steps: list[tuple[str, Callable[..., StageResult]]] = [
+        ("eligibility", eligibility_stage),
+        ("exchange", exchange_stage),
+        ("report", report_stage),
     ]
     results: dict[str, dict[str, Any]] = {}
     for name, step in steps:
         with bench.stage(name) as out:
-            results[name] = step(settings, as_of, run_id)
+            results[name] = step(settings, as_of, run_id).as_json()
             out["rows"] = int(results[name].get("rows", 0))
     with bench.stage("duckdb floor (merge + eligibility)") as out:
         out["rows"] = duckdb_floor(settings, as_of)
     changed = _change_one_percent(settings, stamp)
     with bench.stage("merge incremental (1% of persons changed)") as out:
-        incremental = cycle.merge_stage(settings, as_of, f"{run_id}-1pct")
+        incremental = merge_stage(settings, as_of, f"{run_id}-1pct").as_json()
         out["rows"] = int(incremental["written"]["changed"])
     if incremental["mode"] != "incremental" or incremental["written"]["changed"] != changed:
         raise RuntimeError(
             f"incremental merge did not write exactly the {changed} changed persons: {incremental}"
         )
     with bench.stage("eligibility incremental (1% of persons changed)") as out:
-        decided = cycle.eligibility_stage(settings, as_of, f"{run_id}-1pct")
+        decided = eligibility_stage(settings, as_of, f"{run_id}-1pct").as_json()
         out["rows"] = int(decided["written"]["opened"])
     day = [
         "merge incremental (1% of persons changed)",
@@ -398,7 +402,7 @@ def run_bench(
     for name, step in steps[1:]:  # eligibility ran just above
         label = f"{name} incremental (1% of persons changed)"
         with bench.stage(label) as out:
-            out["rows"] = int(step(settings, as_of, f"{run_id}-1pct").get("rows", 0))
+            out["rows"] = int(step(settings, as_of, f"{run_id}-1pct").as_json().get("rows", 0))
         day.append(label)
     full_written = int(results["eligibility"]["written"]["opened"])
     ours = bench.seconds("merge") + bench.seconds("eligibility")

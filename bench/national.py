@@ -34,10 +34,12 @@ STAGES = ("sandbox", "pull_and_stage", "merge", "eligibility", "exchange")
 
 def run_partition(root: Path, persons: int, seed: int) -> dict[str, Any]:
     """One partition's cycle in this process (the child): seconds per stage and this process's peak RSS."""
-    from hub.run import _sandbox_services
+    from hub.run import side_services
     from sandbox.generator import init_sandbox
-    from stages import cycle
+    from stages.eligibility import eligibility_stage
+    from stages.exchange import exchange_stage
     from stages.ingest import pull_stage, validate_stage
+    from stages.merge import merge_stage
 
     settings = load_settings(var_dir=root)
     seconds: dict[str, float] = {}
@@ -48,17 +50,21 @@ def run_partition(root: Path, persons: int, seed: int) -> dict[str, Any]:
     run_id = f"cycle-{as_of}"
     os.environ["LIANBAN_VAR"] = str(root)
     started = time.perf_counter()
-    with _sandbox_services(settings):
+    with side_services(settings):
         for source in settings.sources:
             landed = pull_stage(settings, source, as_of)
-            validate_stage(settings, source, landed["batch_id"], as_of)
+            validate_stage(settings, source, landed.batch_id, as_of)
     seconds["pull_and_stage"] = time.perf_counter() - started
     rows = {}
-    for name in ("merge", "eligibility", "exchange"):
+    for name, stage in (
+        ("merge", merge_stage),
+        ("eligibility", eligibility_stage),
+        ("exchange", exchange_stage),
+    ):
         started = time.perf_counter()
-        result = getattr(cycle, f"{name}_stage")(settings, as_of, run_id)
+        result = stage(settings, as_of, run_id)
         seconds[name] = time.perf_counter() - started
-        rows[name] = int(result.get("rows", 0))
+        rows[name] = result.rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
         "persons": persons,

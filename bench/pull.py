@@ -82,7 +82,7 @@ def run_bench_pull(settings: Settings, url: str | None = None, chunk_rows: int =
             started = time.perf_counter()
             landed = pull_sql(storage, "cdpf", config, date.today(), ["GXSJ", "SFZH"])
             seconds = time.perf_counter() - started
-        rows = int(landed.manifest["rows"])
+        rows = landed.manifest.rows
         landed_bytes = sum(p.stat().st_size for p in landed.path.glob("part-*.parquet"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -29,8 +29,9 @@ from core.contracts import contract_for
 from core.settings import Settings, load_settings
 from core.storage import Storage
 from sandbox.generator import init_sandbox
+from stages.ingest import stage_batch
 from transforms.standardise import standardise_rows
-from transforms.validate import _for_gx, load_suite, run_suite, stage_batch, suite_parameters, suite_path
+from transforms.validate import for_gx, load_suite, run_suite, suite_parameters, suite_path
 
 AS_OF = date(2026, 11, 1)
 PART_ROWS = 250_000
@@ -63,12 +64,12 @@ def _timed(rounds: int, run: Any) -> tuple[list[float], int]:
 
 
 def _time_suite(settings: Settings, native: pd.DataFrame, rounds: int) -> tuple[int, list[float], int]:
-    """The suite alone over the standardised frame, as `_apply_suite` hands it to GX."""
+    """The suite alone over the standardised frame, as `apply_suite` hands it to GX."""
     contract = contract_for(settings, "cdpf")
     path = suite_path(settings, "cdpf")
     doc = load_suite(path, set(contract.names))
     frame, _ = standardise_rows(native, contract, AS_OF)
-    checked = _for_gx(frame[contract.names])
+    checked = for_gx(frame[contract.names])
     suite = (checked, doc, path, Storage(settings).gx_context(), suite_parameters(settings, AS_OF))
     outcomes = run_suite(checked.head(1000), *suite[1:])  # imports and GX registration, not timed
     seconds, peak = _timed(rounds, lambda: run_suite(*suite, run_name="bench"))

@@ -1,4 +1,4 @@
-"""Landing: the raw bytes of one pull plus manifest.json, immutable once written.
+"""Landing: the raw bytes of one pull plus its manifest (core/landing.py), immutable once written.
 
 A batch is assembled in a temporary folder and renamed into place only when whole, so a
 crash never leaves half a batch; its id is source + window + content hash, so re-pulling
@@ -22,22 +22,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from core.storage import Storage, sha256_file, utcnow, write_json_atomic
+from core.landing import HeldOut, LandedFile, Manifest
+from core.storage import Storage, sha256_file, utcnow
 
 log = logging.getLogger(__name__)
 ORPHAN_LOCK_SECONDS = 600
-
-
-@dataclass
-class LandedFile:
-    name: str
-    sha256: str
-    bytes: int
-    rows: int
 
 
 @dataclass
@@ -48,7 +40,7 @@ class Landed:
     path: Path
     rows: int
     new: bool
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
 
 
 class BatchWriter:
@@ -69,7 +61,7 @@ class BatchWriter:
         self.tmp.mkdir(mode=storage.dir_mode)
         os.chmod(self.tmp, storage.dir_mode)
         self.files: list[LandedFile] = []
-        self.held_out: list[dict[str, Any]] = []
+        self.held_out: list[HeldOut] = []
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -96,9 +88,7 @@ class BatchWriter:
         """Register rows written at path_for(name) that are not part of the data: staging quarantines them
         with `reason` (sent back to the department), and they never move the bookmark."""
         path = self.path_for(name)
-        self.held_out.append(
-            {"name": name, "sha256": sha256_file(path), "rows": rows, "reason": reason, "column": column}
-        )
+        self.held_out.append(HeldOut(name, sha256_file(path), rows, reason, column))
 
     def publish(self, watermark: str | None, delta: bool = False) -> Landed:
         """Rename the batch into place (or drop it if this exact content already landed), then bookmark.
@@ -106,27 +96,26 @@ class BatchWriter:
         `delta`: the batch holds only rows changed since the previous one (SQL incremental, a REST change
         feed after a cursor); the merge applies it on top of the source's last full batch.
         """
-        parts = [f.name + f.sha256 for f in self.files] + [h["name"] + h["sha256"] for h in self.held_out]
+        parts = [f.name + f.sha256 for f in self.files] + [h.name + h.sha256 for h in self.held_out]
         content = hashlib.sha256("".join(parts).encode()).hexdigest()
         batch_id = f"{self.source}-{self.window}-{content[:12]}"
         rows = sum(f.rows for f in self.files)
         final = self.storage.landing(self.source, batch_id)
-        manifest = {
-            "source": self.source,
-            "batch_id": batch_id,
-            "window": self.window,
-            "transport": self.transport,
-            "files": [vars(f) for f in self.files],
-            "rows": rows,
-            "received_at": utcnow(),
-            "watermark": watermark,
-            "delta": delta,
-        }
-        if self.held_out:
-            manifest["held_out"] = self.held_out
+        manifest = Manifest(
+            source=self.source,
+            batch_id=batch_id,
+            window=self.window,
+            transport=self.transport,
+            files=list(self.files),
+            rows=rows,
+            received_at=utcnow(),
+            watermark=watermark,
+            delta=delta,
+            held_out=list(self.held_out),
+        )
         new = not final.exists()
         if new:
-            write_json_atomic(self.tmp / "manifest.json", manifest)
+            manifest.write(self.tmp)
             self.storage.seal(self.tmp)
             os.replace(self.tmp, final)
             log.info("landed %s: %d rows in %d files", batch_id, rows, len(self.files))

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -32,6 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from connectors.credentials import sftp_values
 from connectors.errors import ConnectorError
 from connectors.landing import BatchWriter, Landed
+from core.landing import MANIFEST_NAME, Manifest, ManifestError
 from core.settings import SftpSource
 from core.storage import Storage
 
@@ -571,16 +571,13 @@ def landed_digests(storage: Storage, source: str) -> set[str]:
     """SHA-256 of every file in this source's published batches (their manifests), to skip re-sent files."""
     root = storage.var / "landing" / source
     digests: set[str] = set()
-    for manifest in sorted(root.glob("*/manifest.json")):
-        if manifest.parent.name.startswith("."):
+    for path in sorted(root.glob(f"*/{MANIFEST_NAME}")):
+        if path.parent.name.startswith("."):
             continue
         try:
-            doc = json.loads(manifest.read_text(encoding="utf-8"))
-            digests.update(str(f["sha256"]) for f in doc.get("files", []))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConnectorError(
-                source, TRANSPORT, str(manifest), f"landing manifest unreadable: {exc}"
-            ) from exc
+            digests.update(f.sha256 for f in Manifest.read(path.parent).files)
+        except (OSError, ManifestError) as exc:
+            raise ConnectorError(source, TRANSPORT, str(path), f"landing manifest unreadable: {exc}") from exc
     return digests
 
 
@@ -654,7 +651,7 @@ def pull_sftp(storage: Storage, source: str, config: SftpSource, as_of: date) ->
 def _unchanged(storage: Storage, source: str, config: SftpSource, watermark: str | None) -> Landed:
     """Nothing new arrived: the current batch stays (and the bookmark moves past re-sent files)."""
     batch_id = storage.watermark_record(source)[1]
-    manifest_path = storage.landing(source, batch_id) / "manifest.json" if batch_id else None
+    manifest_path = storage.landing(source, batch_id) / MANIFEST_NAME if batch_id else None
     if batch_id is None or manifest_path is None or not manifest_path.exists():
         raise ConnectorError(
             source,
@@ -662,8 +659,8 @@ def _unchanged(storage: Storage, source: str, config: SftpSource, watermark: str
             config.folder,
             f"no file matching {config.pattern} with its {config.marker} marker, and nothing landed before",
         )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = Manifest.read(manifest_path.parent)
     if watermark is not None and watermark != storage.watermark(source):
         storage.commit_watermark(source, watermark, batch_id)
     log.info("%s: nothing new on the server; batch %s stays current", source, batch_id)
-    return Landed(batch_id, manifest_path.parent, int(manifest.get("rows", 0)), False, manifest)
+    return Landed(batch_id, manifest_path.parent, manifest.rows, False, manifest)

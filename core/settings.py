@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _CODE = Path(__file__).resolve().parent.parent
 # The checkout, or, for an installed wheel, the project files shipped beside the code (pyproject.toml).
 ROOT = _CODE if (_CODE / "config" / "sandbox.yaml").is_file() else _CODE / "lianban_files"
+GX_DIR = "gx"  # the committed Great Expectations file context under ROOT (gx/README.md)
 # var/ beside the checkout; for an installed wheel, in the working directory (never site-packages).
 DEFAULT_VAR = ROOT / "var" if ROOT == _CODE else Path("var")
 

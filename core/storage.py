@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.settings import Settings
+from core.settings import GX_DIR, ROOT, Settings
 
 _meta = sa.MetaData()
 
@@ -110,7 +110,7 @@ class Storage:
     def gx_context(self) -> Path:
         """The runtime Great Expectations context: the committed gx/ copied, plus GX's results of each
         batch (no values: unexpected row positions and counts; transforms/validate.py, runtime_context)."""
-        return self.private_dir(self.var / "gx")
+        return sync_gx_context(self.private_dir(self.var / "gx"))
 
     def landing(self, source: str, batch_id: str) -> Path:
         return self.var / "landing" / source / batch_id
@@ -358,12 +358,21 @@ def _remove_stale_temps(path: Path) -> None:
     """Remove the temporary files of `path` whose writer process no longer runs (killed mid-write)."""
     import glob
 
-    import psutil
-
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
             stale.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process `pid` exists (signal 0 checks without sending; EPERM means another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
@@ -391,6 +400,21 @@ def publishing(path: Path) -> Iterator[Path]:
 def publish_bytes(path: Path, payload: bytes) -> None:
     with publishing(path) as tmp:
         tmp.write_bytes(payload)
+
+
+# what a runtime GX context copies from the committed one (the rest of it is GX's own, written by runs)
+COMMITTED_GX_FILES = ("great_expectations.yml", "expectations/*.json", "validation_definitions/*.json")
+
+
+def sync_gx_context(runtime: Path, committed: Path = ROOT / GX_DIR) -> Path:
+    """Copy the committed GX file context into `runtime`: only the files that differ, each published
+    atomically, so concurrent runs agree and runs never write into the checkout."""
+    for pattern in COMMITTED_GX_FILES:
+        for source in sorted(committed.glob(pattern)):
+            data, target = source.read_bytes(), runtime / source.relative_to(committed)
+            if not target.is_file() or target.read_bytes() != data:
+                publish_bytes(target, data)
+    return runtime
 
 
 def decision_note(decision: dict[str, Any]) -> str:

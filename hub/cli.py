@@ -1,52 +1,25 @@
-"""The `hub` command line: sandbox, run, batch, approve, master, report, runs, bench."""
+"""The `hub` command line: run, batch, approve, master, report, runs (and the side commands sandbox, bench)."""
 
 from __future__ import annotations
 
 import json
-import logging
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from core.settings import load_settings
+from hub.cli_common import Config, console, parse_date, set_logging, side_commands
 from hub.cli_delivery import register as register_delivery
 
 app = typer.Typer(help="Lianban (联办) data-exchange hub.", no_args_is_help=True, add_completion=False)
-sandbox_app = typer.Typer(help="The embedded default: a synthetic province.", no_args_is_help=True)
-app.add_typer(sandbox_app, name="sandbox")
 batch_app = typer.Typer(help="Landed batches and their verdicts.", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 master_app = typer.Typer(help="The master file (一人一档) and its history.", no_args_is_help=True)
 app.add_typer(master_app, name="master")
-console = Console()
 register_delivery(app)  # verify, deliver, deliveries, redeliver (hub/cli_delivery.py)
-
-Config = Annotated[
-    Path | None, typer.Option(help="config YAML (default: LIANBAN_CONFIG or config/sandbox.yaml)")
-]
-
-
-def _date(text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError as exc:
-        raise typer.BadParameter(f"expected a date as YYYY-MM-DD, got {text!r}") from exc
-
-
-def _logging(verbose: bool) -> None:
-    """Warnings only, or the hub's own INFO lines with -v; the progress lines (stage, rows, seconds) always."""
-    from hub.progress import show_progress
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    for name in ("hub", "core", "store", "stages", "reports", "sandbox", "bench", "connectors", "transforms"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-    show_progress()
 
 
 def _sandbox_as_of(var_dir: Path) -> date | None:
@@ -54,53 +27,6 @@ def _sandbox_as_of(var_dir: Path) -> date | None:
     if not meta.exists():
         return None
     return date.fromisoformat(json.loads(meta.read_text(encoding="utf-8"))["as_of"])
-
-
-def _reset_hub_state(var_dir: Path) -> None:
-    """A new province is a new world: drop the ledger, landings and outputs of the previous one."""
-    import shutil
-
-    for name in ("landing", "staged", "state", "runs", "outbox", "reports"):
-        shutil.rmtree(var_dir / name, ignore_errors=True)
-    for master in var_dir.glob("master.sqlite*"):
-        master.unlink()
-
-
-@sandbox_app.command("init")
-def sandbox_init(
-    persons: Annotated[int, typer.Option(min=10, help="number of certificate holders")] = 20_000,
-    seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same province")] = 20261101,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="the sandbox's run date, YYYY-MM-DD")] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="delete the existing master file and hub state of var/")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-    config: Config = None,
-) -> None:
-    """Generate a synthetic province with defects and ground truth under var/sandbox."""
-    from sandbox.generator import init_sandbox
-
-    settings = load_settings(config)
-    day = _date(as_of)
-    masters = sorted(settings.var_dir.glob("master.sqlite"))
-    if masters and not force:
-        console.print(
-            f"[red]{masters[0]} exists[/red]: a new province replaces it and every batch, run, report and "
-            "outbox file under that var/. Run `hub sandbox init --force` to delete them, or set LIANBAN_VAR "
-            "to another directory.",
-            highlight=False,
-        )
-        raise typer.Exit(1)
-    _logging(verbose)
-    _reset_hub_state(settings.var_dir)
-    console.print(f"generating a sandbox province of {persons:,} persons under {settings.var_dir}")
-    if day is None:
-        info = init_sandbox(settings, persons=persons, seed=seed)
-    else:
-        info = init_sandbox(settings, persons=persons, seed=seed, as_of=day)
-    console.print(
-        f"[green]sandbox ready[/green] at {info.root} ({persons:,} persons, seed {seed}, as of {info.as_of})"
-    )
 
 
 @app.command()
@@ -127,9 +53,9 @@ def run(
     """Run one full exchange cycle through the Airflow DAGs, in-process."""
     from hub.run import EXIT_STALE, CycleFailed, run_cycle
 
-    _logging(verbose >= 1)
+    set_logging(verbose >= 1)
     settings = load_settings(config)
-    as_of = _date(run_date) or _sandbox_as_of(settings.var_dir)
+    as_of = parse_date(run_date) or _sandbox_as_of(settings.var_dir)
     if as_of is None:
         raise typer.BadParameter(
             "no --date given and no sandbox found: run `hub sandbox init` first", param_hint="--date"
@@ -262,7 +188,7 @@ def master_show(
     from store.master_store import MasterStore
 
     settings = load_settings(config)
-    day = _date(as_of)
+    day = parse_date(as_of)
     store = MasterStore(settings.expand(settings.master_url))
     try:
         view = lookup(store, id_number, day, date.today())
@@ -310,7 +236,7 @@ def explain(
     if lang not in ("zh", "en"):
         raise typer.BadParameter("expected zh or en", param_hint="--lang")
     settings = load_settings(config)
-    day = _date(as_of) or _sandbox_as_of(settings.var_dir) or date.today()
+    day = parse_date(as_of) or _sandbox_as_of(settings.var_dir) or date.today()
     store = MasterStore(settings.expand(settings.master_url))
     try:
         view = lookup(store, id_number, day, date.today())
@@ -344,152 +270,17 @@ def merge(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Merge the accepted batches into the master file now, outside a cycle (e.g. a rebuild after a fix)."""
-    from stages.cycle import merge_stage
+    from stages.merge import merge_stage
 
-    _logging(verbose >= 1)
+    set_logging(verbose >= 1)
     settings = load_settings(config)
-    as_of = _date(run_date) or _sandbox_as_of(settings.var_dir)
+    as_of = parse_date(run_date) or _sandbox_as_of(settings.var_dir)
     if as_of is None:
         raise typer.BadParameter("no --date given and no sandbox found", param_hint="--date")
     done = merge_stage(settings, as_of, f"merge-{as_of}-{'full' if full else 'incremental'}", full=full)
     console.print(
-        f"{done['mode']} merge {done['run_id']}: {done['persons']:,} persons, scope {done['scope']:,}, "
-        f"written {done['written']}, {done['conflicts']:,} conflicts, {done['id_changes']:,} ID changes"
-    )
-
-
-@app.command()
-def bench(
-    persons: Annotated[int, typer.Option(min=100, help="sandbox size")] = 100_000,
-    seed: Annotated[int, typer.Option(help="sandbox seed")] = 20261101,
-    master_url: Annotated[
-        str | None, typer.Option(help="an empty database for the master store (default: a new SQLite file)")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Time each stage in-process on a sandbox of N persons and compare with a DuckDB floor."""
-    from bench.cycle import run_bench
-
-    _logging(verbose)
-    with console.status(f"benchmarking {persons:,} persons"):
-        figures = run_bench(persons, seed, master_url=master_url)
-    table = Table(title=f"hub bench: {persons:,} persons (seed {seed}, as of {figures['as_of']})")
-    for column in ("stage", "rows", "seconds", "peak RSS MiB"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for t in figures["stages"]:
-        table.add_row(t["stage"], f"{t['rows']:,}", f"{t['seconds']:.2f}", f"{t['peak_rss_mib']:.0f}")
-    console.print(table)
-    console.print(
-        f"cycle stages (pull to report): {figures['cycle_seconds']:.2f} s; merge + eligibility "
-        f"{figures['merge_plus_eligibility_seconds']:.2f} s vs DuckDB floor {figures['duckdb_floor_seconds']:.2f} s "
-        f"= ratio {figures['ratio_to_floor']:.2f}; peak RSS {figures['peak_rss_mib']:.0f} MiB"
-    )
-    console.print(
-        f"master store {figures['master_backend']}: incremental merge after 1% changes "
-        f"{figures['incremental_merge_seconds']:.2f} s = {figures['incremental_share_of_full']:.1%} of the full merge"
-    )
-    console.print(
-        f"decision versions written: {figures['decisions_written_full']:,} on the first run, "
-        f"{figures['decisions_written_incremental']['opened']:,} after 1% changes "
-        f"({figures['decisions_written_share']:.2%}) in {figures['eligibility_incremental_seconds']:.2f} s"
-    )
-    console.print(
-        f"compute (merge + eligibility without store writes) {figures['compute_seconds']:.2f} s = ratio "
-        f"{figures['compute_ratio_to_floor']:.2f} to the DuckDB floor; store write "
-        f"{figures['store_write_seconds']:.2f} s vs bulk-ingest floor {figures['store_floor']['seconds']:.2f} s "
-        f"= ratio {figures['store_ratio_to_floor']:.2f}"
-    )
-    day = figures["one_percent_day"]
-    shares = ", ".join(f"{k.split(' ')[0]} {v:.0%}" for k, v in day["share"].items())
-    console.print(f"1%-change day: {day['seconds']:.2f} s ({shares})")
-    pulls = ", ".join(f"{k} {v:,.0f}" for k, v in figures["pull_rows_per_second"].items())
-    console.print(f"pull rows/s: {pulls}")
-    for label, key in (
-        ("full merge", "merge_seconds_by_step"),
-        ("incremental", "incremental_seconds_by_step"),
-        ("eligibility", "eligibility_seconds_by_step"),
-    ):
-        steps = ", ".join(f"{k} {v:.2f} s" for k, v in figures.get(key, {}).items())
-        console.print(f"  {label}: {steps}")
-    console.print(f"figures: {figures['json']}")
-
-
-@app.command("bench-national")
-def bench_national(
-    provinces: Annotated[int, typer.Option(min=1, help="provinces in the sandbox")] = 2,
-    prefectures: Annotated[int, typer.Option(min=1, help="prefectures (partitions) per province")] = 3,
-    persons_per_partition: Annotated[
-        int, typer.Option(min=100, help="certificate holders per partition")
-    ] = 20_000,
-    workers: Annotated[int, typer.Option(min=1, help="partitions run at once (one child process each)")] = 1,
-    seed: Annotated[int, typer.Option(help="first partition's sandbox seed")] = 20261101,
-    keep: Annotated[bool, typer.Option(help="keep each partition's var directory")] = False,
-) -> None:
-    """Run a sandbox partitioned by province and prefecture, one partition per child process; per-partition
-    costs for the national model (docs/scale.md)."""
-    from bench.national import STAGES, run_bench_national
-
-    total = provinces * prefectures * persons_per_partition
-    if total > 2_000_000:
-        console.print(
-            f"[yellow]{total:,} persons: this machine is shared; above 2 million is for a machine of its own"
-        )
-    with console.status(f"{provinces} x {prefectures} partitions of {persons_per_partition:,} persons"):
-        f = run_bench_national(provinces, prefectures, persons_per_partition, workers, seed, keep=keep)
-    table = Table(title=f"hub bench-national: {f['persons']:,} persons, {workers} worker(s)")
-    for column in ("partition", *STAGES, "peak RSS MiB"):
-        table.add_column(column, justify="left" if column == "partition" else "right")
-    for p in f["partitions"]:
-        table.add_row(p["partition"], *(f"{p['seconds'][s]:.1f}" for s in STAGES), f"{p['peak_rss_mib']:.0f}")
-    console.print(table)
-    per = f["cycle_seconds_per_partition"]
-    console.print(
-        f"cycle per partition (pull to exchange, without sandbox generation): min {per['min']:.1f} s, "
-        f"median {per['median']:.1f} s, max {per['max']:.1f} s; {f['cycle_seconds_per_million_persons']:.0f} s "
-        f"per million persons on one core; wall {f['wall_seconds']:.1f} s; peak RSS {f['peak_rss_mib_max']:.0f} MiB"
-    )
-    console.print(f"figures: {f['json']}")
-
-
-@app.command("bench-pull")
-def bench_pull(
-    url: Annotated[
-        str | None, typer.Option(help="a throwaway PostgreSQL/MariaDB database to copy the table into first")
-    ] = None,
-    chunk_rows: Annotated[int, typer.Option(min=1000, help="rows per landed part")] = 50_000,
-    config: Config = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Rows/s of one full SQL pull of the sandbox's cdpf 前置库 table (SQLite, or a copy at --url)."""
-    from bench.pull import run_bench_pull
-
-    _logging(verbose)
-    f = run_bench_pull(load_settings(config), url, chunk_rows)
-    console.print(
-        f"pull cdpf from {f['backend']}: {f['rows']:,} rows in {f['seconds']:.2f} s = "
-        f"{f['rows_per_second']:,.0f} rows/s; peak RSS {f['peak_rss_mib']:.0f} MiB; figures: {f['json']}"
-    )
-
-
-@app.command("bench-validate")
-def bench_validate(
-    rows: Annotated[int, typer.Option(min=1000, help="cdpf certificate rows to validate")] = 1_320_000,
-    rounds: Annotated[int, typer.Option(min=1, help="timed rounds; the median is reported")] = 3,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Throughput of the cdpf validation suite and of the whole validate stage over N certificate rows."""
-    from bench.validate import run_bench_validate
-
-    _logging(verbose)
-    with console.status(f"validating {rows:,} cdpf rows x {rounds}"):
-        f = run_bench_validate(rows, rounds)
-    console.print(
-        f"cdpf suite ({f['expectations']} expectations) over {f['rows']:,} rows: median {f['suite_seconds']:.2f} s "
-        f"= {f['suite_rows_per_s']:,} rows/s (rounds {f['suite_seconds_all']}; peak RSS "
-        f"{f['suite_peak_rss_mib']} MiB)\nwhole stage_batch (read landing, standardise, suite, split, write): "
-        f"median {f['stage_seconds']:.2f} s = {f['stage_rows_per_s']:,} rows/s (rounds {f['stage_seconds_all']}; "
-        f"peak RSS {f['stage_peak_rss_mib']} MiB; {f['stage_accepted']:,} accepted, "
-        f"{f['stage_quarantined']:,} quarantined)"
+        f"{done.mode} merge {done.run_id}: {done.persons:,} persons, scope {done.scope:,}, "
+        f"written {done.written}, {done.conflicts:,} conflicts, {done.id_changes:,} ID changes"
     )
 
 
@@ -502,9 +293,9 @@ def report(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Write (again) a run's auditor report: report.html, report.json and the index across runs."""
-    from reports.report import rebuild_report
+    from stages.report import rebuild_report
 
-    _logging(verbose)
+    set_logging(verbose)
     path = rebuild_report(load_settings(config), run_id)
     console.print(
         f"report: {path}\njson:   {path.with_suffix('.json')}\nindex:  {path.parent.parent / 'index.html'}"
@@ -536,6 +327,8 @@ def runs(config: Config = None) -> None:
     console.print(table)
     console.print(f"index: {write_index(storage)}")
 
+
+side_commands(app)  # `hub sandbox ...`, `hub bench ...`: side packages, see hub/cli_common.py
 
 if __name__ == "__main__":
     app()

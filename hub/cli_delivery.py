@@ -7,16 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from core.settings import load_settings
-
-console = Console()
-
-Config = Annotated[
-    Path | None, typer.Option(help="config YAML (default: LIANBAN_CONFIG or config/sandbox.yaml)")
-]
+from hub.cli_common import Config, console
 
 
 def verify(

@@ -7,6 +7,7 @@ Tasks pass batch ids and small counts through XCom, never data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -95,8 +96,8 @@ def ingestion_dag(
 
             with step(f"{source} pull") as progress:
                 pulled = pull_stage(load_settings(), source, _as_of())
-                progress["rows"] = pulled["rows"]
-            return str(pulled["batch_id"])
+                progress["rows"] = pulled.rows
+            return pulled.batch_id
 
         @task(outlets=[staged_asset(source)], trigger_rule="all_done")
         def stage() -> dict[str, Any]:
@@ -121,8 +122,9 @@ def ingestion_dag(
                 from hub.progress import step
 
                 with step(f"{source} validate") as progress:
-                    result = validate_stage(settings, source, str(batch_id), as_of)
-                    progress["rows"] = result["accepted"]
+                    staged = validate_stage(settings, source, str(batch_id), as_of)
+                    progress["rows"] = staged.accepted
+                result = staged.as_json()
             # The cycle run this event triggers takes its business date from here (core.business_date).
             context["outlet_events"][staged_asset(source)].extra = {
                 "as_of": as_of.isoformat(),
@@ -201,17 +203,30 @@ def cycle_dag(doc_md: str | None, sources: list[str], partitions: str = "none") 
     )
     def cycle() -> None:
         def run_stage(name: str) -> dict[str, Any]:
-            from core.settings import load_settings
+            """Run one stage module's stage; its typed result travels as JSON (counts and paths)."""
+            from core.results import StageResult
+            from core.settings import Settings, load_settings
             from hub.progress import step
-            from stages import cycle as stages
+            from stages.audit import audit_stage
+            from stages.deliver import deliver_stage
+            from stages.eligibility import eligibility_stage
+            from stages.exchange import exchange_stage
+            from stages.merge import merge_stage
+            from stages.report import report_stage
 
+            stages: dict[str, Callable[[Settings, date, str], StageResult]] = {
+                "merge": merge_stage,
+                "eligibility": eligibility_stage,
+                "exchange": exchange_stage,
+                "audit": audit_stage,
+                "deliver": deliver_stage,
+                "report": report_stage,
+            }
             as_of = _as_of()
             with step(name) as progress:
-                result: dict[str, Any] = getattr(stages, f"{name}_stage")(
-                    load_settings(), as_of, f"cycle-{as_of}"
-                )
-                progress["rows"] = result.get("rows")
-            return result
+                result = stages[name](load_settings(), as_of, f"cycle-{as_of}")
+                progress["rows"] = getattr(result, "rows", None)  # every stage result counts rows
+            return result.as_json()
 
         def run_part(name: str, *args: Any) -> Any:
             from core.settings import load_settings

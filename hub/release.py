@@ -24,7 +24,7 @@ def release_batch(settings: Settings, ref: str, who: str, partial: bool = False)
 
     Raises KeyError (unknown batch) or ValueError (not held, ambiguous prefix, or cannot be accepted).
     """
-    from transforms.validate import stage_batch
+    from stages.ingest import stage_batch
 
     storage = Storage(settings)
     batch_id = storage.resolve_batch(ref)

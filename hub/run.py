@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.settings import RestSource, Settings
+from core.settings import Settings
 from core.storage import Storage
 from hub.airflow_env import DAGS_FOLDER, configure, ensure_metadata_db
 
 log = logging.getLogger(__name__)
 TZ = ZoneInfo("Asia/Shanghai")
+SERVICES = "lianban.services"  # entry point group: context managers started around a cycle
 
 
 EXIT_STALE = 3  # `hub run`: the cycle ran, but on stale data for at least one source
@@ -37,32 +38,17 @@ class CycleOutcome:
 
 
 @contextmanager
-def _sandbox_services(settings: Settings) -> Iterator[None]:
-    """Start the police simulator under uvicorn when a REST source points at the sandbox."""
-    rest = [c for c in settings.sources.values() if isinstance(c, RestSource) and c.base_url_env]
-    sandbox = Storage(settings).sandbox
-    if (
-        not rest
-        or not (sandbox / "police").exists()
-        or all(os.environ.get(c.base_url_env or "") for c in rest)
-    ):
-        yield
-        return
-    from sandbox.simulator import running_police_simulator
+def side_services(settings: Settings) -> Iterator[None]:
+    """Run the services installed side packages start for a cycle (the sandbox's police simulator).
 
-    with running_police_simulator(sandbox) as (base_url, token):
-        saved = {k: os.environ.get(k) for c in rest for k in (c.base_url_env or "", c.token_env)}
-        for c in rest:
-            os.environ[c.base_url_env or ""] = base_url
-            os.environ[c.token_env] = token
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    hub does not import the sandbox (docs/architecture.md): each service is a `lianban.services` entry
+    point of pyproject.toml, a context manager factory given the settings, which starts only when the
+    configuration needs it.
+    """
+    with ExitStack() as stack:
+        for entry in sorted(entry_points(group=SERVICES), key=lambda e: e.name):
+            stack.enter_context(entry.load()(settings))
+        yield
 
 
 def _hub_info_through() -> None:
@@ -97,7 +83,7 @@ def run_cycle(
     logical = datetime.combine(as_of, time(), tzinfo=TZ)
     outcome = CycleOutcome(as_of, f"cycle-{as_of}")
     order = sorted(d for d in bag.dag_ids if d.startswith("ingest_")) + ["cycle"]
-    with _sandbox_services(settings):
+    with side_services(settings):
         for dag_id in order:
             log.info("running %s for %s", dag_id, as_of)
             run = bag.get_dag(dag_id).test(logical_date=logical)

@@ -327,23 +327,3 @@ def write_index(storage: Storage) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_text(target, html)
     return target
-
-
-def rebuild_report(settings: Any, run_id: str | None = None) -> Path:
-    """Run the report stage again for a run (default: the latest run with a merge record)."""
-    from stages.cycle import report_stage
-
-    storage = Storage(settings)
-    found = sorted(
-        (json.loads(p.read_text(encoding="utf-8")).get("as_of", ""), p.parent.name)
-        for p in (storage.var / "runs").glob("*/merge.json")
-    )
-    known = {run: as_of for as_of, run in found}
-    if run_id is None:
-        if not found:
-            raise SystemExit(f"no run under {storage.var / 'runs'}: run `hub run` first")
-        run_id = found[-1][1]
-    if run_id not in known:
-        raise SystemExit(f"run {run_id!r} not found under {storage.var / 'runs'}; known: {sorted(known)}")
-    result = report_stage(settings, date.fromisoformat(known[run_id]), run_id)
-    return Path(result["path"])

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from core.masking import mask_ids
+from core.results import AuditResult, EligibilityResult, ExchangeResult
 from core.storage import Storage
 from transforms.audit import FINDING_ZH
 
@@ -97,9 +98,9 @@ def _by_county(frame: pd.DataFrame, column: str, key: str = "finding") -> list[d
 
 def audit_view(storage: Storage, run_id: str) -> dict[str, Any]:
     """The audit stage's summary and frames, shaped for the report (IDs and accounts masked)."""
-    summary = _json(storage.run_dir(run_id) / "audit.json")
+    summary = AuditResult.load(storage, run_id)
     folder = storage.run_dir(run_id) / "audit"
-    if not summary or not folder.exists():
+    if summary is None or not folder.exists():
         return {}
 
     def frame(name: str) -> pd.DataFrame:
@@ -107,21 +108,18 @@ def audit_view(storage: Storage, run_id: str) -> dict[str, Any]:
         return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
     view: dict[str, Any] = {
-        k: summary.get(k)
-        for k in (
-            "months",
-            "batches",
-            "missing_inputs",
-            "counts",
-            "payments",
-            "fund",
-            "needs",
-            "villages",
-            "not_delivered",
-            "no_receipt",
-        )
+        "months": summary.months,
+        "batches": summary.batches,
+        "missing_inputs": summary.missing_inputs,
+        "counts": summary.counts,
+        "payments": summary.payments,
+        "fund": summary.fund,
+        "needs": summary.needs,
+        "villages": summary.villages,
+        "not_delivered": summary.not_delivered,
+        "no_receipt": summary.no_receipt,
+        "rules": summary.rules,
     }
-    view["rules"] = summary.get("rules") or {}
     view["work_lists"] = [
         {
             **w,
@@ -129,7 +127,7 @@ def audit_view(storage: Storage, run_id: str) -> dict[str, Any]:
             if str(w["path"]).startswith(str(storage.var))
             else w["path"],
         }
-        for w in summary.get("work_lists") or []
+        for w in summary.work_lists
     ]
     view["finding_zh"] = FINDING_ZH
     persons = frame("payment_persons")
@@ -241,9 +239,9 @@ def guard_view(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     """The mass-change guard of the run: its shares and limit (eligibility.json), holds and approval."""
     run = storage.run_dir(run_id)
     out = []
-    guard = _json(run / "eligibility.json").get("guard")
-    if guard:
-        out.append({"name": "guard", "record": guard})
+    eligibility = EligibilityResult.load(storage, run_id)
+    if eligibility is not None and eligibility.guard:
+        out.append({"name": "guard", "record": eligibility.guard})
     for name in ("holds", "approval"):
         record = _json(run / f"{name}.json")
         if record:
@@ -255,7 +253,7 @@ def gather(storage: Storage, store: Any, run_id: str, sources: list[dict[str, An
     """Everything the report shows besides what report_stage puts in its summary."""
     from store.master_snapshot import current_master
 
-    exchange = _json(storage.run_dir(run_id) / "exchange.json")
+    exchange = ExchangeResult.load(storage, run_id)
     rejects = [
         {
             **r,
@@ -263,7 +261,7 @@ def gather(storage: Storage, store: Any, run_id: str, sources: list[dict[str, An
             if str(r["path"]).startswith(str(storage.var))
             else r["path"],
         }
-        for r in exchange.get("rejects") or []
+        for r in (exchange.rejects if exchange else [])
     ]
     master: pd.DataFrame | None = None
     try:

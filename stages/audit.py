@@ -18,8 +18,10 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.results import AuditResult
 from core.settings import Settings
 from core.storage import Storage, write_parquet_atomic
+from store.master_store import open_store
 from transforms import audit
 
 log = logging.getLogger(__name__)
@@ -129,15 +131,14 @@ def _ledger(storage: Storage) -> pd.DataFrame:
     return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns).astype("string")
 
 
-def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
+def audit_stage(settings: Settings, as_of: date, run_id: str) -> AuditResult:
     """Run every audit whose inputs are there; write findings, figures and the civil work lists."""
-    from stages.cycle import _stage_record, _store
+    from stages.exchange import read_carried, write_exchange_file
     from store.master_snapshot import current_master
-    from transforms.exchange import read_carried, write_exchange_file
 
     storage = Storage(settings)
     rules = audit_rules(settings)
-    store = _store(settings)
+    store = open_store(settings)
     decisions = pd.read_parquet(storage.run_dir(run_id) / "decisions.parquet")
     master = current_master(storage.master_snapshot(store.url), store, MASTER_READ)
     master = master.astype({"id_number": "string"})
@@ -200,20 +201,20 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             files.append({"contract": written.contract, "path": str(written.path), "rows": written.rows})
 
     counts: dict[str, Any] = {name: len(frame) for name, frame in frames.items()}
-    summary: dict[str, Any] = {
-        "run_id": run_id,
-        "rows": sum(counts.values()),
-        "months": [f"{m:%Y-%m}" for m in months],
-        "batches": {PAYMENTS: payments_batch, SURVEY: survey_batch},
-        "missing_inputs": missing,
-        "counts": counts,
-        "rules": settings.audit,
-        "work_lists": files,
-        "dir": str(out),
-    }
+    summary = AuditResult(
+        run_id=run_id,
+        rows=sum(counts.values()),
+        months=[f"{m:%Y-%m}" for m in months],
+        batches={PAYMENTS: payments_batch, SURVEY: survey_batch},
+        missing_inputs=missing,
+        counts=counts,
+        rules=settings.audit,
+        work_lists=files,
+        dir=str(out),
+    )
     if "payment_findings" in frames:
         f = frames["payment_findings"]
-        summary["payments"] = {
+        summary.payments = {
             code: {
                 "persons": int(f.loc[f["finding"] == code, "id_number"].nunique()),
                 "months": int((f["finding"] == code).sum()),
@@ -221,22 +222,22 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             }
             for code in (audit.ELIGIBLE_NOT_PAID, audit.UNDERPAID, audit.PAID_NOT_ELIGIBLE, audit.OVERPAID)
         }
-        summary["fund"] = {
+        summary.fund = {
             str(k): int(v) for k, v in frames["fund_findings"]["rule"].value_counts().sort_index().items()
         }
-        summary["not_delivered"] = len(frames["not_delivered"])
-    summary["no_receipt"] = {
+        summary.not_delivered = len(frames["not_delivered"])
+    summary.no_receipt = {
         "cases": len(late),
         "persons": int(late["id_number"].nunique()),
         "files": int(late["file"].nunique()),
         "delay_days": rules.receipt_delay_days,
     }
     if "needs_unknown" in frames:
-        summary["needs"] = {
+        summary.needs = {
             str(k): int(v) for k, v in frames["needs_unknown"]["finding"].value_counts().sort_index().items()
         }
         v = frames["villages"]
-        summary["villages"] = {
+        summary.villages = {
             "count": int((v["village"] != "unknown").sum()),
             "by_tier": {
                 str(k): int(n) for k, n in v.loc[v["tier"] > 0, "tier"].value_counts().sort_index().items()
@@ -244,4 +245,4 @@ def audit_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
             "allowance_total": round(float(v["allowance"].sum()), 2),
         }
     log.info("audit %s: %s", run_id, counts)
-    return _stage_record(storage, run_id, "audit", summary)
+    return summary.save(storage, run_id)

@@ -31,6 +31,7 @@ import yaml
 
 from connectors.push import FolderPush, Pusher, PushError, RestPush, SftpPush, Unit
 from core.publish import MANIFEST, MARKER, acknowledge
+from core.results import DeliverResult
 from core.settings import Settings, load_settings
 from core.storage import Storage, create_tables, utcnow
 
@@ -345,11 +346,17 @@ def _status(outcome: str) -> str:
     return {"acked": "acked", "failed": "failed"}.get(outcome, "pending")
 
 
-def deliver_stage(settings: Settings, as_of: date, run_id: str) -> dict[str, Any]:
-    """The cycle's deliver step, after exchange: counts by outcome; raises DeliveryError on failures."""
-    counts = deliver(settings)
+def deliver_stage(settings: Settings, as_of: date, run_id: str) -> DeliverResult:
+    """The cycle's deliver step, after exchange: counts by outcome, kept beside the run; a failure is kept
+    too (the report runs after a failed delivery) and raises DeliveryError."""
+    storage = Storage(settings)
+    try:
+        counts = deliver(settings)
+    except DeliveryError as exc:
+        DeliverResult(run_id=run_id, failed=True, error=str(exc)).save(storage, run_id)
+        raise
     log.info("deliver %s (%s): %s", run_id, as_of, counts)
-    return {"run_id": run_id, "rows": counts["sent"], **counts}
+    return DeliverResult(run_id=run_id, rows=counts["sent"], **counts).save(storage, run_id)
 
 
 def main(argv: list[str] | None = None) -> int:

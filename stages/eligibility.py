@@ -1,4 +1,4 @@
-"""The eligibility stage's storage side: which master a run evaluates, decisions stored as changes,
+"""The eligibility stage: the policy in force evaluated over the master; its storage side: which master a run evaluates, decisions stored as changes,
 transitions, the reproducibility hash, and the mass-change guard with its holds and approvals.
 
 A run for a date before the store's last merge evaluates the master as it stood on that date (the
@@ -20,7 +20,9 @@ import getpass
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.results import EligibilityResult
 from core.settings import Settings
 from core.storage import Storage, sha256_file, write_json_atomic, write_parquet_atomic
 from store.frames import join_batches
 from store.master_snapshot import current_master
-from store.master_store import ATTRIBUTES, BATCH_COLUMNS, SOURCE_CODES, MasterStore
+from store.master_store import (
+    ATTRIBUTES,
+    BATCH_COLUMNS,
+    MASTER_COLUMNS,
+    SOURCE_CODES,
+    MasterStore,
+    open_store,
+)
 from transforms.decisions import (
     STOP_FACTS,
     canonical,
@@ -257,23 +267,27 @@ def approve(storage: Storage, run_id: str, by: str, reason: str) -> dict[str, An
 
 def approve_and_build(settings: Settings, run_id: str, by: str, reason: str) -> dict[str, Any]:
     """`hub approve`: record the approval, then build the run's held files and its report again."""
-    from stages import cycle
+    from stages.exchange import exchange_stage
+    from stages.report import report_stage
 
     storage = Storage(settings)
     record = approve(storage, run_id, by, reason)
-    as_of = date.fromisoformat(str(_json(storage.run_dir(run_id) / "eligibility.json")["as_of"]))
-    exchange = cycle.exchange_stage(settings, as_of, run_id)
-    cycle.report_stage(settings, as_of, run_id)
-    return {**record, "files": exchange["files"]}
+    kept = EligibilityResult.load(storage, run_id)
+    if kept is None:
+        raise LookupError(f"run {run_id} has no {storage.run_dir(run_id) / 'eligibility.json'}")
+    as_of = date.fromisoformat(kept.as_of)
+    exchange = exchange_stage(settings, as_of, run_id)
+    report_stage(settings, as_of, run_id)
+    return {**record, "files": exchange.files}
 
 
 def guard_warnings(
-    storage: Storage, run_id: str, eligibility: dict[str, Any], decisions: list[dict[str, Any]]
+    storage: Storage, run_id: str, eligibility: EligibilityResult | None, decisions: list[dict[str, Any]]
 ) -> list[str]:
     """The report's plain words on the guard; also marks each service row with its changed share and
     whether its outbound files went, wait or went after an approval."""
     hold = held_services(storage, run_id)
-    shares = (eligibility.get("guard") or {}).get("services") or {}
+    shares = ((eligibility.guard if eligibility else None) or {}).get("services") or {}
     held = set(hold.get("held") or [])
     approval = hold.get("approval")
     for row in decisions:
@@ -313,3 +327,90 @@ def _json(path: Path) -> dict[str, Any]:
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
+
+
+def eligibility_stage(settings: Settings, as_of: date, run_id: str) -> EligibilityResult:
+    """Evaluate the policy in force on as_of over the master as of that date; the store keeps only the
+    decisions that changed (stages/eligibility.py), the run directory all of them and the transitions."""
+    from transforms.eligibility import evaluate
+
+    inputs = eligibility_inputs(settings, as_of)
+    started = time.perf_counter()
+    decisions = evaluate(inputs.master, inputs.policy, as_of)
+    inputs.seconds["evaluate"] = round(time.perf_counter() - started, 3)
+    return publish_eligibility(settings, inputs, decisions, as_of, run_id)
+
+
+@dataclass
+class EligibilityInputs:
+    """The policy in force, the attributes it reads and the master it evaluates (past: as of a past date)."""
+
+    policy: Any  # transforms.eligibility.Policy
+    attributes: list[str]
+    master: pd.DataFrame
+    past: bool
+    seconds: dict[str, float]
+
+
+def eligibility_inputs(settings: Settings, as_of: date) -> EligibilityInputs:
+    """Load the policy for as_of and read the master it evaluates (evaluation_master)."""
+    from transforms.eligibility import columns_read, load_policy
+
+    policy = load_policy(settings.path(settings.policy), as_of)
+    attributes = columns_read(policy, MASTER_COLUMNS)
+    started = time.perf_counter()
+    master, past = evaluation_master(Storage(settings), open_store(settings), as_of, attributes)
+    return EligibilityInputs(
+        policy, attributes, master, past, {"read": round(time.perf_counter() - started, 3)}
+    )
+
+
+def publish_eligibility(
+    settings: Settings, inputs: EligibilityInputs, decisions: pd.DataFrame, as_of: date, run_id: str
+) -> EligibilityResult:
+    """Record every decision of the run (record_decisions); the stage's result."""
+    from transforms.eligibility import start_rules
+
+    storage, store, policy = Storage(settings), open_store(settings), inputs.policy
+    started = time.perf_counter()
+    stored = record_decisions(
+        settings,
+        storage,
+        store,
+        decisions,
+        inputs.master,
+        policy.path,
+        inputs.attributes,
+        as_of,
+        run_id,
+        inputs.past,
+        start_rules(policy),
+    )
+    seconds = {**inputs.seconds, "store": round(time.perf_counter() - started, 3)}
+    path = storage.run_dir(run_id) / "decisions.parquet"
+    services = []
+    for name, service in policy.services.items():
+        rows = decisions[decisions["service"] == name]
+        eligible = rows[rows["eligible"]]
+        services.append(
+            {
+                "service": name,
+                "title": service.title,
+                "evaluated": len(rows),
+                "eligible": len(eligible),
+                "amount_total": round(float(eligible["amount"].sum()), 2),
+            }
+        )
+    log.info("eligibility %s: %d decisions for %d persons", run_id, len(decisions), len(inputs.master))
+    return EligibilityResult(
+        run_id=run_id,
+        rows=len(decisions),
+        persons=len(inputs.master),
+        policy=policy.name,
+        policy_version=policy.version,
+        period_in_force=[str(policy.effective_from), str(policy.effective_to or "")],
+        services=services,
+        path=str(path),
+        seconds=seconds,
+        **stored,
+    ).save(storage, run_id)

@@ -11,7 +11,7 @@ Plan (one task): read every source and the incremental scope once, as the single
 each partition's rows under runs/<run>/parts/<partition>/. Map (one task per partition, Airflow dynamic
 task mapping): merge or evaluate that partition only, from its own files, and write its result beside
 them. Reduce (one task): concatenate the partitions in the single run's order and publish through the
-same code as the single run (stages.cycle.publish_merge, publish_eligibility), so both give the same
+same code as the single run (stages.merge.publish_merge, stages.eligibility.publish_eligibility), so both give the same
 master, decisions and files (docs/scale.md, Partitions).
 """
 
@@ -28,14 +28,8 @@ import pandas as pd
 
 from core.settings import Settings
 from core.storage import Storage, write_json_atomic, write_parquet_atomic
-from stages.cycle import (
-    MergeInputs,
-    eligibility_inputs,
-    merge_inputs,
-    merge_plan_for,
-    publish_eligibility,
-    publish_merge,
-)
+from stages.eligibility import eligibility_inputs, publish_eligibility
+from stages.merge import MergeInputs, merge_inputs, merge_plan_for, publish_merge
 
 OTHER = "other"  # ID numbers issued outside the province
 _RESULTS = ("master", "conflicts", "id_changes")
@@ -177,15 +171,15 @@ def merge_reduce_stage(
         plan=rules,
     )
     record = publish_merge(settings, inputs, result, as_of, run_id)
-    return {**record, "partitions": master_partitions(settings)}
+    return {**record.as_json(), "partitions": master_partitions(settings)}
 
 
 def master_partitions(settings: Settings) -> list[str]:
     """The partitions of the current master (what eligibility maps over)."""
-    from stages.cycle import _store
     from store.master_snapshot import current_master
+    from store.master_store import open_store
 
-    store = _store(settings)
+    store = open_store(settings)
     ids = current_master(Storage(settings).master_snapshot(store.url), store, ["id_number"])["id_number"]
     return sorted(partition_of(ids, settings.region).unique().tolist())
 
@@ -224,4 +218,4 @@ def eligibility_reduce_stage(
 
         decisions = evaluate(inputs.master.iloc[:0], inputs.policy, as_of)
     inputs.seconds["evaluate"] = round(sum(p["seconds"] for p in parts), 3)
-    return publish_eligibility(settings, inputs, decisions, as_of, run_id)
+    return publish_eligibility(settings, inputs, decisions, as_of, run_id).as_json()

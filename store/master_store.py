@@ -5,6 +5,7 @@ The store itself lives in store/ (facade, one backend per database, tables from 
 
 from __future__ import annotations
 
+from core.settings import Settings
 from store.facade import MasterStore, MergeLike
 from store.frames import as_master
 from store.schema import (
@@ -28,6 +29,12 @@ __all__ = [
     "MasterStore",
     "MergeLike",
     "as_master",
+    "open_store",
     "metadata",
     "person",
 ]
+
+
+def open_store(settings: Settings) -> MasterStore:
+    """The master store the configuration names."""
+    return MasterStore(settings.expand(settings.master_url))

@@ -6,8 +6,9 @@ headers, the format (CSV in UTF-8 with BOM or GB18030, XLSX, Parquet, JSON Lines
 (raw, masked, or an HMAC-SHA256 pseudonym under a per-partner key), how the file is delivered, its
 schedule and version. A contract in `delta` mode sends what is new, changed or stopped since the
 state the partner last acknowledged; `snapshot` mode (and any run asked for `full`) sends everything.
-Files are published with a signed manifest through core.publish; cells Excel would run as formulas
-are neutralised in every CSV and XLSX.
+The partner's table is rendered, diffed and encoded here (pure); the exchange stage (stages/exchange.py)
+publishes it with a signed manifest through core.publish. Cells Excel would run as formulas are
+neutralised in every CSV and XLSX.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import hmac
 import io
 import logging
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,9 +30,6 @@ import yaml
 
 from core.masking import mask_ids
 from core.master_schema import master_schema
-from core.publish import private_dir, publish_unit, state_dir
-from core.signing import SigningKey, load_signing_key, write_private
-from core.storage import Storage, publish_bytes
 
 log = logging.getLogger(__name__)
 
@@ -360,24 +357,6 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def pseudonym_key(var_dir: Path, contract: ExchangeContract) -> tuple[bytes, str]:
-    """The partner's HMAC key (secrets store: environment variable) and its id; sandbox key on first use."""
-    value = os.environ.get(contract.pseudonym_key_env)
-    if value:
-        key = value.encode("utf-8")
-    else:
-        path = Path(var_dir) / "keys" / f"pseudonym_{contract.partner}.key"
-        if not path.exists():
-            log.warning(
-                "no %s set: generating a sandbox pseudonym key at %s", contract.pseudonym_key_env, path
-            )
-            write_private(path, os.urandom(32).hex().encode("ascii"))
-        key = path.read_bytes().strip()
-    if len(key) < 32:
-        raise ExchangeError(f"{contract.pseudonym_key_env}: a pseudonym key needs at least 32 bytes")
-    return key, "hmac:" + hashlib.sha256(key).hexdigest()[:12]
-
-
 def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
     """HMAC-SHA256 of each ID number under the partner's key, hex: stable per partner, unlinkable across them.
 
@@ -505,106 +484,6 @@ def encode_xlsx(table: pd.DataFrame, as_of: date) -> bytes:
     return out.getvalue()
 
 
-# -- files ---------------------------------------------------------------------------------------------
-
-
-def acknowledged_state(
-    storage: Storage, contract: ExchangeContract, key_id: str
-) -> tuple[str, pd.DataFrame] | None:
-    """The state the partner last acknowledged, or None (then a delta is everything, as new)."""
-    folder = state_dir(storage, contract.name)
-    pointer = folder / "ACKED"
-    if not pointer.exists():
-        return None
-    name = pointer.read_text(encoding="utf-8").strip()
-    path = folder / f"{name}.parquet"
-    if not path.exists():
-        return None
-    held_key = path.with_suffix(".keyid")
-    if held_key.exists() and held_key.read_text(encoding="ascii") != key_id:
-        log.warning("%s: pseudonym key rotated since %s; sending everything as new", contract.name, name)
-        return None
-    return name, pd.read_parquet(path).astype("string")
-
-
-def write_exchange_file(
-    storage: Storage,
-    contract: ExchangeContract,
-    data: pd.DataFrame,
-    run_id: str,
-    as_of: date,
-    key: SigningKey | None = None,
-    full: bool = False,
-) -> ExchangeFile:
-    """Render, diff (delta contracts), encode and publish one partner file with its signed manifest."""
-    key = key or load_signing_key(storage.var)
-    period = f"{as_of:%Y-%m}"
-    name = contract.file_name.format(
-        contract=contract.name, partner=contract.partner, period=period, date=f"{as_of:%Y%m%d}"
-    )
-    id_key, id_key_id = (None, "")
-    if contract.id_mode == "pseudonym" and "id_number" in contract.fields:
-        id_key, id_key_id = pseudonym_key(storage.var, contract)
-    current = render(contract, data, id_key)
-    kind = "snapshot" if contract.mode == "snapshot" or full else "delta"
-    base_name = None
-    table = current
-    if kind == "delta":
-        acked = acknowledged_state(storage, contract, id_key_id)
-        base_name = acked[0] if acked else None
-        table = delta(contract, current, acked[1] if acked else None)
-    elif full and contract.mode == "delta":
-        stem, dot, ext = name.rpartition(".")
-        name = f"{stem}_full.{ext}" if dot else f"{name}_full"
-    payload = encode(contract, table, name, as_of)
-    manifest: dict[str, Any] = {
-        "contract": contract.name,
-        "version": contract.version,
-        "partner": contract.partner,
-        "department": contract.department,
-        "purpose": contract.purpose,
-        "onward_transfer": contract.onward_transfer,
-        "run_id": run_id,
-        "period": period,
-        "business_date": as_of.isoformat(),
-        "kind": kind,
-        "delta_base": base_name,
-        "rows": len(table),
-        "format": contract.format,
-        "encoding": contract.encoding,
-        "id_mode": contract.id_mode,
-        "pseudonym_key_id": id_key_id or None,
-        "columns": list(table.columns),
-    }
-    unit = publish_unit(storage.outbox(contract.partner, period), name, payload, manifest, key)
-    state = private_dir(state_dir(storage, contract.name)) / f"{unit.path.name}.parquet"
-    if not state.exists():
-        buffer = io.BytesIO()
-        current.to_parquet(buffer, index=False)
-        publish_bytes(state, buffer.getvalue())
-        publish_bytes(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
-    if contract.dataset in DECISION_DATASETS and {"id_number", "service"} <= set(data.columns):
-        _record_carried(storage, contract, data, current, table, unit.path.name, unit.sha256, run_id, as_of)
-    log.info(
-        "exchange %s -> %s: %s, %d rows, sha256 %s%s",
-        contract.name,
-        contract.partner,
-        unit.path.name,
-        unit.rows,
-        unit.sha256[:12],
-        " (unchanged, already published)" if unit.reused else "",
-    )
-    return ExchangeFile(
-        contract.partner, contract.name, period, unit.path, unit.manifest, unit.rows, unit.sha256,
-        unit.version, kind, unit.supersedes,
-    )  # fmt: skip
-
-
-def carried_dir(storage: Storage) -> Path:
-    """var/state/carried/: per published decision file, the (ID number, service) pairs its rows carry."""
-    return storage.var / "state" / "carried"
-
-
 def carried_rows(
     contract: ExchangeContract, data: pd.DataFrame, current: pd.DataFrame, table: pd.DataFrame
 ) -> pd.DataFrame:
@@ -621,66 +500,3 @@ def carried_rows(
         keep = pd.Series((hit["_merge"] == "both").to_numpy(), index=current.index)
     rows = data.reset_index(drop=True).loc[keep.to_numpy(), ["id_number", "service"]]
     return rows.astype("string").drop_duplicates().reset_index(drop=True)
-
-
-def _record_carried(
-    storage: Storage,
-    contract: ExchangeContract,
-    data: pd.DataFrame,
-    current: pd.DataFrame,
-    table: pd.DataFrame,
-    file_name: str,
-    sha256: str,
-    run_id: str,
-    as_of: date,
-) -> None:
-    """Index which eligible (person, service) went into which file, so the audit can tell whose decision
-    reached the partner with a receipt (the file itself may not carry the raw ID). Full IDs: 0600/0700."""
-    path = private_dir(carried_dir(storage) / contract.name) / f"{file_name}.parquet"
-    if path.exists():  # the same bytes published again: the index of that version stands
-        return
-    rows = carried_rows(contract, data, current, table).assign(
-        partner=contract.partner,
-        contract=contract.name,
-        file=file_name,
-        sha256=sha256,
-        business_date=pd.Timestamp(as_of),
-        run_id=run_id,
-    )
-    buffer = io.BytesIO()
-    rows.to_parquet(buffer, index=False)
-    publish_bytes(path, buffer.getvalue())
-
-
-def read_carried(storage: Storage) -> pd.DataFrame:
-    """Every recorded (person, service, file) of the published decision files, empty when none."""
-    paths = sorted(carried_dir(storage).glob("*/*.parquet"))
-    columns = ["id_number", "service", "partner", "contract", "file", "sha256", "business_date", "run_id"]
-    if not paths:
-        return pd.DataFrame({c: pd.Series(dtype="string") for c in columns}).assign(
-            business_date=pd.Series(dtype="datetime64[us]")
-        )
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)[columns]
-
-
-def build_exchange(
-    storage: Storage,
-    contracts: list[ExchangeContract],
-    datasets: dict[str, pd.DataFrame],
-    run_id: str,
-    as_of: date,
-    full: bool = False,
-) -> list[ExchangeFile]:
-    """Publish every contracted partner file for the run under outbox/<partner>/<YYYY-MM>/."""
-    key = load_signing_key(storage.var)
-    files = []
-    for contract in contracts:
-        if contract.dataset not in datasets:
-            raise ExchangeError(
-                f"{contract.path}: key 'dataset': no dataset {contract.dataset!r} (have {sorted(datasets)})"
-            )
-        rows = datasets[contract.dataset]
-        if contract.services:
-            rows = rows[rows["service"].isin(contract.services)].reset_index(drop=True)
-        files.append(write_exchange_file(storage, contract, rows, run_id, as_of, key, full))
-    return files

@@ -1,30 +1,24 @@
 """Standardise a landed batch: native text in, canonical typed columns plus per-row reason codes out.
 
-`read_landed` turns the raw files of a landing directory (parquet parts, a GB18030 CSV, JSON
-pages) into one frame of native columns as text, with lineage (`_source_file`, `_source_line`).
-`standardise` parses that frame column by column into the canonical shape; every parse problem
+The ingest stage reads the raw files of a landing directory (stages/landed.py) into one frame of
+native columns as text, with lineage (`_source_file`, `_source_line`); `standardise` parses that frame column by column into the canonical shape; every parse problem
 becomes a reason code on its row (never an exception), so the validate stage can quarantine it.
 Everything is vectorised: Arrow compute and numpy over whole columns, no loop over rows.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import re
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from core.contracts import REASONS, Column, SourceContract
-from core.storage import sha256_file
 from transforms.ids import (
     ID_UPGRADE_IMPLAUSIBLE,
     arrow_to_series,
@@ -56,7 +50,7 @@ _DATE = (
     r"|(?P<serial>\d{1,5})(?:\.0+)?)$"  # Excel serial day number
 )
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-_NUMBER_OK = ("code", "int", "float", "bool")  # JSON numbers read as their text in these columns only
+NUMBER_OK = ("code", "int", "float", "bool")  # JSON numbers read as their text in these columns only
 WRONG_TYPE = "_wrong_type"  # per row: the native columns whose JSON value was not text (';'-joined)
 # Lines a spreadsheet adds around the records: totals and notes (the first cell starts with these).
 NON_RECORD = {  # patterns both RE2 (Arrow) and Python's re read alike: the ideographic space is literal
@@ -93,214 +87,8 @@ class LandingCorrupt(BatchUnreadable):
     """A landed file does not match its manifest or cannot be parsed."""
 
 
-# -- reading the landing directory -----------------------------------------------------------------
-
-
-def _check_columns(contract: SourceContract, file: str, found: list[str]) -> None:
-    if sorted(found) != sorted(contract.natives) or len(found) != len(set(found)):
-        raise SchemaDrift(contract.source, file, contract.natives, found)
-
-
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(STRING) if len(frame.columns) else frame
-
-
-def _read_parquet(path: Path, contract: SourceContract) -> pd.DataFrame:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise LandingCorrupt(f"{contract.source}: {path.name}: not a readable parquet file: {exc}") from exc
-    _check_columns(contract, path.name, table.column_names)
-    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
-    return _as_text(frame[contract.natives])
-
-
-def _read_csv(path: Path, contract: SourceContract) -> pd.DataFrame:
-    """Strictly decoded CSV; `_source_line` is the physical line (header = 1), even with quoted newlines."""
-    data = path.read_bytes()
-    try:
-        text = data.decode(contract.encoding)  # strict: a bad byte is an error, never a replacement character
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise LandingDecodeError(
-            f"{contract.source}: {path.name} line {line}: bytes {data[exc.start : exc.end].hex(' ')} are not "
-            f"valid {contract.encoding} (byte offset {exc.start}: {exc.reason})"
-        ) from exc
-    text = text.removeprefix("\ufeff")
-    text, counts = _blank_non_records(text)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            engine="c",
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise LandingCorrupt(f"{contract.source}: {path.name}: empty file, expected a header line") from exc
-    except pd.errors.ParserError as exc:
-        raise LandingCorrupt(f"{contract.source}: {path.name}: {exc}") from exc
-    _check_columns(contract, path.name, [str(c) for c in frame.columns])
-    frame = _as_text(frame[contract.natives])
-    # A quoted field may span lines: count the newlines inside each record to keep physical line numbers.
-    extra = np.zeros(len(frame), dtype=np.int64)
-    if '"' in text:
-        for column in contract.natives:
-            extra += frame[column].str.count("\n").fillna(0).to_numpy(dtype=np.int64)
-    lines = (
-        2 + np.arange(len(frame), dtype=np.int64) + np.concatenate([[0], np.cumsum(extra)[:-1]])[: len(frame)]
-    )
-    frame["_source_line"] = lines
-    # skip_blank_lines=False keeps numbering right; now drop the rows that were empty physical lines.
-    blank = (frame[contract.natives] == "").all(axis=1).to_numpy(dtype=bool)
-    if blank.any():  # rare: look only at the candidate lines
-        physical = text.split("\n")
-        empty_line = np.zeros(len(frame), dtype=bool)
-        empty_line[blank] = [physical[i - 1].strip("\r") == "" for i in lines[blank]]
-        if empty_line.any():
-            frame = frame[~empty_line]
-            log.info("%s: %s: skipped %d blank lines", contract.source, path.name, int(empty_line.sum()))
-    frame.attrs["non_record_rows"] = counts
-    return frame
-
-
-def _blank_non_records(text: str) -> tuple[str, dict[str, int]]:
-    """Totals, notes and repeated header lines become empty lines (so line numbers stay right).
-
-    They are not records: counting them as such would send a department its own totals row back
-    as a bad ID, and a totals row with extra commas would make the whole file unreadable.
-    """
-    lines = pa.array(text.split("\n"), pa.large_string())
-    if len(lines) < 2:
-        return text, {}
-    stripped = pc.utf8_rtrim(lines, "\r")
-    header = stripped[0]
-    masks = {kind: _mask_of(pc.match_substring_regex(stripped, rx)) for kind, rx in NON_RECORD.items()}
-    repeated = _mask_of(pc.equal(stripped, header))
-    repeated[0] = False
-    masks["header"] = repeated
-    counts = {kind: int(m.sum()) for kind, m in masks.items() if m.any()}
-    if not counts:
-        return text, {}
-    drop = np.logical_or.reduce(list(masks.values()))
-    kept = pc.if_else(pa.array(drop), pa.scalar("", pa.large_string()), lines)
-    return "\n".join(kept.to_pylist()), counts
-
-
-def _mask_of(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def mask_of(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _read_page(path: Path, contract: SourceContract) -> pd.DataFrame:
-    try:
-        doc = json.loads(path.read_bytes())
-        items = doc["items"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LandingCorrupt(
-            f"{contract.source}: {path.name}: expected a JSON object with 'items': {exc}"
-        ) from exc
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise LandingCorrupt(f"{contract.source}: {path.name}: 'items' must be a list of objects")
-    frame = pd.DataFrame.from_records(items)
-    wrong = pd.Series(pd.NA, index=frame.index, dtype=STRING)
-    if items:
-        for column in contract.columns:  # JSON leaves an empty optional field out: read it as null
-            if not column.required and column.native not in frame.columns:
-                frame[column.native] = None
-        _check_columns(contract, path.name, [str(c) for c in frame.columns])
-        frame, wrong = _text_only(frame[contract.natives], contract)
-    else:
-        frame = pd.DataFrame({c: pd.Series(dtype=STRING) for c in contract.natives})
-    frame = _as_text(frame[contract.natives])
-    if wrong.notna().any():
-        frame[WRONG_TYPE] = wrong
-    frame["_source_line"] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return frame
-
-
-def _text_only(frame: pd.DataFrame, contract: SourceContract) -> tuple[pd.DataFrame, pd.Series]:
-    """JSON values of the wrong type (a list, an object, a boolean; a number where text is expected)
-    are never stringified.
-
-    The cell keeps the JSON text of what was sent (for the reject file) and the row names the column
-    in WRONG_TYPE, so standardise quarantines it (FIELD_TYPE) instead of parsing "['张', '三']".
-    A number is text's equal only in a code or numeric column (hkztdm: 1); in a name, an ID or a
-    date it is not what the contract says (an ID as a number has already lost digits). A missing
-    key (NaN from from_records) is a null, not a wrong type.
-    """
-    flags: list[tuple[str, np.ndarray]] = []
-    out = {}
-    for column in contract.columns:
-        values = frame[column.native]
-        kinds = values.map(type)  # the JSON parser already built Python objects: type() per cell is its cost
-        allowed = [str, type(None)] + ([int, float] if column.type in _NUMBER_OK else [])
-        bad = ~kinds.isin(allowed).to_numpy(dtype=bool)
-        bad &= values.notna().to_numpy(dtype=bool) | kinds.isin([list, dict]).to_numpy(dtype=bool)
-        if bad.any():
-            values = values.astype(object).copy()
-            values[bad] = [json.dumps(v, ensure_ascii=False) for v in values[bad]]
-            flags.append((column.native, bad))
-        out[column.native] = values
-    wrong = pd.Series(join_flags(flags, len(frame)), index=frame.index, dtype=STRING).replace("", pd.NA)
-    return pd.DataFrame(out, index=frame.index), wrong
-
-
-def read_landed(batch_dir: Path, contract: SourceContract) -> pd.DataFrame:
-    """The native rows of a landed batch as text, with `_source_file` and `_source_line`."""
-    batch_dir = Path(batch_dir)
-    manifest = json.loads((batch_dir / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("source") not in (None, contract.source):
-        raise LandingCorrupt(
-            f"{batch_dir}: manifest source {manifest.get('source')!r} != contract {contract.source!r}"
-        )
-    frames: list[pd.DataFrame] = []
-    non_records: dict[str, int] = {}
-    line_base = 0
-    for entry in manifest["files"]:
-        path = batch_dir / entry["name"]
-        if not path.exists():
-            raise LandingCorrupt(
-                f"{contract.source}: {entry['name']} is in the manifest but not in {batch_dir}"
-            )
-        if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-            raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            frame = _read_parquet(path, contract)
-            # parquet: 1-based row number across the parts in order
-            frame["_source_line"] = np.arange(line_base + 1, line_base + len(frame) + 1, dtype=np.int64)
-            line_base += len(frame)
-        elif suffix == ".csv":
-            frame = _read_csv(path, contract)
-        elif suffix == ".json":
-            frame = _read_page(path, contract)
-        else:
-            raise LandingCorrupt(
-                f"{contract.source}: {entry['name']}: no reader for {suffix or 'a file without suffix'}"
-            )
-        if entry.get("rows") is not None and int(entry["rows"]) != len(frame):
-            log.warning(
-                "%s: %s: manifest says %s rows, read %d",
-                contract.source,
-                entry["name"],
-                entry["rows"],
-                len(frame),
-            )
-        for kind, count in frame.attrs.pop("non_record_rows", {}).items():
-            non_records[kind] = non_records.get(kind, 0) + count
-        frame["_source_file"] = pd.Series(entry["name"], index=frame.index, dtype=STRING)
-        frames.append(frame)
-    if not frames:
-        empty = {c: pd.Series(dtype=STRING) for c in contract.natives}
-        return pd.DataFrame(
-            empty | {"_source_file": pd.Series(dtype=STRING), "_source_line": pd.Series(dtype="int64")}
-        )
-    native = pd.concat(frames, ignore_index=True)
-    extra = [WRONG_TYPE] if WRONG_TYPE in native.columns else []
-    native = native[[*contract.natives, *LINEAGE, *extra]]
-    native.attrs["non_record_rows"] = non_records
-    return native
 
 
 # -- reason codes ----------------------------------------------------------------------------------
@@ -506,7 +294,7 @@ def _parse_column(values: pd.Series, column: Column, reasons: Reasons) -> pd.Ser
     if column.type in ("name", "string"):
         if column.max_length is None:
             return text
-        long = _mask_of(pc.greater(pc.utf8_length(as_arrow(text)), column.max_length))
+        long = mask_of(pc.greater(pc.utf8_length(as_arrow(text)), column.max_length))
         reasons.add("FIELD_TOO_LONG", long, column.name)
         return text.mask(long)
     if column.type == "code":
@@ -574,10 +362,10 @@ def standardise_rows(
         values = native[column.native]
         unusable = np.zeros(len(native), dtype=bool)
         if wrong is not None:
-            typed = _mask_of(pc.match_substring_regex(as_arrow(wrong), _wrong_pattern(column.native)))
+            typed = mask_of(pc.match_substring_regex(as_arrow(wrong), _wrong_pattern(column.native)))
             reasons.add("FIELD_TYPE", typed, column.name)
             unusable |= typed
-        control = _mask_of(pc.match_substring_regex(as_arrow(values), _CONTROL))
+        control = mask_of(pc.match_substring_regex(as_arrow(values), _CONTROL))
         reasons.add("FIELD_CONTROL_CHAR", control & ~unusable, column.name)
         unusable |= control
         if unusable.any():  # never parse what was not sent as clean text

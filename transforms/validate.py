@@ -1,16 +1,14 @@
-"""Validate a landed batch: standardise it, run its Great Expectations suite, split accepted / quarantine.
+"""Validation of a standardised batch, pure: the Great Expectations suite, non-record rows, key
+conflicts and the columns of the accepted and quarantined frames (frames in, frames out).
 
-Every row ends in exactly one of two files, never lost: accepted.parquet (canonical columns plus
-lineage) or quarantine.parquet (the native row as received, with reason codes in English and Chinese,
-which becomes the reject file back to the department). Reason codes come from three places:
-exact duplicate rows (DUPLICATE_ROW), parse problems found by `standardise`, and the rows each GX
-expectation reports as unexpected (its `meta.reason_code`). A null that a parse code already
-explains is not reported again by the suite's not-null expectations.
-
-The batch verdict goes to the ledger: 'held' when a gate of transforms/gates.py trips (invalid ratio,
-a column that changed type, volume or deaths/cancellations against the last accepted batch) or the
-batch cannot be read as its contract says (schema drift, bad encoding, checksum), else 'accepted'.
-Great Expectations is imported lazily (it takes seconds), with analytics off.
+Every row ends in exactly one of two frames, never lost: accepted (canonical columns plus lineage)
+or quarantine (the native row as received, with reason codes in English and Chinese, which becomes
+the reject file back to the department). Reason codes come from three places: exact duplicate rows
+(DUPLICATE_ROW), parse problems found by `standardise`, and the rows each GX expectation reports as
+unexpected (its `meta.reason_code`). A null that a parse code already explains is not reported again
+by the suite's not-null expectations. The ingest stage (stages/ingest.py) reads the landing, writes
+the staged files and the ledger's verdict. Great Expectations is imported lazily (it takes seconds),
+with analytics off.
 """
 
 from __future__ import annotations
@@ -18,42 +16,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
-from core.contracts import REASONS, SourceContract, contract_for
-from core.masking import mask_id, mask_structure, mask_text
-from core.settings import ROOT, Gates, Settings
-from core.storage import (
-    Storage,
-    batches,
-    decision_note,
-    publish_bytes,
-    sha256_file,
-    utcnow,
-    write_json_atomic,
-    write_parquet_atomic,
-)
-from reports.validation_report import write_validation_report
-from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
-from transforms.ids import FIX_UPGRADED_15
-from transforms.lenient import read_landed_lenient
+from core.contracts import REASONS, SourceContract
+from core.masking import mask_id
+from core.settings import GX_DIR, Settings
 from transforms.standardise import (
-    LINEAGE,
     NON_RECORD,
     STRING,
-    BatchUnreadable,
-    LandingCorrupt,
-    LandingDecodeError,
     Reasons,
-    read_landed,
-    standardise_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -63,9 +39,7 @@ SAMPLE_SIZE = 5
 NOT_NULL = "expect_column_values_to_not_be_null"
 VALID_ID = "expect_column_values_to_be_valid_id_number"
 KNOWN_COUNTY = "expect_column_values_to_have_known_county_code"
-GX_DIR = "gx"  # the committed GX file context (gx/README.md)
 SUITE_DIR = f"{GX_DIR}/expectations"  # its suites, one per source
-COMMITTED_GX_FILES = ("great_expectations.yml", "expectations/*.json", "validation_definitions/*.json")
 GX_RESULTS = "uncommitted/validations"  # the validation results store of great_expectations.yml
 # the batch every validation definition validates, as declared in great_expectations.yml
 GX_DATA_SOURCE, GX_ASSET, GX_BATCH = "lianban", "staged", "whole_batch"
@@ -79,21 +53,6 @@ class SuiteError(ValueError):
     """An expectation suite file is malformed or an expectation failed to run."""
 
 
-@dataclass
-class StageResult:
-    """What staging a batch produced; the verdict is also in the ledger."""
-
-    source: str
-    batch_id: str
-    status: str  # accepted | held
-    rows: int
-    accepted: int
-    quarantined: int
-    reason_counts: dict[str, int] = field(default_factory=dict)
-    note: str = ""
-    path: Path | None = None
-
-
 # -- the suite -------------------------------------------------------------------------------------
 
 
@@ -102,7 +61,7 @@ def suite_path(settings: Settings, source: str) -> Path:
     return settings.path(configured or f"{SUITE_DIR}/{source}.json")
 
 
-def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:
+def for_gx(frame: pd.DataFrame) -> pd.DataFrame:
     """GX compares nullable Float64 values one by one in Python; plain float64 (NaN = null) is vectorised."""
     floats = {
         c: frame[c].astype("float64") for c in frame.columns if isinstance(frame[c].dtype, pd.Float64Dtype)
@@ -185,23 +144,21 @@ def suite_parameters(settings: Settings, as_of: date) -> dict[str, Any]:
     return {"as_of": as_of.isoformat(), "county_codes_added": list(settings.county_codes_added)}
 
 
-def runtime_context(runtime: Path, committed: Path = ROOT / GX_DIR) -> Any:
-    """The GX file context the suites run in: the committed one (gx/) copied into `runtime` (var/gx).
-
-    Runs write there (validation results, suites given by path in the config), never into the checkout;
-    only files that differ from the committed ones are copied (atomically, so concurrent runs agree).
-    Analytics and progress bars are off in the committed great_expectations.yml.
+def runtime_context(runtime: Path) -> Any:
+    """The GX file context the suites run in: `runtime` (var/gx), the committed gx/ as copied there by
+    core.storage.sync_gx_context. Runs write there (validation results, suites given by path in the
+    config), never into the checkout. Analytics and progress bars are off in great_expectations.yml.
     """
+    if not (runtime / "great_expectations.yml").is_file():
+        raise FileNotFoundError(
+            f"{runtime}: no great_expectations.yml; the runtime GX context is prepared by "
+            "core.storage.sync_gx_context (Storage.gx_context) before a suite runs"
+        )
     os.environ["GX_ANALYTICS_ENABLED"] = "False"
     import great_expectations as gx
 
     import transforms.gx_custom  # noqa: F401  registers the data source type and custom expectations
 
-    for pattern in COMMITTED_GX_FILES:
-        for source in sorted(committed.glob(pattern)):
-            data, target = source.read_bytes(), runtime / source.relative_to(committed)
-            if not target.is_file() or target.read_bytes() != data:
-                publish_bytes(target, data)
     return gx.get_context(mode="file", context_root_dir=str(runtime))
 
 
@@ -304,7 +261,7 @@ def _sample(frame: pd.DataFrame, column: str, index: np.ndarray) -> list[Any]:
     return [mask_id(v) if v and column in ID_COLUMNS else v for v in out]
 
 
-def _raw_json(native: pd.DataFrame) -> pd.Series:
+def raw_json(native: pd.DataFrame) -> pd.Series:
     """The native row as a JSON object of strings, one per row (pandas' C JSON writer, no row loop)."""
     if native.empty:
         return pd.Series([], index=native.index, dtype=STRING)
@@ -312,7 +269,7 @@ def _raw_json(native: pd.DataFrame) -> pd.Series:
     return pd.Series(lines, index=native.index, dtype=STRING).str.replace("\\/", "/", regex=False)
 
 
-def _finalise(accepted: pd.DataFrame, contract: SourceContract) -> pd.DataFrame:
+def finalise(accepted: pd.DataFrame, contract: SourceContract) -> pd.DataFrame:
     """SPEC dtypes for accepted rows: required bools become plain bool (no nulls can remain)."""
     for column in contract.columns:
         if column.type == "bool" and column.required:
@@ -320,7 +277,7 @@ def _finalise(accepted: pd.DataFrame, contract: SourceContract) -> pd.DataFrame:
     return accepted
 
 
-def _id_fix_counts(fixes: pd.Series) -> dict[str, int]:
+def id_fix_counts(fixes: pd.Series) -> dict[str, int]:
     present = fixes.dropna()
     if present.empty:
         return {}
@@ -328,48 +285,7 @@ def _id_fix_counts(fixes: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in counts.items()}
 
 
-def _write_summary(summary: dict[str, Any], out: Path) -> None:
-    """validation.json (masked) and the offline validation.html rendered from it."""
-    masked = mask_structure(summary)
-    write_json_atomic(out / "validation.json", masked)
-    write_validation_report(masked, out / "validation.html")
-
-
-def _held(
-    storage: Storage, source: str, batch_id: str, as_of: date, manifest: dict[str, Any], exc: BatchUnreadable
-) -> StageResult:
-    """The batch cannot be read as contracted: no rows are staged, the verdict says why."""
-    out = storage.staged(source, batch_id)
-    storage.private_dir(out)
-    for stale in ("accepted.parquet", "quarantine.parquet"):
-        (out / stale).unlink(missing_ok=True)
-    note = str(exc)
-    rows = int(manifest.get("rows") or 0)
-    drift = None
-    if hasattr(exc, "missing"):
-        drift = {k: getattr(exc, k) for k in ("file", "expected", "found", "missing", "unexpected")}
-    summary = {
-        "source": source,
-        "batch_id": batch_id,
-        "as_of": as_of.isoformat(),
-        "staged_at": utcnow(),
-        "verdict": "held",
-        "note": note,
-        "rows": rows,
-        "accepted": 0,
-        "quarantined": 0,
-        "reason_counts": {},
-        "schema_drift": drift,
-        "error": type(exc).__name__,
-    }
-    _write_summary(summary, out)
-    storage.seal(out)
-    storage.set_verdict(batch_id, "held", 0, 0, note=mask_text(note))
-    log.warning("%s batch %s held: %s", source, batch_id, mask_text(note))
-    return StageResult(source, batch_id, "held", rows, 0, 0, {}, mask_text(note), out)
-
-
-def _apply_suite(
+def apply_suite(
     settings: Settings,
     source: str,
     contract: SourceContract,
@@ -377,20 +293,20 @@ def _apply_suite(
     reasons: Reasons,
     as_of: date,
     batch_id: str,
+    runtime: Path,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Run the source's suite over the canonical columns; unexpected rows of a critical expectation
     become quarantine reasons, those of a warning are only counted (the row is kept). Also returns the
     folder where GX kept this batch's validation result."""
     path = suite_path(settings, source)
     doc = load_suite(path, set(contract.names))
-    checked = _for_gx(frame[contract.names])  # one frame for the whole suite
+    checked = for_gx(frame[contract.names])  # one frame for the whole suite
     explained = {name: reasons.on_field(name) for name in contract.names}
     # what the standardiser refused per field before the suite ran: those cells reach GX as nulls, so GX
     # alone would call the ID check passed and the not-null check failed on rows nobody flags
     refused_before = reasons.field_counts()
     parse_codes = {f["code"] for f in refused_before}
     results = []
-    runtime = Storage(settings).gx_context()
     outcomes = run_suite(checked, doc, path, runtime, suite_parameters(settings, as_of), run_name=batch_id)
     stored = runtime / GX_RESULTS / doc["name"] / batch_id
     for outcome in outcomes:
@@ -492,7 +408,7 @@ def key_conflicts(frame: pd.DataFrame, contract: SourceContract, bad: np.ndarray
     return out
 
 
-def _id_flags(reasons: pd.Series, fixes: pd.Series) -> pd.Series:
+def id_flags(reasons: pd.Series, fixes: pd.Series) -> pd.Series:
     """Warnings on kept ID numbers: an implausible 15-digit upgrade kept by its contract, a 1800s century."""
     flags = pd.Series(pd.NA, index=fixes.index, dtype=STRING)
     implausible = (reasons == "ID_UPGRADE_IMPLAUSIBLE").fillna(False)
@@ -506,270 +422,3 @@ def related_codes(check_reason: str, parse_codes: set[str]) -> set[str]:
     if check_reason == "ID_INVALID":
         return {c for c in parse_codes if c.startswith("ID_") and c != "ID_MISSING"}
     return {check_reason} & parse_codes
-
-
-def _previous(storage: Storage, source: str, batch_id: str) -> Previous | None:
-    """The source's last accepted batch as the gates compare against it (events from its validation.json)."""
-    last = storage.last_accepted(source, exclude=batch_id)
-    if last is None:
-        return None
-    summary = storage.staged(source, last["batch_id"]) / "validation.json"
-    events = json.loads(summary.read_text(encoding="utf-8")).get("events") if summary.exists() else None
-    return Previous(str(last["batch_id"]), int(last["accepted_rows"] or 0), events)
-
-
-def _day(window: str) -> date | None:
-    try:
-        return datetime.strptime(window, "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def _days_between(later: str, earlier: str) -> int:
-    """Days a batch covers after the previous one, from their windows (YYYYMMDD); at least 1."""
-    a, b = _day(later), _day(earlier)
-    return max((a - b).days, 1) if a and b else 1
-
-
-def _delta_basis(storage: Storage, source: str, batch_id: str, window: str, gates: Gates) -> DeltaBasis:
-    """The usual daily rate of a source's deltas (configured, else the median of its last accepted deltas,
-    each divided by the days it covered) and the size of its last full batch."""
-    with storage.engine().connect() as conn:
-        history = (
-            conn.execute(
-                sa.select(batches.c.batch_id, batches.c.window, batches.c.accepted_rows)
-                .where(
-                    batches.c.source == source, batches.c.status == "accepted", batches.c.batch_id != batch_id
-                )
-                .order_by(batches.c.landed_at, batches.c.batch_id)
-            )
-            .mappings()
-            .all()
-        )
-    samples: dict[str, list[float]] = {}
-    deltas, register = 0, None
-    for i in range(len(history) - 1, -1, -1):
-        if deltas >= gates.delta_history and register is not None:
-            break
-        row = history[i]
-        manifest = _read_json(storage.landing(source, row["batch_id"]) / "manifest.json")
-        if not manifest.get("delta"):
-            register = register if register is not None else int(row["accepted_rows"] or 0)
-            continue
-        if deltas >= gates.delta_history:
-            continue
-        summary = _read_json(storage.staged(source, row["batch_id"]) / "validation.json")
-        days = _days_between(str(row["window"]), str(history[i - 1]["window"])) if i else 1
-        deltas += 1
-        for measure, count in [("rows", row["accepted_rows"] or 0), *(summary.get("events") or {}).items()]:
-            samples.setdefault(measure, []).append(float(count) / days)
-    per_day = {m: float(np.median(v)) for m, v in samples.items() if len(v) >= gates.delta_min_history}
-    basis = {m: f"median of {len(samples[m])} delta batches" for m in per_day}
-    for measure, rate in gates.usual_daily.get(source, {}).items():
-        per_day[measure], basis[measure] = float(rate), "configured"
-    days = _days_between(window, str(history[-1]["window"])) if history else 1
-    return DeltaBasis(days, UsualRate(per_day, basis), register)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-HELD_OUT_ZH = "更新时间晚于运行时间(超出允许的时钟偏差)或不是有效时间，未计入增量书签"
-
-
-def _with_held_out(
-    landing: Path, manifest: dict[str, Any], contract: SourceContract, native: pd.DataFrame
-) -> tuple[pd.DataFrame, list[tuple[str, np.ndarray]]]:
-    """Append the rows the connector held out of the data (a watermark value it could not trust) so they
-    are quarantined with their reason and returned to the department; one (field, mask) per held-out file."""
-    frames, held = [native.reset_index(drop=True)], []
-    by_native = {c.native: c.name for c in contract.columns}
-    for entry in manifest.get("held_out") or []:
-        path = landing / entry["name"]
-        if sha256_file(path) != entry["sha256"]:
-            raise LandingCorrupt(f"{contract.source}: {entry['name']}: SHA-256 differs from manifest.json")
-        if path.suffix == ".json":  # a change feed's held-out items, as received
-            rows = pd.DataFrame.from_records(json.loads(path.read_bytes())["items"])
-        else:
-            rows = pd.read_parquet(path)
-        rows = rows.reindex(columns=contract.natives).astype(STRING)
-        rows["_source_file"] = pd.Series(entry["name"], index=rows.index, dtype=STRING)
-        rows["_source_line"] = np.arange(1, len(rows) + 1, dtype=np.int64)
-        frames.append(rows[[*contract.natives, *LINEAGE]])
-        held.append((by_native.get(str(entry.get("column")), ""), len(rows)))
-    if len(frames) == 1:
-        return frames[0], []
-    out = pd.concat(frames, ignore_index=True)
-    masks, start = [], len(native)
-    for field_name, count in held:
-        mask = np.zeros(len(out), dtype=bool)
-        mask[start : start + count] = True
-        masks.append((field_name, mask))
-        start += count
-    return out, masks
-
-
-def stage_batch(
-    settings: Settings,
-    source: str,
-    batch_id: str,
-    as_of: date,
-    max_invalid_ratio: float | None = None,
-) -> StageResult:
-    """Standardise and validate one landed batch; write the staged files and record the verdict.
-
-    Idempotent: staging the same batch again rewrites the same files and the same verdict.
-    """
-    storage = Storage(settings)
-    gates = settings.gates
-    if max_invalid_ratio is not None:
-        gates = gates.model_copy(update={"max_invalid_ratio": max_invalid_ratio})
-    contract = contract_for(settings, source)
-    landing = storage.landing(source, batch_id)
-    manifest = json.loads((landing / "manifest.json").read_text(encoding="utf-8"))
-    storage.record_batch(batch_id, source, str(manifest.get("window", "")), int(manifest.get("rows") or 0))
-    log.info(
-        "%s batch %s: staging %s rows landed by %s",
-        source,
-        batch_id,
-        manifest.get("rows"),
-        manifest.get("transport"),
-    )
-    decision = storage.decision(batch_id)  # an operator's release: honoured by every re-staging
-    undecodable: np.ndarray | None = None
-    try:
-        try:
-            read = read_landed(landing, contract)
-        except LandingDecodeError:
-            if decision is None or decision["decision"] != "partial":
-                raise
-            read, undecodable = read_landed_lenient(
-                landing, contract, storage.staged(source, batch_id).parent
-            )
-        non_records = dict(read.attrs.get("non_record_rows", {}))
-        read, kept, more = split_non_records(read.reset_index(drop=True), contract)
-        for kind, count in more.items():
-            non_records[kind] = non_records.get(kind, 0) + count
-        if undecodable is not None:
-            undecodable = undecodable[kept[: len(undecodable)]]
-        native, held_out = _with_held_out(landing, manifest, contract, read)
-    except BatchUnreadable as exc:
-        return _held(storage, source, batch_id, as_of, manifest, exc)
-
-    n = len(native)
-    frame, reasons = standardise_rows(native, contract, as_of)
-    for field_name, mask in held_out:
-        reasons.add("DATE_INVALID", mask, field_name, HELD_OUT_ZH)
-    if undecodable is not None:
-        reasons.add(
-            "ENCODING_INVALID", np.concatenate([undecodable, np.zeros(n - len(undecodable), dtype=bool)])
-        )
-    duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
-    reasons.add("DUPLICATE_ROW", duplicate)
-
-    gx_results, gx_stored = _apply_suite(settings, source, contract, frame, reasons, as_of, batch_id)
-    reasons.add("DUPLICATE_KEY_CONFLICT", key_conflicts(frame, contract, reasons.any()))
-
-    bad = reasons.any()
-    quarantined = int(bad.sum())
-    accepted_rows = n - quarantined
-    ratio = quarantined / n if n else 0.0
-    counts = reasons.counts()
-    accepted = frame.loc[~bad, contract.names].copy()
-    events = count_events(accepted, contract)
-    field_counts = reasons.field_counts()
-    columns = column_parses(frame, field_counts, contract)
-    # a delta batch holds only the changed rows: it is judged against the usual daily rate, not the last batch
-    if manifest.get("delta"):
-        previous, delta = (
-            None,
-            _delta_basis(storage, source, batch_id, str(manifest.get("window", "")), gates),
-        )
-    else:
-        previous, delta = _previous(storage, source, batch_id), None
-    verdict = evaluate(n, quarantined, events, previous, gates, columns, delta)
-    status, note = verdict.status, verdict.note
-    if decision is not None:
-        status, note = "accepted", decision_note(decision)
-        if decision["decision"] == "partial":
-            storage.count_decision(batch_id, accepted_rows, quarantined)
-            decision = storage.decision(batch_id)
-
-    out = storage.staged(source, batch_id)
-    storage.private_dir(out)
-    accepted.insert(
-        len(accepted.columns), "_batch_id", pd.Series(batch_id, index=accepted.index, dtype=STRING)
-    )
-    for lineage in LINEAGE:
-        accepted[lineage] = native.loc[~bad, lineage]
-    # which numbers were upgraded from 15 digits (and how): recorded on the row, not only counted
-    fixes = frame.loc[~bad, "_id_fix"].astype(STRING)
-    accepted["_id_upgraded_from15"] = (
-        fixes.str.contains(FIX_UPGRADED_15, regex=False).fillna(False).astype(bool)
-    )
-    accepted["_id_flags"] = _id_flags(frame.loc[~bad, "_id_reason"], fixes)
-    write_parquet_atomic(_finalise(accepted, contract).reset_index(drop=True), out / "accepted.parquet")
-
-    id_native = contract.column("id_number").native
-    rejected = native.loc[bad]
-    quarantine = pd.DataFrame(
-        {
-            "_batch_id": pd.Series(batch_id, index=rejected.index, dtype=STRING),
-            "_source_file": rejected["_source_file"].astype(STRING),
-            "_source_line": rejected["_source_line"].astype("int64"),
-            "id_raw": rejected[id_native].astype(STRING),
-            "reason_codes": pd.Series(reasons.codes()[bad], index=rejected.index, dtype=STRING),
-            "reasons_zh": pd.Series(reasons.describe(contract)[bad], index=rejected.index, dtype=STRING),
-            "raw": _raw_json(rejected[contract.natives]),
-        }
-    )
-    write_parquet_atomic(quarantine.reset_index(drop=True), out / "quarantine.parquet")
-
-    summary = {
-        "source": source,
-        "batch_id": batch_id,
-        "as_of": as_of.isoformat(),
-        "staged_at": utcnow(),
-        "contract": f"{contract.source} v{contract.version}",
-        "suite": f"{SUITE_DIR}/{source}.json",
-        "verdict": status,
-        "note": note,
-        "rows": n,
-        "accepted": accepted_rows,
-        "quarantined": quarantined,
-        "invalid_ratio": round(ratio, 6),
-        "max_invalid_ratio": gates.max_invalid_ratio,
-        "events": events,
-        "gates": verdict.as_json(),
-        "reason_counts": counts,
-        "reasons_zh": {code: REASONS[code] for code in counts},
-        "field_reason_counts": field_counts,
-        "id_fixes": _id_fix_counts(frame["_id_fix"]),
-        "non_record_rows": non_records,
-        "schema_drift": None,
-        "decision": None if decision is None else {k: v for k, v in decision.items() if k != "id"},
-        "gx": {
-            "success": all(r["success"] for r in gx_results),
-            "evaluated": len(gx_results),
-            "failed": sum(not r["success"] for r in gx_results),
-            "results": gx_results,
-            "stored": str(gx_stored.relative_to(settings.var_dir)),  # GX's own result of this batch
-        },
-    }
-    _write_summary(summary, out)
-    storage.seal(out)
-    storage.set_verdict(batch_id, status, accepted_rows, quarantined, note=note)
-    if non_records:
-        log.info("%s batch %s: non-record rows skipped %s", source, batch_id, non_records)
-    log.info(
-        "%s batch %s: %s; %d rows, %d accepted, %d quarantined %s",
-        source,
-        batch_id,
-        status,
-        n,
-        accepted_rows,
-        quarantined,
-        counts,
-    )
-    return StageResult(source, batch_id, status, n, accepted_rows, quarantined, counts, note, out)

@@ -147,7 +147,7 @@ def run_steps(var: Path, as_of: date, first: str, snapshots: Path | None = None)
     """Run STEPS from `first` on, as the ingestion and cycle DAGs' tasks call them; with `snapshots`, copy
     the var directory (and the side file) after each step to snapshots/<step index>."""
     from core.settings import load_settings
-    from stages import cycle, ingest
+    from stages import ingest
 
     settings = load_settings(var_dir=var)
     run_id = f"cycle-{as_of}"
@@ -156,12 +156,12 @@ def run_steps(var: Path, as_of: date, first: str, snapshots: Path | None = None)
     for step in STEPS[STEPS.index(first) :]:
         kind, _, source = step.partition(":")
         if kind == "pull":
-            pulled[source] = str(ingest.pull_stage(settings, source, as_of)["batch_id"])
+            pulled[source] = ingest.pull_stage(settings, source, as_of).batch_id
             side.write_text(json.dumps(pulled))
         elif kind == "validate":
             ingest.validate_stage(settings, source, pulled[source], as_of)
         else:
-            getattr(cycle, f"{kind}_stage")(settings, as_of, run_id)
+            getattr(importlib.import_module(f"stages.{kind}"), f"{kind}_stage")(settings, as_of, run_id)
         if snapshots is not None:
             shutil.copytree(var.parent, snapshots / str(STEPS.index(step)), symlinks=True)
     print("done")

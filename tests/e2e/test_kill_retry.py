@@ -51,30 +51,30 @@ KILL_POINTS = [
     ("validate:police", "replace:-:1:stages.ingest.validate_stage"),
     ("validate:police", "after:stages.ingest.validate_stage:1"),
     # merge: its boundary, inside the store transaction (statements, bulk inserts), after the commit
-    ("merge", "call:stages.cycle.merge_stage:1"),
+    ("merge", "call:stages.merge.merge_stage:1"),
     ("merge", "call:store.master_store.MasterStore.apply_merge:1"),
     ("merge", "execute:-:1:store.master_store.MasterStore.apply_merge"),
     ("merge", "execute:-:3:store.master_store.MasterStore.apply_merge"),
     ("merge", "call:store.backends.base.BulkSession.insert:1"),
     ("merge", "call:store.backends.base.BulkSession.insert:3"),
     ("merge", "after:store.master_store.MasterStore.apply_merge:1"),
-    ("merge", "call:stages.cycle._stage_record:1"),
+    ("merge", "call:core.results.StageResult.save:1"),
     # eligibility: boundary, inside the decisions transaction, decisions stored but not filed
-    ("eligibility", "call:stages.cycle.eligibility_stage:1"),
+    ("eligibility", "call:stages.eligibility.eligibility_stage:1"),
     ("eligibility", "execute:-:2:store.master_store.MasterStore.apply_decisions"),
     ("eligibility", "after:store.master_store.MasterStore.apply_decisions:1"),
-    ("eligibility", "call:stages.cycle._stage_record:1"),
+    ("eligibility", "call:core.results.StageResult.save:1"),
     # exchange: boundary, between partner files, before the returned rejects
-    ("exchange", "call:stages.cycle.exchange_stage:1"),
-    ("exchange", "replace:-:1:stages.cycle.exchange_stage"),
-    ("exchange", "replace:-:3:stages.cycle.exchange_stage"),
-    ("exchange", "call:transforms.rejects.write_pending_rejects:1"),
+    ("exchange", "call:stages.exchange.exchange_stage:1"),
+    ("exchange", "replace:-:1:stages.exchange.exchange_stage"),
+    ("exchange", "replace:-:3:stages.exchange.exchange_stage"),
+    ("exchange", "call:stages.exchange.write_pending_rejects:1"),
     # audit and delivery: boundaries
-    ("audit", "call:stages.cycle.audit_stage:1"),
-    ("deliver", "call:stages.cycle.deliver_stage:1"),
+    ("audit", "call:stages.audit.audit_stage:1"),
+    ("deliver", "call:stages.deliver.deliver_stage:1"),
     # report: boundary, and the end of the run
-    ("report", "call:stages.cycle.report_stage:1"),
-    ("report", "after:stages.cycle.report_stage:1"),
+    ("report", "call:stages.report.report_stage:1"),
+    ("report", "after:stages.report.report_stage:1"),
 ]
 # trials run side by side in child processes (each in its own copy of var/)
 WORKERS = int(os.environ.get("LIANBAN_KILL_WORKERS", "3"))

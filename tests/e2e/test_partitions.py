@@ -159,18 +159,21 @@ def _day_two_batch(settings: Any) -> dict[str, str]:
 
 
 def _cycle_in_process(settings: Any, mode: str, run_id: str) -> None:
-    from stages import cycle, partitions
+    from stages import partitions
+    from stages.eligibility import eligibility_stage
+    from stages.exchange import exchange_stage
+    from stages.merge import merge_stage
 
     if mode == "none":
-        cycle.merge_stage(settings, DAY2, run_id)
-        cycle.eligibility_stage(settings, DAY2, run_id)
+        merge_stage(settings, DAY2, run_id)
+        eligibility_stage(settings, DAY2, run_id)
     else:
         found = partitions.merge_plan_stage(settings, DAY2, run_id)
         parts = [partitions.merge_part_stage(settings, DAY2, run_id, p) for p in found]
         merged = partitions.merge_reduce_stage(settings, DAY2, run_id, parts)
         decided = [partitions.eligibility_part_stage(settings, DAY2, run_id, p) for p in merged["partitions"]]
         partitions.eligibility_reduce_stage(settings, DAY2, run_id, decided)
-    cycle.exchange_stage(settings, DAY2, run_id)
+    exchange_stage(settings, DAY2, run_id)
 
 
 def test_day_two_moves_and_reissue_across_prefectures(

@@ -10,28 +10,31 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.results import ExchangeResult
 from core.settings import Settings, load_settings
 from core.storage import Storage
-from stages import cycle
-from stages.eligibility import approve_and_build
+from stages.eligibility import approve_and_build, eligibility_stage
+from stages.exchange import exchange_stage
+from stages.merge import merge_stage
+from stages.report import report_stage
 from store.master_store import MasterStore
 
 
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, date]:
     """A sandbox province pulled and validated once (the stages below start from its staged batches)."""
-    from hub.run import _sandbox_services
     from sandbox.generator import init_sandbox
+    from sandbox.services import police_simulator
     from stages.ingest import pull_stage, validate_stage
 
     settings = load_settings(var_dir=tmp_path_factory.mktemp("decisions") / "var")
     init_sandbox(settings, persons=400, seed=11)
     storage = Storage(settings)
     as_of = date.fromisoformat(json.loads((storage.sandbox / "sandbox.json").read_text("utf-8"))["as_of"])
-    with _sandbox_services(settings):
+    with police_simulator(settings):
         for source in settings.sources:
             landed = pull_stage(settings, source, as_of)
-            validate_stage(settings, source, landed["batch_id"], as_of)
+            validate_stage(settings, source, landed.batch_id, as_of)
     return settings, as_of
 
 
@@ -68,8 +71,8 @@ def _civil_loses_assistance(settings: Settings, share: float, tag: str) -> int:
 
 
 def _run(settings: Settings, day: date, run_id: str) -> dict:
-    cycle.merge_stage(settings, day, run_id)
-    return cycle.eligibility_stage(settings, day, run_id)
+    merge_stage(settings, day, run_id)
+    return eligibility_stage(settings, day, run_id)
 
 
 def test_decisions_as_changes_reproducible_and_backfilled(
@@ -80,11 +83,11 @@ def test_decisions_as_changes_reproducible_and_backfilled(
     storage = Storage(settings)
     days = [as_of, as_of + timedelta(days=31), as_of + timedelta(days=62)]
     first = _run(settings, days[0], "run-1")
-    assert first["mode"] == "write" and first["written"]["opened"] == first["rows"]  # everything, once
-    assert first["guard"]["held"] == [] and all(s["exempt"] for s in first["guard"]["services"].values())
-    again = cycle.eligibility_stage(settings, days[0], "run-1-again")  # the same inputs, another run
-    assert again["decisions_sha256"] == first["decisions_sha256"]
-    assert again["written"]["opened"] == 0 and again["transitions"] == {}
+    assert first.mode == "write" and first.written["opened"] == first.rows  # everything, once
+    assert first.guard["held"] == [] and all(s["exempt"] for s in first.guard["services"].values())
+    again = eligibility_stage(settings, days[0], "run-1-again")  # the same inputs, another run
+    assert again.decisions_sha256 == first.decisions_sha256
+    assert again.written["opened"] == 0 and again.transitions == {}
     assert (storage.run_dir("run-1") / "decisions.parquet").read_bytes() == (
         storage.run_dir("run-1-again") / "decisions.parquet"
     ).read_bytes()
@@ -92,8 +95,8 @@ def test_decisions_as_changes_reproducible_and_backfilled(
     _civil_loses_assistance(settings, 0.02, "day2")
     second = _run(settings, days[1], "run-2")
     third = _run(settings, days[2], "run-3")
-    changed = second["written"]["opened"]
-    assert 0 < changed < first["rows"] * 0.05  # only the changed decisions are written
+    changed = second.written["opened"]
+    assert 0 < changed < first.rows * 0.05  # only the changed decisions are written
     moves = pd.read_parquet(storage.run_dir("run-2") / "transitions.parquet")
     assert len(moves) and set(moves["transition"]) <= {"gained", "lost", "amount_changed"}
     lost = moves[moves["transition"] == "lost"]
@@ -103,21 +106,21 @@ def test_decisions_as_changes_reproducible_and_backfilled(
         len(ended)
         and (ended["effective_month"] == f"{(days[1].replace(day=1) + timedelta(days=32)):%Y-%m}").all()
     )
-    files = cycle.exchange_stage(settings, days[1], "run-2")
-    assert not files["held"]
+    files = exchange_stage(settings, days[1], "run-2")
+    assert not files.held
 
     store = MasterStore(settings.expand(settings.master_url))
     opened = store.read_decision_versions("run-1")
-    assert len(opened) == first["rows"]  # the same-day rerun opened nothing
+    assert len(opened) == first.rows  # the same-day rerun opened nothing
     assert opened["caused_by"].str.contains("cdpf-").all()  # the batches the decision's facts came from
     assert store.read_decision_versions("run-2")["caused_by"].notna().all()
     for day, run in zip(days, (first, second, third), strict=True):
-        backfill = cycle.eligibility_stage(settings, day, f"backfill-{day}")
-        assert backfill["mode"] == ("write" if day == days[-1] else "backfill")
-        assert backfill["decisions_sha256"] == run["decisions_sha256"]  # the same decisions as the run
-        if backfill["mode"] == "backfill":
-            assert backfill["matches_store"] and backfill["master_as_of"] == day.isoformat()
-        assert store.run_record(run["run_id"])["decisions_sha256"] == run["decisions_sha256"]
+        backfill = eligibility_stage(settings, day, f"backfill-{day}")
+        assert backfill.mode == ("write" if day == days[-1] else "backfill")
+        assert backfill.decisions_sha256 == run.decisions_sha256  # the same decisions as the run
+        if backfill.mode == "backfill":
+            assert backfill.matches_store and backfill.master_as_of == day.isoformat()
+        assert store.run_record(run.run_id)["decisions_sha256"] == run.decisions_sha256
     in_force = store.decisions_in_force(days[1])
     ran = pd.read_parquet(storage.run_dir("run-2") / "decisions.parquet")
     cols = ["id_number", "service", "eligible", "amount", "reasons"]
@@ -133,25 +136,25 @@ def test_a_mass_change_holds_the_service_files_until_approved(
     storage = Storage(settings)
     day2 = as_of + timedelta(days=31)
     _run(settings, as_of, "run-1")
-    cycle.exchange_stage(settings, as_of, "run-1")
+    exchange_stage(settings, as_of, "run-1")
     _civil_loses_assistance(settings, 0.5, "mass")
     decided = _run(settings, day2, "run-2")
-    assert decided["guard"]["held"] == ["living_subsidy"]
-    share = decided["guard"]["services"]["living_subsidy"]["share"]
+    assert decided.guard["held"] == ["living_subsidy"]
+    share = decided.guard["services"]["living_subsidy"]["share"]
     assert share > settings.guard.max_changed_share
-    assert decided["guard"]["services"]["nursing_subsidy"]["share"] <= settings.guard.max_changed_share
+    assert decided.guard["services"]["nursing_subsidy"]["share"] <= settings.guard.max_changed_share
     hold = json.loads((storage.run_dir("run-2") / "holds.json").read_text("utf-8"))
     assert hold["held"] == ["living_subsidy"]
 
-    exchanged = cycle.exchange_stage(settings, day2, "run-2")
+    exchanged = exchange_stage(settings, day2, "run-2")
     # every contract that carries the held service waits: civil's list and the federation's statistics
     held = ["cdpf_subsidy_statistics", "civil_two_subsidies"]
-    assert sorted(h["contract"] for h in exchanged["held"]) == held
-    assert not set(held) & {f["contract"] for f in exchanged["files"]}
+    assert sorted(h["contract"] for h in exchanged.held) == held
+    assert not set(held) & {f["contract"] for f in exchanged.files}
     period = f"{day2:%Y-%m}"
     assert not list((storage.outbox("civil", period)).glob("*subsid*"))
-    reported = cycle.report_stage(settings, day2, "run-2")
-    data = json.loads(Path(reported["json"]).read_text("utf-8"))
+    reported = report_stage(settings, day2, "run-2")
+    data = json.loads(Path(reported.json).read_text("utf-8"))
     [warning] = [w for w in data["warnings"] if "living_subsidy" in w]
     assert "HELD" in warning and "hub approve run-2" in warning
     row = next(d for d in data["decisions"] if d["service"] == "living_subsidy")
@@ -168,8 +171,9 @@ def test_a_mass_change_holds_the_service_files_until_approved(
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "approved run-2 by 王审核" in done.output and "living_subsidy" in done.output
-    exchanged = json.loads((storage.run_dir("run-2") / "exchange.json").read_text("utf-8"))
-    assert set(held) <= {f["contract"] for f in exchanged["files"]} and not exchanged["held"]
+    exchanged = ExchangeResult.load(storage, "run-2")
+    assert exchanged is not None
+    assert set(held) <= {f["contract"] for f in exchanged.files} and not exchanged.held
     assert list((storage.outbox("civil", period)).glob("*"))
     approval = json.loads((storage.run_dir("run-2") / "approval.json").read_text("utf-8"))
     assert approval["reason"] == "低保年审集中退出，已核实" and approval["at"]

@@ -15,7 +15,7 @@ from connectors.rest import RestClient, pull_rest
 from core.settings import RestSource
 from core.storage import Storage
 from sandbox.simulator import Faults, create_app, serve
-from transforms.validate import stage_batch
+from stages.ingest import stage_batch
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-for-tests"
@@ -143,7 +143,7 @@ def test_a_change_dated_9999_neither_lands_nor_moves_the_cursor(settings, tmp_pa
     ]
     held = json.loads((first.path / "held-out.json").read_bytes())["items"]
     assert sorted(i["gmsfhm"] for i in held) == ["330112199001010777", "330112199001010888"]
-    assert first.manifest["held_out"][0]["rows"] == 2 and first.manifest["rows"] == 20
+    assert first.manifest.held_out[0].rows == 2 and first.manifest.rows == 20
     # not the unreadable item's place ('2026-10-31 25:00:00' sorts after every real time of that day)
     assert storage.watermark("police") == "2026-10-31 08:00:00|330112199001010019"
 

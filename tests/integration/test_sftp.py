@@ -16,6 +16,7 @@ from sshd import LocalSshd, drop_file, known_hosts_with_other_key, write_ed25519
 
 from connectors.errors import ConnectorError
 from connectors.sftp import SftpClient, SftpSource, check_name, pull_sftp
+from core.landing import Manifest
 from core.storage import Storage
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,8 @@ def _manifests(storage: Storage) -> list[dict[str, Any]]:
     ]
 
 
-def _names(landed_manifest: dict[str, Any]) -> list[str]:
-    return [f["name"] for f in landed_manifest["files"]]
+def _names(landed_manifest: Manifest) -> list[str]:
+    return [f.name for f in landed_manifest.files]
 
 
 def _files_under(root: Path) -> set[Path]:
@@ -224,7 +225,7 @@ def test_connection_dropped_mid_transfer_is_retried_and_lands_once(
     assert batches == [landed.path]  # exactly one batch, no temporary folder left behind
     assert sorted(p.name for p in landed.path.iterdir()) == ["hrss_persons_20261031.csv", "manifest.json"]
     assert (landed.path / "hrss_persons_20261031.csv").read_bytes() == data
-    assert landed.manifest["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert landed.manifest.files[0].sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_gb18030_content_arrives_byte_identical(
@@ -245,11 +246,11 @@ def test_gb18030_content_arrives_byte_identical(
     assert (landed.path / "人社_补充_20261031.csv").read_bytes() == other
     assert "䶮" in (landed.path / "hrss_persons_20261031.csv").read_bytes().decode("gb18030")
     assert "㵘" in (landed.path / "人社_补充_20261031.csv").read_bytes().decode("gb18030")
-    assert [f["sha256"] for f in landed.manifest["files"]] == [
+    assert [f.sha256 for f in landed.manifest.files] == [
         hashlib.sha256(HRSS_CSV).hexdigest(),
         hashlib.sha256(other).hexdigest(),
     ]
-    assert landed.rows == 4 and landed.manifest["transport"] == "sftp"
+    assert landed.rows == 4 and landed.manifest.transport == "sftp"
     assert secret not in caplog.text
     assert secret not in repr(SftpClient.from_env(sftp_env, source="hrss"))
 

@@ -77,7 +77,7 @@ def test_arrow_path_lands_the_same_bytes(settings, front_url: str) -> None:
     landed = pull_sql(storage, "cdpf", config, date(2026, 10, 31), ["ID"])
     parts = sorted(landed.path.glob("part-*.parquet"))
     assert [p.read_bytes() for p in parts] == _reference(engine, table, 20)
-    assert landed.manifest["rows"] == 45
+    assert landed.manifest.rows == 45
     assert pq.read_table(parts[0]).column("XM")[1].as_py() == "王䶮2 "  # text untouched, not trimmed
     assert storage.watermark("cdpf") == "45"
 

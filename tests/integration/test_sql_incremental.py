@@ -74,7 +74,7 @@ def test_boundary_rows_are_neither_skipped_nor_duplicated(settings, front_url: s
     second = pull_sql(storage, "cdpf", config, date(2026, 11, 1), [])
     assert sorted(_landed_ids(storage, second.batch_id)) == [50, 51, 60, 130, 131, 200, 201, 202, 203, 204]
     # the first pull is the whole table; later ones only changed rows, which the merge applies on top
-    assert (first.manifest["delta"], second.manifest["delta"]) == (False, True)
+    assert (first.manifest.delta, second.manifest.delta) == (False, True)
 
     third = pull_sql(storage, "cdpf", config, date(2026, 11, 2), [])
     assert _landed_ids(storage, third.batch_id) == []
@@ -143,8 +143,8 @@ def test_a_row_dated_9999_neither_lands_nor_moves_the_bookmark(settings, front_u
     config = _incremental(front_url, max_future_skew_seconds=300)
     first = pull_sql(storage, "cdpf", config, date(2026, 10, 31), [], now=T1)
     assert sorted(_landed_ids(storage, first.batch_id)) == list(range(100, 112))
-    (held,) = first.manifest["held_out"]
-    assert (held["name"], held["rows"], held["column"]) == ("held-out.parquet", 2, "GXSJ")
+    (held,) = first.manifest.held_out
+    assert (held.name, held.rows, held.column) == ("held-out.parquet", 2, "GXSJ")
     held_rows = pd.read_parquet(first.path / "held-out.parquet")
     assert sorted(held_rows["ID"].astype(int)) == [666, 667]
     assert set(held_rows["_held_reason"].str.startswith("later than the run's clock + skew")) == {True}
@@ -154,7 +154,7 @@ def test_a_row_dated_9999_neither_lands_nor_moves_the_bookmark(settings, front_u
     _insert(engine, table, range(200, 203), T1 + timedelta(hours=1))
     second = pull_sql(storage, "cdpf", config, date(2026, 11, 1), [], now=T1 + timedelta(days=1))
     assert sorted(_landed_ids(storage, second.batch_id)) == [200, 201, 202, 667]
-    assert [h["rows"] for h in second.manifest["held_out"]] == [1]
+    assert [h.rows for h in second.manifest.held_out] == [1]
     assert json.loads(storage.watermark("cdpf") or "{}")["ts"] == "2026-10-31 09:00:00.000000"
     _insert(engine, table, [300], T1 + timedelta(hours=2))
     third = pull_sql(storage, "cdpf", config, date(2026, 11, 2), [], now=T1 + timedelta(days=2))
@@ -178,7 +178,7 @@ def test_text_timestamps_of_mixed_precision_compare_as_times(settings, front_url
     config = _incremental(front_url)
     first = pull_sql(storage, "cdpf", config, date(2026, 10, 31), [], now=T1 + timedelta(days=1))
     assert sorted(_landed_ids(storage, first.batch_id)) == [1, 2, 3, 4]
-    assert [h["rows"] for h in first.manifest["held_out"]] == [2]  # not timestamps: quarantined by staging
+    assert [h.rows for h in first.manifest.held_out] == [2]  # not timestamps: quarantined by staging
     assert json.loads(storage.watermark("cdpf") or "{}") == {"ts": "2026-10-31 08:00:15.500000", "key": "2"}
     with engine.begin() as conn:
         conn.execute(table.insert(), [{"ID": 7, "XM": "x", "GXSJ": "2026-10-31 08:00:15.6"},

@@ -14,7 +14,8 @@ from core.signing import PUBLIC_NAME, verify_delivery
 from core.storage import Storage
 from hub.cli import app
 from stages.deliver import DeliveryError, deliver, deliveries
-from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
+from stages.exchange import build_exchange
+from transforms.exchange import exchange_datasets, load_exchange_contracts
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2026, 3, 1)
@@ -82,13 +83,13 @@ def test_missing_receipt_is_resent_then_raised_then_redelivered(settings) -> Non
 
 
 def test_deliver_stage_after_exchange_sends_each_file_once(settings) -> None:
-    from stages.cycle import deliver_stage
+    from stages.deliver import deliver_stage
 
     storage = Storage(settings)
     (made,) = publish(storage)
     first = deliver_stage(settings, AS_OF, "cycle-2026-03-01")
     again = deliver_stage(settings, AS_OF, "cycle-2026-03-01")  # a retried task
-    assert (first["sent"], again["sent"]) == (1, 0)
+    assert (first.sent, again.sent) == (1, 0)
     assert json.loads((storage.run_dir("cycle-2026-03-01") / "deliver.json").read_text())["sent"] == 0
     assert len(deliveries(storage)) == 1 and deliveries(storage)[0]["attempts"] == 1
 
@@ -97,7 +98,7 @@ def test_a_reject_file_goes_to_its_department_once(settings) -> None:
     from test_rejects import AS_OF as REJECT_DAY
     from test_rejects import HRSS, _hrss_batch
 
-    from transforms.rejects import write_pending_rejects
+    from stages.exchange import write_pending_rejects
 
     storage = Storage(settings)
     _hrss_batch(settings)

@@ -12,7 +12,7 @@ from landed_batches import write_landing
 
 from core.settings import Settings
 from core.storage import Storage
-from transforms.validate import stage_batch
+from stages.ingest import stage_batch
 
 AS_OF = date(2025, 6, 30)
 PEOPLE = [check(f"33010619800101{i:03d}") for i in range(300)]

@@ -13,8 +13,8 @@ from batch_builders import cdpf_row, holders, land_csv, land_pages, land_sql, st
 from core.contracts import load_contract
 from core.settings import Settings
 from core.storage import Storage
-from transforms.rejects import write_reject_file
-from transforms.validate import stage_batch
+from stages.exchange import write_reject_file
+from stages.ingest import stage_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)

@@ -15,11 +15,11 @@ import pytest
 from batch_builders import cdpf_row, holders, land_sql
 
 from core.settings import Settings, load_settings
+from stages.ingest import stage_batch
 from store.master_store import MasterStore
 from transforms.eligibility import evaluate, load_policy
 from transforms.merge import civil_flags, merge_sources
 from transforms.standardise import parse_dates, parse_timestamps
-from transforms.validate import stage_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from core.storage import Storage
+from stages.exchange import build_exchange
 from transforms.exchange import (
     ExchangeError,
     apply_codes,
-    build_exchange,
     exchange_datasets,
     load_exchange_contract,
     load_exchange_contracts,
@@ -241,7 +241,7 @@ def test_malformed_contract_names_file_and_key(tmp_path: Path) -> None:
 
 def test_a_delta_file_records_only_the_decisions_it_carries(storage: Storage) -> None:
     from core.publish import acknowledge
-    from transforms.exchange import read_carried
+    from stages.exchange import read_carried
 
     civil = [c for c in load_exchange_contracts(CONTRACTS) if c.name == "civil_two_subsidies"]
     first = build_exchange(storage, civil, exchange_datasets(tiny_master(), tiny_decisions(), tiny_conflicts()),

@@ -19,8 +19,8 @@ from test_merge import cdpf, police
 
 from core.settings import ROOT, Settings, load_settings
 from core.storage import Storage
-from stages.cycle import merge_plan_for, merge_stage
 from stages.ingest import pull_stage, validate_stage
+from stages.merge import merge_plan_for, merge_stage
 from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
 from transforms.merge import decode_sources, merge_sources, resolve_precedence
 
@@ -59,13 +59,13 @@ def test_a_fifth_department_lands_and_validates_from_configuration(tmp_path: Pat
     (drop / "medical_20250630.csv.ok").write_bytes(b"")
 
     landed = pull_stage(settings, "medical", AS_OF)
-    assert landed["rows"] == 12
-    staged = validate_stage(settings, "medical", landed["batch_id"], AS_OF)
-    assert (staged["status"], staged["accepted"], staged["quarantined"]) == ("accepted", 10, 2)
+    assert landed.rows == 12
+    staged = validate_stage(settings, "medical", landed.batch_id, AS_OF)
+    assert (staged.status, staged.accepted, staged.quarantined) == ("accepted", 10, 2)
 
     storage = Storage(settings)
-    assert storage.last_accepted("medical")["batch_id"] == landed["batch_id"]  # type: ignore[index]
-    folder = storage.staged("medical", landed["batch_id"])
+    assert storage.last_accepted("medical")["batch_id"] == landed.batch_id  # type: ignore[index]
+    folder = storage.staged("medical", landed.batch_id)
     accepted = pd.read_parquet(next(folder.glob("accepted*.parquet")))
     assert sorted(accepted["id_number"]) == sorted(people[:10])
     assert accepted["medical_insurance"].astype(str).value_counts().to_dict() == {
@@ -79,7 +79,7 @@ def test_a_fifth_department_lands_and_validates_from_configuration(tmp_path: Pat
     runtime = tmp_path / "var" / "gx"
     assert (runtime / "expectations" / "medical.json").is_file()
     assert (runtime / "validation_definitions" / "medical.json").is_file()
-    assert list((runtime / "uncommitted" / "validations" / "medical" / landed["batch_id"]).glob("*/*.json"))
+    assert list((runtime / "uncommitted" / "validations" / "medical" / landed.batch_id).glob("*/*.json"))
     assert not (ROOT / "gx" / "expectations" / "medical.json").exists()
 
 
@@ -182,9 +182,9 @@ def _land_medical(settings: Settings, rows: list[tuple[str, str]]) -> str:
     (drop / "medical_20250630.csv").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
     (drop / "medical_20250630.csv.ok").write_bytes(b"")
     landed = pull_stage(settings, "medical", AS_OF)
-    staged = validate_stage(settings, "medical", landed["batch_id"], AS_OF)
-    assert (staged["status"], staged["accepted"]) == ("accepted", len(rows))
-    return str(landed["batch_id"])
+    staged = validate_stage(settings, "medical", landed.batch_id, AS_OF)
+    assert (staged.status, staged.accepted) == ("accepted", len(rows))
+    return str(landed.batch_id)
 
 
 def test_a_declared_fifth_department_merges_under_its_precedence_and_gets_its_work_list(

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from core.settings import ROOT, load_settings
+from core.settings import GX_DIR, ROOT, load_settings
+from core.storage import sync_gx_context
 from transforms.ids import check_char
 from transforms.validate import (
     GX_ASSET,
     GX_BATCH,
     GX_DATA_SOURCE,
-    GX_DIR,
     GX_RESULTS,
     KNOWN_COUNTY,
     RUN_PARAMETERS,
@@ -86,7 +86,7 @@ def test_committed_suites_state_their_run_parameters() -> None:
 def test_a_run_keeps_its_result_in_the_runtime_context_and_leaves_the_checkout_alone(tmp_path: Path) -> None:
     before = _tree(COMMITTED)
     settings = load_settings(var_dir=tmp_path / "var")
-    runtime = tmp_path / "var" / "gx"
+    runtime = sync_gx_context(tmp_path / "var" / "gx")
     path = suite_path(settings, "cdpf")
     from core.contracts import contract_for
 
@@ -115,7 +115,7 @@ def test_a_run_keeps_its_result_in_the_runtime_context_and_leaves_the_checkout_a
 
 def test_a_suite_given_by_path_is_added_to_the_runtime_context_only(tmp_path: Path) -> None:
     before = _tree(COMMITTED)
-    runtime = tmp_path / "gx"
+    runtime = sync_gx_context(tmp_path / "gx")
     doc = {
         "name": "elsewhere",
         "expectations": [

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.storage import sync_gx_context
 from transforms.gx_custom import certificate_matches, id_facts, id_is_valid
 from transforms.ids import check_char
 from transforms.validate import run_suite, runtime_context
@@ -29,7 +30,7 @@ RUNTIME: dict[str, Path] = {}  # the runtime GX context of this module's runs (o
 
 @pytest.fixture(autouse=True, scope="module")
 def _gx_runtime(tmp_path_factory: pytest.TempPathFactory) -> None:
-    RUNTIME["dir"] = tmp_path_factory.mktemp("gx")
+    RUNTIME["dir"] = sync_gx_context(tmp_path_factory.mktemp("gx"))
 
 
 def valid(first17: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 from batch_builders import cdpf_row, holders, land
 
 from core.settings import Settings, load_settings
-from transforms.validate import stage_batch
+from stages.ingest import stage_batch
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 AS_OF = date(2025, 6, 30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 
@@ -10,9 +9,10 @@ import pandas as pd
 import pytest
 from test_merge import cdpf, civil, hrss, make_id, police
 
+from core.landing import Manifest
 from core.settings import Settings, load_settings
 from core.storage import Storage
-from stages.cycle import merge_stage
+from stages.merge import merge_stage
 from store.master_snapshot import current_master
 from store.master_store import MasterStore
 from transforms.merge import ATTRIBUTE_COLUMNS, changed_ids
@@ -78,13 +78,13 @@ def test_incremental_merge_writes_only_the_changed_persons_and_equals_a_full_reb
 ) -> None:
     stage(settings, snapshot(1), 1)
     first = merge_stage(settings, AS_OF, "run-1")
-    assert first["mode"] == "full" and first["written"]["new"] == 300
+    assert first.mode == "full" and first.written["new"] == 300
 
     stage(settings, snapshot(2), 2)
     second = merge_stage(settings, AS_OF, "run-2")
-    assert second["mode"] == "incremental"
-    assert second["scope"] == 3  # persons 7 (level), 11 (police name) and 21 (civil row gone)
-    assert second["written"]["changed"] == 3 and second["written"]["new"] == 0
+    assert second.mode == "incremental"
+    assert second.scope == 3  # persons 7 (level), 11 (police name) and 21 (civil row gone)
+    assert second.written["changed"] == 3 and second.written["new"] == 0
 
     incremental = MasterStore(settings.expand(settings.master_url)).read_master()
     rebuilt_settings = settings.model_copy(
@@ -101,7 +101,7 @@ def test_incremental_merge_writes_only_the_changed_persons_and_equals_a_full_reb
     _snapshot_mirrors_the_store(settings, "run-2")
 
     again = merge_stage(settings, AS_OF, "run-3")  # nothing new landed
-    assert again["scope"] == 0 and again["written"]["changed"] == 0
+    assert again.scope == 0 and again.written["changed"] == 0
     _snapshot_mirrors_the_store(settings, "run-3")
 
 
@@ -126,7 +126,7 @@ def test_a_configuration_change_forces_a_full_merge(settings: Settings) -> None:
     stage(settings, snapshot(1), 1)
     merge_stage(settings, AS_OF, "run-1")
     cdpf_first = settings.model_copy(update={"precedence": {"name": ["cdpf", "police"]}})
-    assert merge_stage(cdpf_first, AS_OF, "run-2")["mode"] == "full"
+    assert merge_stage(cdpf_first, AS_OF, "run-2").mode == "full"
 
 
 def _master(settings: Settings) -> pd.DataFrame:
@@ -146,8 +146,8 @@ def test_incremental_and_full_merges_over_the_same_batches_give_the_identical_ma
     merge_stage(settings, AS_OF, "run-1")
     merge_stage(other, AS_OF, "run-1", full=True)
     stage(settings, snapshot(2), 2)
-    assert merge_stage(settings, AS_OF, "run-2")["mode"] == "incremental"
-    assert merge_stage(other, AS_OF, "run-2", full=True)["mode"] == "full"
+    assert merge_stage(settings, AS_OF, "run-2").mode == "incremental"
+    assert merge_stage(other, AS_OF, "run-2", full=True).mode == "full"
     pd.testing.assert_frame_equal(_master(settings), _master(other))
     store, full_store = (MasterStore(s.expand(s.master_url)) for s in (settings, other))
     pd.testing.assert_frame_equal(store.read_conflicts(), full_store.read_conflicts())
@@ -161,8 +161,8 @@ def stage_delta(settings: Settings, source: str, frame: pd.DataFrame, batch_id: 
     frame.assign(_batch_id=batch_id).to_parquet(out / "accepted.parquet", index=False)
     landing = storage.landing(source, batch_id)
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "manifest.json").write_text(
-        json.dumps({"batch_id": batch_id, "delta": True}), encoding="utf-8"
+    Manifest(source, batch_id, "delta", "sql", [], len(frame), "2026-03-01T00:00:00+00:00", delta=True).write(
+        landing
     )
     storage.record_batch(batch_id, source, "delta", len(frame))
     storage.set_verdict(batch_id, "accepted", len(frame), 0)
@@ -180,8 +180,8 @@ def test_delta_batches_on_the_last_full_batch_equal_the_full_snapshot(settings: 
     for source in ("cdpf", "police"):  # level of person 7, police name of person 11
         stage_delta(settings, source, _changed_rows(source, 2), f"{source}-d2")
     done = merge_stage(settings, AS_OF, "run-2")
-    assert done["mode"] == "incremental" and done["scope"] == 2 and done["written"]["changed"] == 2
-    assert done["delta_chains"] == {"cdpf": ["cdpf-v1", "cdpf-d2"], "police": ["police-v1", "police-d2"]}
+    assert done.mode == "incremental" and done.scope == 2 and done.written["changed"] == 2
+    assert done.delta_chains == {"cdpf": ["cdpf-v1", "cdpf-d2"], "police": ["police-v1", "police-d2"]}
 
     snap = _elsewhere(settings, "snapshot")  # the same day as full snapshots (civil: person 21 kept)
     v2 = snapshot(2)
@@ -198,7 +198,7 @@ def test_delta_batches_on_the_last_full_batch_equal_the_full_snapshot(settings: 
     assert (_master(rebuilt)["cdpf_batch"] == "cdpf-d2").sum() == 1
 
     again = merge_stage(settings, AS_OF, "run-3")  # nothing new
-    assert again["scope"] == 0 and again["written"]["changed"] == 0
+    assert again.scope == 0 and again.written["changed"] == 0
 
 
 def test_an_id_change_moves_the_person_and_equals_a_full_rebuild(settings: Settings) -> None:
@@ -210,8 +210,8 @@ def test_an_id_change_moves_the_person_and_equals_a_full_rebuild(settings: Setti
     police_v2.loc[police_v2["id_number"] == old, ["id_number", "former_id_number"]] = [new, old]
     stage_delta(settings, "police", police_v2[police_v2["id_number"] == new], "police-idchange")
     done = merge_stage(settings, AS_OF, "run-2")
-    assert done["mode"] == "incremental" and done["scope"] == 2 and done["id_changes"] == 1
-    assert done["written"]["new"] == 1 and done["written"]["removed"] == 1
+    assert done.mode == "incremental" and done.scope == 2 and done.id_changes == 1
+    assert done.written["new"] == 1 and done.written["removed"] == 1
     master = _master(settings)
     assert new in set(master["id_number"]) and old not in set(master["id_number"])
     assert (master.loc[master["id_number"] == new, "cdpf_batch"] == "cdpf-v1").all()

@@ -19,7 +19,7 @@ from connectors.folder import pull_folder
 from connectors.landing import BatchWriter
 from core.settings import FolderSource, Settings
 from core.storage import Storage
-from transforms.validate import stage_batch
+from stages.ingest import stage_batch
 
 AS_OF = date(2025, 6, 30)
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_a_symbolic_link_in_the_drop_folder_is_not_followed(
     (folder / (link.name + ".ok")).write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="connectors.folder"):
         landed = pull_folder(Storage(settings), "hrss", _config(settings), AS_OF)
-    assert [f["name"] for f in landed.manifest["files"]] == ["hrss_persons_20250630.csv"]
+    assert [f.name for f in landed.manifest.files] == ["hrss_persons_20250630.csv"]
     assert "hrss_persons_20250701.csv is a symbolic link; not taken" in caplog.text
     assert not any(b"root:" in p.read_bytes() for p in landed.path.iterdir())
 

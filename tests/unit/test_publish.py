@@ -20,9 +20,9 @@ from core.publish import acknowledge
 from core.signing import PUBLIC_NAME, VerifyError, verify_delivery
 from core.storage import Storage
 from hub.cli import app
+from stages.exchange import build_exchange
 from transforms.exchange import (
     ExchangeError,
-    build_exchange,
     exchange_datasets,
     load_exchange_contract,
     load_purposes,

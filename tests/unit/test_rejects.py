@@ -15,8 +15,8 @@ from batch_builders import holders, land_csv
 from core.contracts import REASONS, load_contract
 from core.settings import ROOT, Settings
 from core.storage import Storage
-from transforms.rejects import write_pending_rejects, write_reject_file
-from transforms.validate import stage_batch
+from stages.exchange import write_pending_rejects, write_reject_file
+from stages.ingest import stage_batch
 
 AS_OF = date(2025, 6, 30)
 HRSS = load_contract(ROOT / "schemas/sources/hrss.yaml")

@@ -231,18 +231,21 @@ def _stage(storage: Storage, source: str, frame: pd.DataFrame, validation: dict[
 
 
 def test_cycle_stages_on_tiny_batches(settings) -> None:
-    from stages import cycle
+    from stages.eligibility import eligibility_stage
+    from stages.exchange import exchange_stage
+    from stages.merge import merge_stage
+    from stages.report import report_stage
 
     storage = Storage(settings)
     for source, frame in tiny_frames().items():
         _stage(storage, source, frame, {"rows": len(frame) + 1, "reason_counts": {"ID_CHECKSUM": 1}})
     run_id = "cycle-2026-03-01"
 
-    merged = cycle.merge_stage(settings, AS_OF, run_id)
-    assert merged["persons"] == 2 and merged["missing_sources"] == ["hrss"]
-    assert merged["conflicts_by_type"] == {"NAME_MISMATCH": 1}
-    decided = cycle.eligibility_stage(settings, AS_OF, run_id)
-    assert decided["rows"] == 2 * 10  # two persons x the ten services of the bundle
+    merged = merge_stage(settings, AS_OF, run_id)
+    assert merged.persons == 2 and merged.missing_sources == ["hrss"]
+    assert merged.conflicts_by_type == {"NAME_MISMATCH": 1}
+    decided = eligibility_stage(settings, AS_OF, run_id)
+    assert decided.rows == 2 * 10  # two persons x the ten services of the bundle
     decisions = pd.read_parquet(storage.run_dir(run_id) / "decisions.parquet")
     subsidies = decisions[decisions["service"].isin(["living_subsidy", "nursing_subsidy"])]
     eligible = subsidies[subsidies["eligible"]].set_index("service")["amount"].to_dict()
@@ -250,11 +253,11 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     assert (
         decisions.loc[decisions["service"] == "nursing_subsidy", "eligible"].sum() == 1
     )  # no police: not local
-    exchanged = cycle.exchange_stage(settings, AS_OF, run_id)
-    assert {f["partner"] for f in exchanged["files"]} == {"civil", "cdpf", "cdpf_stats", "hrss", "police"}
-    reported = cycle.report_stage(settings, AS_OF, run_id)
-    html = Path(reported["path"]).read_text(encoding="utf-8")
-    data = json.loads(Path(reported["json"]).read_text(encoding="utf-8"))
+    exchanged = exchange_stage(settings, AS_OF, run_id)
+    assert {f["partner"] for f in exchanged.files} == {"civil", "cdpf", "cdpf_stats", "hrss", "police"}
+    reported = report_stage(settings, AS_OF, run_id)
+    html = Path(reported.path).read_text(encoding="utf-8")
+    data = json.loads(Path(reported.json).read_text(encoding="utf-8"))
     assert not UNMASKED.search(html) and not UNMASKED.search(json.dumps(data))
     assert "//" not in html
     by_source = {s["source"]: s for s in data["sources"]}
@@ -264,7 +267,7 @@ def test_cycle_stages_on_tiny_batches(settings) -> None:
     # subsidies, temporary assistance, referral, statistics + four work lists (empty ones too)
     assert len(data["exchange"]) == 8
     for result in (merged, decided, exchanged, reported):
-        json.dumps(result)  # XCom-safe
+        json.dumps(result.as_json())  # XCom-safe: what the DAG task returns
 
 
 def test_report_links_only_validation_reports_that_exist_under_var(settings) -> None:

@@ -13,7 +13,7 @@ from batch_builders import cdpf_row, holders
 from connectors.sql import pull_sql
 from core.settings import Settings, SqlSource
 from core.storage import Storage
-from transforms.validate import HELD_OUT_ZH, stage_batch
+from stages.ingest import HELD_OUT_ZH, stage_batch
 
 AS_OF = date(2025, 6, 30)
 
@@ -32,7 +32,7 @@ def test_rows_dated_in_the_future_are_quarantined_with_their_reason(
         watermark_column="GXSJ", key_columns=["SFZH"],
     )  # fmt: skip
     landed = pull_sql(Storage(settings), "cdpf", config, AS_OF, [], now=datetime(2025, 6, 30, 9, 0))
-    assert landed.rows == 29 and landed.manifest["held_out"][0]["rows"] == 1
+    assert landed.rows == 29 and landed.manifest.held_out[0].rows == 1
 
     result = stage_batch(settings, "cdpf", landed.batch_id, AS_OF)
     assert (result.status, result.rows, result.accepted, result.quarantined) == ("accepted", 30, 29, 1)

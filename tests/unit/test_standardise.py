@@ -15,6 +15,7 @@ import pytest
 from landed_batches import write_landing
 
 from core.contracts import ContractError, load_contract
+from stages.landed import read_landed
 from transforms.standardise import (
     LandingCorrupt,
     LandingDecodeError,
@@ -22,7 +23,6 @@ from transforms.standardise import (
     clean_text,
     parse_dates,
     parse_timestamps,
-    read_landed,
     standardise,
 )
 

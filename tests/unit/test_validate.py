@@ -21,8 +21,9 @@ from core.contracts import REASONS, load_contract
 from core.masking import mask_id
 from core.settings import Settings, load_settings
 from core.storage import Storage
-from transforms.rejects import write_reject_file
-from transforms.validate import SuiteError, load_suite, run_suite, stage_batch
+from stages.exchange import write_reject_file
+from stages.ingest import stage_batch
+from transforms.validate import SuiteError, load_suite, run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)

@@ -1,0 +1,182 @@
+"""The report stage: the ledger's batches, validation results, store counts, the other stages' typed
+results and the manifests, gathered into the auditor report (rendered by reports/)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.results import EligibilityResult, MergeResult, ReportResult
+from core.settings import Settings
+from core.staleness import stale_sources, stale_warning
+from core.storage import Storage, batches
+from stages.eligibility import guard_warnings
+from store.master_store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def _latest_batch(storage: Storage, source: str) -> dict[str, Any] | None:
+    """The newest batch of a source in the ledger, whatever its verdict (a held batch must show)."""
+    with storage.engine().connect() as conn:
+        row = (
+            conn.execute(
+                sa.select(batches)
+                .where(batches.c.source == source)
+                .order_by(batches.c.landed_at.desc(), batches.c.verdict_at.desc())
+            )
+            .mappings()
+            .first()
+        )
+    return dict(row) if row else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("report: %s is not valid JSON; left out", path)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -> str:
+    """Say plainly which batch is held, by which gate with which numbers, what the master uses instead
+    and how to release it (the ledger note names each tripped gate with its value and limit)."""
+    batch_id = latest["batch_id"]
+    why = latest.get("note") or "no reason recorded"
+    kept = (
+        f"主档沿用上一批合格数据 the master keeps {source} batch {used_batch}"
+        if used_batch
+        else f"主档没有{source}的合格数据 the master has no accepted {source} batch to fall back on"
+    )
+    return (
+        f"{source}: 批次 {batch_id} 暂扣 {latest['status']}: {why}. {kept}; "
+        f"其他来源照常处理 the other sources ran as usual. "
+        f"放行 release: hub batch release {batch_id} --by NAME"
+    )
+
+
+def report_stage(settings: Settings, as_of: date, run_id: str) -> ReportResult:
+    """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
+    from reports.report import write_report
+    from reports.report_data import gather
+
+    storage = Storage(settings)
+    store = open_store(settings)
+    merged = MergeResult.load(storage, run_id)
+    used = merged.batches if merged else {}
+    warnings: list[str] = []
+    sources = []
+    for source in sorted(settings.sources):
+        latest = _latest_batch(storage, source)
+        accepted = storage.last_accepted(source)
+        used_batch = used.get(source, accepted["batch_id"] if accepted else None)
+        entry: dict[str, Any] = {"source": source, "used_batch_id": used_batch}
+        if latest is None:
+            warnings.append(f"{source}: 没有任何批次 no batch has landed; its facts are unknown")
+            sources.append(entry)
+            continue
+        validation = _read_json(storage.staged(source, latest["batch_id"]) / "validation.json")
+        entry.update(
+            {
+                "batch_id": latest["batch_id"],
+                "verdict": latest["status"],
+                "rows": latest["rows"] if latest["rows"] is not None else validation.get("rows"),
+                "accepted": latest["accepted_rows"]
+                if latest["accepted_rows"] is not None
+                else validation.get("accepted"),
+                "quarantined": latest["quarantined_rows"]
+                if latest["quarantined_rows"] is not None
+                else validation.get("quarantined"),
+                "reasons": dict(sorted((validation.get("reason_counts") or {}).items())),
+                "note": latest.get("note") or "",
+                # under var/; the report links it relatively when the file is there
+                "validation_report": f"staged/{source}/{latest['batch_id']}/validation.html",
+            }
+        )
+        if latest["status"] != "accepted":
+            warnings.append(_held_warning(source, latest, used_batch))
+        elif used_batch is None:
+            warnings.append(f"{source}: 主档未使用任何批次 the master used no batch of this source")
+        sources.append(entry)
+    stale = stale_sources(storage, sorted(settings.sources))
+    warnings.extend(stale_warning(entry) for entry in stale)
+
+    counts = store.counts()
+    eligibility = EligibilityResult.load(storage, run_id)
+    decisions = eligibility.services if eligibility else None
+    if decisions is None:
+        frame = store.read_decisions(run_id)
+        decisions = [
+            {
+                "service": str(svc),
+                "evaluated": len(rows),
+                "eligible": int(rows["eligible"].sum()),
+                "amount_total": round(float(rows.loc[rows["eligible"], "amount"].sum()), 2),
+            }
+            for svc, rows in frame.groupby("service", sort=True)
+        ]
+    warnings.extend(guard_warnings(storage, run_id, eligibility, decisions))
+    exchange = []
+    for manifest_path in sorted((storage.var / "outbox").glob("*/*/*.manifest.json")):
+        manifest = _read_json(manifest_path)
+        if manifest.get("run_id") != run_id:
+            continue
+        exchange.append(
+            {
+                "partner": manifest.get("partner") or manifest_path.parent.parent.name,
+                "contract": manifest.get("contract"),
+                "file": manifest.get("file") or manifest_path.name.removesuffix(".manifest.json"),
+                "period": manifest.get("period"),
+                "rows": manifest.get("rows"),
+                "sha256": manifest.get("sha256"),
+            }
+        )
+    summary: dict[str, Any] = {
+        "policy": f"{eligibility.policy} {eligibility.policy_version}".strip() if eligibility else "",
+        "sources": sources,
+        "master": {
+            "persons": counts["persons"],
+            "conflicts": counts["conflicts"],
+            "conflicts_by_type": counts["conflicts_by_type"],
+        },
+        "decisions": decisions,
+        "exchange": exchange,
+        "warnings": warnings,
+        "stale": stale,
+    }
+    summary.update(gather(storage, store, run_id, sources))  # validation, rejects, audits, other stages
+    path = write_report(storage, run_id, as_of, summary)
+    log.info("report %s: %s (%d warnings)", run_id, path, len(warnings))
+    return ReportResult(
+        run_id=run_id,
+        rows=len(exchange),
+        path=str(path),
+        json=str(path.with_suffix(".json")),
+        stale=[entry["source"] for entry in stale],
+    )
+
+
+def rebuild_report(settings: Settings, run_id: str | None = None) -> Path:
+    """Run the report stage again for a run (default: the latest run with a merge record)."""
+    storage = Storage(settings)
+    found = sorted(
+        (json.loads(p.read_text(encoding="utf-8")).get("as_of", ""), p.parent.name)
+        for p in (storage.var / "runs").glob("*/merge.json")
+    )
+    known = {run: as_of for as_of, run in found}
+    if run_id is None:
+        if not found:
+            raise SystemExit(f"no run under {storage.var / 'runs'}: run `hub run` first")
+        run_id = found[-1][1]
+    if run_id not in known:
+        raise SystemExit(f"run {run_id!r} not found under {storage.var / 'runs'}; known: {sorted(known)}")
+    return Path(report_stage(settings, date.fromisoformat(known[run_id]), run_id).path)
