@@ -20,11 +20,12 @@ PERSONS = 50_000
 def test_every_decision_matches_the_oracle_at_50000_persons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hub import cycle
-    from hub.ingest import pull_stage, validate_stage
-    from hub.run import _sandbox_services
-    from hub.sandbox.generator import init_sandbox
-    from hub.settings import load_settings
+    from core.settings import load_settings
+    from hub.run import side_services
+    from sandbox.generator import init_sandbox
+    from stages.eligibility import eligibility_stage
+    from stages.ingest import pull_stage, validate_stage
+    from stages.merge import merge_stage
     from transforms.eligibility import load_policy
 
     var = tmp_path / "var"
@@ -33,15 +34,15 @@ def test_every_decision_matches_the_oracle_at_50000_persons(
     settings = load_settings(var_dir=var)
     info = init_sandbox(settings, persons=PERSONS, seed=11)
     as_of, run_id = info.as_of, f"scale-{info.as_of}"
-    with _sandbox_services(settings):
+    with side_services(settings):
         for source in settings.sources:
             landed = pull_stage(settings, source, as_of)
-            validate_stage(settings, source, landed["batch_id"], as_of)
-    cycle.merge_stage(settings, as_of, run_id, full=True)
-    decided = cycle.eligibility_stage(settings, as_of, run_id)
+            validate_stage(settings, source, landed.batch_id, as_of)
+    merge_stage(settings, as_of, run_id, full=True)
+    decided = eligibility_stage(settings, as_of, run_id)
 
     truth = pd.read_csv(info.truth_dir / "decisions.csv", dtype={"id_number": str})
-    got = pd.read_parquet(decided["path"])
+    got = pd.read_parquet(decided.path)
     merged = truth.merge(
         got[["id_number", "service", "eligible", "amount"]],
         on=["id_number", "service"],

@@ -58,7 +58,7 @@ def test_a_late_sftp_file_is_seen_by_the_next_look_and_pulled(
         time.sleep(0.5)
     assert looks >= 1  # it did wait
     landed = pull_stage(settings, "hrss", AS_OF)
-    assert landed["new"] and landed["rows"] == 0
+    assert landed.new and landed.rows == 0
 
 
 def test_no_sftp_file_by_the_deadline_fails_naming_the_remote_folder(

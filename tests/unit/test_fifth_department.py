@@ -19,9 +19,10 @@ from test_merge import cdpf, police
 
 from core.settings import ROOT, Settings, load_settings
 from core.storage import Storage
+from stages.exchange import build_exchange
 from stages.ingest import pull_stage, validate_stage
 from stages.merge import merge_plan_for, merge_stage
-from transforms.exchange import build_exchange, exchange_datasets, load_exchange_contracts
+from transforms.exchange import exchange_datasets, load_exchange_contracts
 from transforms.merge import decode_sources, merge_sources, resolve_precedence
 
 AS_OF = date(2025, 6, 30)

@@ -20,7 +20,7 @@ from landed_batches import write_landing
 from core.contracts import REASONS, load_contract
 from core.masking import mask_id
 from core.settings import Settings, load_settings
-from core.storage import Storage
+from core.storage import Storage, sync_gx_context
 from stages.exchange import write_reject_file
 from stages.ingest import stage_batch
 from transforms.validate import SuiteError, load_suite, run_suite
@@ -639,7 +639,7 @@ def test_an_unknown_expectation_type_fails_loudly(tmp_path: Path) -> None:
     }
     frame = pd.DataFrame({"id_number": pd.Series(["1"], dtype="string")})
     with pytest.raises(SuiteError, match=r"expectations\[0\] \(expect_column_values_to_be_valid_id_numbr\)"):
-        run_suite(frame, doc, tmp_path / "t.json", tmp_path / "gx")
+        run_suite(frame, doc, tmp_path / "t.json", sync_gx_context(tmp_path / "gx"))
 
 
 def test_a_delta_batch_is_not_held_for_being_small(settings: Settings, tmp_path: Path) -> None:
