@@ -367,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--partner", default=None)
     parser.add_argument("--force", action="store_true", help="re-send pending and failed files now")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: each file; -vv: each upload and rename too"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(name)s %(message)s",
         stream=sys.stderr,
     )

@@ -118,7 +118,7 @@ def _contracts(folder: Path, sftp_inbox: Path) -> Path:
 def _run_killed(env: dict[str, str], contracts: Path, partner: str, kill_at: int | None) -> str:
     """Run the deliver step; SIGKILL it right after its `kill_at`-th step line. Returns the last step seen."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.deliver", "--contracts", str(contracts), "--partner", partner, "-v"],
+        [sys.executable, "-m", "stages.deliver", "--contracts", str(contracts), "--partner", partner, "-vv"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
