@@ -426,14 +426,13 @@ def decision_note(decision: dict[str, Any]) -> str:
 
 
 def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
-    """metadata.create_all, safe when tasks on several workers open a new state database at once: a
-    table another process created between the check and the CREATE is taken as created."""
-    try:
-        metadata.create_all(engine)
-    except sa.exc.OperationalError as exc:
-        if "already exists" not in str(exc):
-            raise
-        metadata.create_all(engine)
+    """metadata.create_all, safe when tasks on several workers open a new state database at once: every
+    CREATE says IF NOT EXISTS, so a table or index another process has just made is taken as made."""
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
