@@ -60,7 +60,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
         out[mode] = (var, config)
     for mode, proc in procs:  # both modes at once: the wall time of one
         log, _ = proc.communicate(timeout=1200)
-        assert proc.returncode == 0, f"{mode}: " + log.decode(errors="replace")[-3000:]
+        assert proc.returncode == 0, f"{mode}: " + log.decode(errors="backslashreplace")[-3000:]
     return out
 
 
