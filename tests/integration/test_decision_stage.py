@@ -108,6 +108,17 @@ def test_decisions_as_changes_reproducible_and_backfilled(
     )
     files = exchange_stage(settings, days[1], "run-2")
     assert not files.held
+    # the declared 临时救助 period (policies/zhejiang.yaml adjustments) ends before the third day: the
+    # one-off service stops for every holder at once, which the guard holds for an operator to approve
+    # (docs/operations.md, Held outbound files)
+    assert "temporary_assistance" not in second.guard["held"]
+    assert "temporary_assistance" in third.guard["held"]
+    stops = pd.read_parquet(storage.run_dir("run-3") / "transitions.parquet")
+    stops = stops[stops["service"] == "temporary_assistance"]
+    assert len(stops) and (stops["transition"] == "lost").all()
+    # each stop for the period's end, but for a certificate that expired meanwhile (that stop comes first)
+    assert stops["stop_reason"].str.fullmatch("NOT_DECLARED|CERT_EXPIRED").all()
+    assert (stops["stop_reason"] == "NOT_DECLARED").mean() > 0.9
 
     store = MasterStore(settings.expand(settings.master_url))
     opened = store.read_decision_versions("run-1")
