@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from skip_summary import pytest_terminal_summary  # noqa: F401  (a hook: the skipped tests and how to run them)
-from throwaway_db import MYSQL_HOST, PG_HOST, throwaway
+from throwaway_db import MYSQL_HOST, throwaway, throwaway_pg
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -22,12 +22,7 @@ def settings(tmp_path: Path):
 @pytest.fixture
 def pg_url():
     """A throwaway PostgreSQL database (credentials from LIANBAN_TEST_PG, dev default: trust auth)."""
-    yield from throwaway(
-        f"postgresql+psycopg://{PG_HOST}/postgres",
-        f"postgresql+psycopg://{PG_HOST}/{{name}}",
-        "CREATE DATABASE {name}",
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-    )
+    yield from throwaway_pg()
 
 
 @pytest.fixture

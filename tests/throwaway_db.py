@@ -29,5 +29,16 @@ def throwaway(admin_url: str, make_url: str, create: str, drop: str):
         admin.dispose()
 
 
+def throwaway_pg(template: str | None = None):
+    """A throwaway PostgreSQL database, empty or a copy of the database `template` (none may be connected
+    to it)."""
+    return throwaway(
+        f"postgresql+psycopg://{PG_HOST}/postgres",
+        f"postgresql+psycopg://{PG_HOST}/{{name}}",
+        "CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""),
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+    )
+
+
 PG_HOST = os.environ.get("LIANBAN_TEST_PG", "postgres@127.0.0.1:5432")
 MYSQL_HOST = os.environ.get("LIANBAN_TEST_MYSQL", "root@127.0.0.1:3306")

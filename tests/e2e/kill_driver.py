@@ -1,12 +1,11 @@
 """Run a cycle's stages in this process, optionally dying by SIGKILL at a named point; and hash its outcome.
 
-Used by tests/e2e/test_kill_retry.py as a script:
-
-    python kill_driver.py VAR AS_OF FROM_STEP KILL|-|snapshots=DIR
-
-runs the steps of STEPS from FROM_STEP to the end, calling the stage functions as the DAG tasks do (same
-run id), with the pulled batch ids kept in VAR/../steps.json (what XCom carries between pull and stage).
-KILL (`what:target:n[:within]`) replaces a function by one that SIGKILLs this process at its n-th call,
+Used by tests/e2e/test_kill_retry.py: `child(var, as_of, from_step, kill, ...)`, each time in a process of
+its own forked from a fork server that has imported PRELOAD (a fresh interpreter would import them
+again for every one of some seventy runs), runs the steps of STEPS from from_step to the end, calling the
+stage functions as the DAG tasks do (same run id), with the pulled batch ids kept in VAR/../steps.json
+(what XCom carries between pull and stage). `kill` is `-` (run to the end), `snapshots=DIR` (see
+run_steps) or `what:target:n[:within]`, which replaces a function by one that SIGKILLs this process at its n-th call,
 counting only calls made while `within` runs, when given:
 
 - `call:module.attr:n` dies on entering the n-th call, `after:module.attr:n` right after it returned;
@@ -245,11 +244,34 @@ def outcome(var: Path) -> dict[str, str]:
     return digests
 
 
-if __name__ == "__main__":
-    var_dir, as_of, first, kill = Path(sys.argv[1]), date.fromisoformat(sys.argv[2]), sys.argv[3], sys.argv[4]
+# -- the child process ----------------------------------------------------------------------------------
+
+# What the runs import, loaded once in the fork server; only imported, never run there: each child
+# starts as a fresh process that has imported them would (no module reads the environment on import).
+PRELOAD = [
+    "kill_driver",
+    "core.settings",
+    *(
+        f"stages.{kind}"
+        for kind in ("ingest", "merge", "eligibility", "exchange", "audit", "deliver", "report")
+    ),
+    "great_expectations",  # imported by every validation (transforms.validate), seconds on its own
+]
+
+
+def child(var: str, as_of: str, first: str, kill: str, env: dict[str, str], cwd: str, log: str) -> None:
+    """One run in a forked child: `env` is its whole environment, stdout and stderr go to log.stdout and
+    log.stderr. An exception exits with status 1 and its traceback on stderr, a kill with -SIGKILL."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for fd, suffix in ((1, "stdout"), (2, "stderr")):
+        out = os.open(f"{log}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, fd)
+        os.close(out)
     if kill.startswith("snapshots="):
-        run_steps(var_dir, as_of, first, Path(kill.removeprefix("snapshots=")))
-    else:
-        if kill != "-":
-            install_kill(kill)
-        run_steps(var_dir, as_of, first)
+        run_steps(Path(var), date.fromisoformat(as_of), first, Path(kill.removeprefix("snapshots=")))
+        return
+    if kill != "-":
+        install_kill(kill)
+    run_steps(Path(var), date.fromisoformat(as_of), first)

@@ -8,11 +8,14 @@ monkeypatch SIGKILLs at the trial's point (no hook in production code), then run
 in a fresh process, as a retried task and its downstream tasks would. Its outcome (store tables,
 ledger, landed and staged batches, partner files, run records, report data; kill_driver.outcome) must
 hash as the clean run's does, wall-clock fields aside (kill_driver.WALL_CLOCK_FIELDS says which and why).
+Each of these runs is a process forked from one fork server that has only imported the stages
+(kill_driver.PRELOAD), so that some seventy runs do not import them seventy times.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -23,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import kill_driver
 import pytest
-from kill_driver import STEPS, outcome
+from kill_driver import PRELOAD, STEPS, outcome
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +82,8 @@ KILL_POINTS = [
 ]
 # trials run side by side in child processes (each in its own copy of var/)
 WORKERS = int(os.environ.get("LIANBAN_KILL_WORKERS", "3"))
+# every run of the harness is a child of one fork server (kill_driver.PRELOAD imported once)
+FORKS = multiprocessing.get_context("forkserver")
 
 
 @dataclass
@@ -88,15 +94,20 @@ class Trial:
     seconds: float
 
 
-def _driver(var: Path, first: str, arg: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(HERE / "kill_driver.py"), str(var), env["KILL_AS_OF"], first, arg],
-        env={**env, "LIANBAN_VAR": str(var)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _driver(
+    var: Path, first: str, arg: str, env: dict[str, str], log: Path
+) -> subprocess.CompletedProcess[str]:
+    """kill_driver.child in a process forked from the fork server; its output in log.stdout and log.stderr."""
+    args = (str(var), env["KILL_AS_OF"], first, arg, {**env, "LIANBAN_VAR": str(var)}, str(ROOT), str(log))
+    proc = FORKS.Process(target=kill_driver.child, args=args)
+    proc.start()
+    proc.join(timeout=600)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        raise AssertionError(f"the run from {first} ({arg}) took more than 600 s")
+    out, err = (Path(f"{log}.{s}").read_text(errors="backslashreplace") for s in ("stdout", "stderr"))
+    return subprocess.CompletedProcess(args, proc.exitcode, out, err)
 
 
 def _trial(
@@ -117,10 +128,10 @@ def _trial(
         text = record.read_text(encoding="utf-8")
         if clean in text:
             record.write_text(text.replace(clean, str(var)), encoding="utf-8")
-    killed = _driver(var, first, kill, env)
+    killed = _driver(var, first, kill, env, trial.with_name(f"{trial.name}-killed"))
     if killed.returncode != -signal.SIGKILL:
         return Trial(killed, None, [], time.monotonic() - started)
-    retried = _driver(var, first, "-", env)
+    retried = _driver(var, first, "-", env, trial.with_name(f"{trial.name}-retried"))
     got = outcome(var) if retried.returncode == 0 else {}
     differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
     return Trial(killed, retried, differ, time.monotonic() - started)
@@ -144,10 +155,11 @@ def trials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trial]:
     )
     env["KILL_AS_OF"] = json.loads((var / "sandbox" / "sandbox.json").read_text(encoding="utf-8"))["as_of"]
     snapshots = base / "snapshots"
+    FORKS.set_forkserver_preload(["__main__", *PRELOAD])  # __main__: pytest's, which a child would import
     shutil.copytree(var.parent, snapshots / "-1", symlinks=True)
     with running_police_simulator(var / "sandbox") as (url, token):
         env.update({"LIANBAN_POLICE_URL": url, "LIANBAN_POLICE_TOKEN": token})
-        done = _driver(var, STEPS[0], f"snapshots={snapshots}", env)
+        done = _driver(var, STEPS[0], f"snapshots={snapshots}", env, base / "clean-run")
         assert done.returncode == 0 and "done" in done.stdout, done.stderr[-3000:]
         expected = outcome(var)
         with ThreadPoolExecutor(WORKERS) as pool:

@@ -10,9 +10,9 @@ file must be the same in both modes (hashes compared).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from run_digests import decisions_digest, partner_files, store_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +52,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
         var, config = base / mode, _config(base, mode)
         env = {**os.environ, **KEYS, "LIANBAN_VAR": str(var), "LIANBAN_CONFIG": str(config)}
         env.pop("LIANBAN_POLICE_URL", None)
-        init = [*HUB, "sandbox", "init", "--persons", "2000", "--seed", "5", "--as-of", DAY1.isoformat()]
-        subprocess.run(init, env=env, cwd=ROOT, check=True, capture_output=True)
+        if not out:  # one sandbox, copied into the other var directory: the same data in both modes
+            init = [*HUB, "sandbox", "init", "--persons", "2000", "--seed", "5", "--as-of", DAY1.isoformat()]
+            subprocess.run(init, env=env, cwd=ROOT, check=True, capture_output=True)
+        else:
+            shutil.copytree(base / MODES[0] / "sandbox", var / "sandbox", symlinks=True)
         run = [*HUB, "run", "--date", DAY1.isoformat()]
         procs.append(
             (mode, subprocess.Popen(run, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -64,46 +68,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
     return out
 
 
-def _store_digest(var: Path) -> dict[str, str]:
-    """SHA-256 per store table over its rows in a canonical order, without the wall-clock columns."""
-    engine = sa.create_engine(f"sqlite:///{var / 'master.sqlite'}")
-    digests = {}
-    with engine.connect() as conn:
-        for table in ("person_version", "conflict", "id_change", "decision_version", "run"):
-            frame = pd.read_sql_table(table, conn)
-            frame = frame[[c for c in frame.columns if not c.endswith("_at")]]
-            frame = frame.astype("string").sort_values(list(frame.columns)).reset_index(drop=True)
-            digests[table] = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-    engine.dispose()
-    return digests
-
-
-def _partner_files(var: Path, run_id: str) -> dict[str, str]:
-    """Each partner file of a run (outbox path) and the SHA-256 of its bytes."""
-    found = {}
-    for manifest in sorted((var / "outbox").glob("*/*/*.manifest.json")):
-        if json.loads(manifest.read_text(encoding="utf-8")).get("run_id") != run_id:
-            continue
-        data = manifest.with_name(manifest.name.removesuffix(".manifest.json"))
-        found[str(data.relative_to(var))] = hashlib.sha256(data.read_bytes()).hexdigest()
-    return found
-
-
-def _decisions(var: Path, run_id: str) -> str:
-    return str(json.loads((var / "runs" / run_id / "eligibility.json").read_text())["decisions_sha256"])
+def _store(var: Path) -> str:
+    return f"sqlite:///{var / 'master.sqlite'}"
 
 
 def _same_everywhere(runs: dict[str, tuple[Path, Path]], run_id: str) -> None:
     (single, _), (parted, _) = runs["none"], runs["prefecture"]
-    assert _store_digest(parted) == _store_digest(single)
-    assert _decisions(parted, run_id) == _decisions(single, run_id)
-    files = _partner_files(single, run_id)
+    assert store_digest(_store(parted)) == store_digest(_store(single))
+    assert decisions_digest(parted, run_id) == decisions_digest(single, run_id)
+    files = partner_files(single, run_id)
     assert len(files) >= 5, files
-    assert _partner_files(parted, run_id) == files
+    assert partner_files(parted, run_id) == files
 
 
 def _id_changes(var: Path) -> pd.DataFrame:
-    engine = sa.create_engine(f"sqlite:///{var / 'master.sqlite'}")
+    engine = sa.create_engine(_store(var))
     with engine.connect() as conn:
         frame = pd.read_sql_table("id_change", conn)
     engine.dispose()

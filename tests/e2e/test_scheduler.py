@@ -1,208 +1,71 @@
 """The DAGs under a real Airflow 3: scheduler, dag-processor and api-server as processes, LocalExecutor,
-PostgreSQL metadata in a throwaway database, a 300-person sandbox and the police simulator.
+PostgreSQL metadata in a throwaway database (airflow_deployment), a 300-person sandbox and the police
+simulator.
 
 Part 1 lets the scheduler run the four ingestion DAGs and checks that their Assets triggered the cycle
 DAG, which succeeded and left partner files. Part 2 triggers the cycle through the REST API with no
 logical date. Part 3 clears one task of a finished cycle run, which reruns to the same result; part 4
-backfills an ingestion DAG over two days. Then no task log may contain a secret. Every process is started in its own process
-group and killed as a group, whatever happened.
+backfills an ingestion DAG over two days. Then no task log may contain a secret.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
+from airflow_deployment import BIN, INGEST, ROOT, Airflow, airflow_env, free_port
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-INGEST = ("ingest_cdpf", "ingest_civil", "ingest_hrss", "ingest_police")
-DEADLINE_S = 600  # per wait: at load 20 on 2 cores one ingestion run took more than 240 s
 TZ = ZoneInfo("Asia/Shanghai")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Airflow:
-    """A throwaway Airflow deployment driven through its REST API."""
-
-    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
-        self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.token = ""
-
-    def start(self, *command: str) -> None:
-        log = (self.home / f"{command[0]}.out").open("wb")
-        self.procs.append(
-            subprocess.Popen(
-                [str(BIN / "airflow"), *command],
-                env=self.env,
-                cwd=self.home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: killed with every child it forks
-            )
-        )
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def api(self, method: str, path: str, **kwargs: object) -> dict:
-        reply = requests.request(
-            method,
-            f"{self.base}/api/v2{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        assert reply.ok, f"{method} {path}: {reply.status_code} {reply.text[:500]}"
-        return reply.json()  # type: ignore[no-any-return]
-
-    def wait(self, what: str, probe, seconds: float = DEADLINE_S):  # type: ignore[no-untyped-def]
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for proc in self.procs:
-                assert proc.poll() is None, f"{proc.args[1]} exited: {self.tail(proc.args[1])}"
-            try:
-                found = probe()
-            except requests.RequestException:  # not up yet, or slow under load
-                found = None
-            if found:
-                return found
-            time.sleep(2)
-        raise AssertionError(
-            f"timed out waiting for {what}\n" + "\n".join(self.tail(p.args[1]) for p in self.procs)
-        )
-
-    def tail(self, name: object) -> str:
-        path = self.home / f"{name}.out"
-        return f"--- {name}\n" + path.read_text(errors="backslashreplace")[-3000:] if path.exists() else ""
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return list(self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after"})["dag_runs"])
-
-
 @pytest.fixture(scope="module")
-def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
-    from throwaway_db import PG_HOST, throwaway
-
+def airflow(
+    tmp_path_factory: pytest.TempPathFactory, airflow_metadata: Callable[[], Iterator[str]]
+) -> Iterator[Airflow]:
     from sandbox.simulator import running_police_simulator
 
     base = tmp_path_factory.mktemp("scheduler")
     home, var = base / "airflow", base / "var"
     home.mkdir()
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    today = datetime.now(TZ).date().isoformat()
     hub_env = {**os.environ, "LIANBAN_VAR": str(var), "PYTHONPATH": str(ROOT)}
     for key in ("LIANBAN_CONFIG", "LIANBAN_POLICE_URL", "LIANBAN_POLICE_TOKEN"):
         hub_env.pop(key, None)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "sandbox",
-            "init",
-            "--persons",
-            "300",
-            "--seed",
-            "11",
-            "--as-of",
-            today,
-        ],
-        env=hub_env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    db = throwaway(
-        f"postgresql+psycopg://{PG_HOST}/postgres",
-        f"postgresql+psycopg://{PG_HOST}/{{name}}",
-        "CREATE DATABASE {name}",
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-    )
+    init = [
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "sandbox",
+        "init",
+        "--persons",
+        "300",
+        "--seed",
+        "11",
+        "--as-of",
+        today,
+    ]
+    subprocess.run(init, env=hub_env, cwd=ROOT, check=True, capture_output=True)
+    port = free_port()
+    db = airflow_metadata()
     metadata_url = next(db)
-    with running_police_simulator(var / "sandbox") as (police_url, token):
-        env = {
-            **hub_env,
-            "LIANBAN_CONFIG": str(ROOT / "config" / "sandbox.yaml"),
-            # the police endpoint and token as an Airflow connection (config: conn_id lianban_police)
-            "AIRFLOW_CONN_LIANBAN_POLICE": json.dumps(
-                {"conn_type": "http", "host": police_url, "password": token}
-            ),
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": metadata_url,  # psycopg 3 is async too
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__FERNET_KEY": "",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            # a loaded CI machine can hold the api-server past the 5 s default; a task that cannot
-            # report its start then fails before running (seen at load average 11 on 2 cores)
-            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        }
+    with running_police_simulator(var / "sandbox") as police:
+        hub_env["LIANBAN_CONFIG"] = str(ROOT / "config" / "sandbox.yaml")
+        env = airflow_env(hub_env, home, metadata_url, port, police)
+        env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2"})
         deployment = Airflow(home, env, port)
         try:
-            migrate = subprocess.run(
-                [str(BIN / "airflow"), "db", "migrate"], env=env, cwd=home, capture_output=True, text=True
-            )
-            assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
-            deployment.start("api-server")
-            # the workers report to the api-server: no task may start before it listens (under load it
-            # takes a minute, longer than the workers' connection retries)
-            deployment.wait(
-                "the api-server",
-                lambda: requests.get(f"{deployment.base}/api/v2/monitor/health", timeout=10).ok,
-            )
-            deployment.start("dag-processor")
-            deployment.start("scheduler")
-            deployment.token = requests.get(f"{deployment.base}/auth/token", timeout=60).json()[
-                "access_token"
-            ]
-            deployment.wait(
-                "the dag-processor to parse the DAGs",
-                lambda: (
-                    {"cycle", *INGEST}
-                    <= {d["dag_id"] for d in deployment.api("GET", "/dags", params={"limit": 100})["dags"]}
-                ),
-            )
+            deployment.serve()
+            deployment.log_in_and_wait_for_dags()
             yield deployment
         finally:
             deployment.stop()
@@ -212,16 +75,10 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
 def test_assets_trigger_the_cycle_which_succeeds(airflow: Airflow) -> None:
     started = time.monotonic()
     for dag_id in INGEST:  # scheduled by the scheduler itself (unpaused at creation, @daily)
-        run = airflow.wait(
-            f"a successful {dag_id} run",
-            lambda d=dag_id: [r for r in airflow.runs(d) if r["state"] in {"success", "failed"}],
-        )[0]
+        run = airflow.finished(dag_id)
         assert run["state"] == "success", f"{dag_id}: {run}"
         assert run["run_type"] == "scheduled"
-    cycle = airflow.wait(
-        "the Asset-triggered cycle to finish",
-        lambda: [r for r in airflow.runs("cycle") if r["state"] in {"success", "failed"}],
-    )[0]
+    cycle = airflow.finished("cycle")
     assert cycle["run_type"] == "asset_triggered"
     assert cycle["logical_date"] is None
     assert cycle["state"] == "success", cycle

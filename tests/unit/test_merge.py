@@ -34,12 +34,13 @@ MAN = make_id(seq="001")  # born 1980-01-01, male
 WOMAN = make_id("330102", "19900515", "002")  # born 1990-05-15, female
 
 
+# who the four sources describe by default (each source row starts with these columns)
+IDENTITY = {"id_number": MAN, "name": "张三", "gender": "male", "birth_date": "1980-01-01"}
+
+
 def cdpf(**kw: Any) -> dict[str, Any]:
     row = {
-        "id_number": MAN,
-        "name": "张三",
-        "gender": "male",
-        "birth_date": "1980-01-01",
+        **IDENTITY,
         "cert_number": MAN + "41",
         "category": 4,
         "level": 1,
@@ -57,10 +58,7 @@ def cdpf(**kw: Any) -> dict[str, Any]:
 
 def police(**kw: Any) -> dict[str, Any]:
     row = {
-        "id_number": MAN,
-        "name": "张三",
-        "gender": "male",
-        "birth_date": "1980-01-01",
+        **IDENTITY,
         "hukou_county": "330106",
         "hukou_status": "normal",
         "death_date": None,

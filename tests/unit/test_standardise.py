@@ -7,6 +7,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import batch_builders
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -246,26 +247,7 @@ def test_names_trimmed_half_width_rare_characters_kept() -> None:
 
 
 def cdpf_row(**overrides: str) -> dict[str, str]:
-    row = {
-        "CJRZH": "11010519491231002X11",
-        "SFZH": "11010519491231002X",
-        "XM": "李䶮",
-        "XB": "2",
-        "CSRQ": "1949-12-31",
-        "CJLB": "1",
-        "CJDJ": "1",
-        "ZZZT": "1",
-        "FZRQ": "2020-01-01",
-        "YXQZ": "2030-01-01",
-        "HJXZQH": "110105",
-        "CQHL": "1",
-        "JGYH": "0",
-        "XZCJ": "0",
-        "LYCSL": "0",
-        "LDNL": "0",
-        "GXSJ": "2025-06-01 08:00:00",
-    }
-    return row | overrides
+    return batch_builders.cdpf_row("11010519491231002X", **overrides)
 
 
 def test_standardise_canonical_dtypes_and_reason_codes() -> None:

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from landed_batches import write_landing
+from batch_builders import cdpf_row, check, land, land_sql
 
 from core.contracts import REASONS, load_contract
 from core.masking import mask_id
@@ -30,68 +28,9 @@ AS_OF = date(2025, 6, 30)
 ID_PATTERN = re.compile(r"(?<![\d.])(\d{15}|\d{17}[\dXx])")
 
 
-def check(first17: str) -> str:
-    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
-    return first17 + "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights, strict=True)) % 11]
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(var_dir=tmp_path)
-
-
-def land(
-    settings: Settings,
-    source: str,
-    batch_id: str,
-    transport: str,
-    files: dict[str, bytes],
-    rows: dict[str, int],
-) -> None:
-    write_landing(Storage(settings).landing(source, batch_id), source, transport, files, rows)
-    Storage(settings).record_batch(batch_id, source, "20250630", sum(rows.values()))
-
-
-def land_sql(settings: Settings, source: str, batch_id: str, rows: list[dict[str, str]], tmp: Path) -> None:
-    frame = pd.DataFrame(rows)
-    path = tmp / f"{batch_id}.parquet"
-    pq.write_table(
-        pa.Table.from_pandas(
-            frame, schema=pa.schema([(c, pa.string()) for c in frame.columns]), preserve_index=False
-        ),
-        path,
-    )
-    land(
-        settings,
-        source,
-        batch_id,
-        "sql",
-        {"part-00001.parquet": path.read_bytes()},
-        {"part-00001.parquet": len(frame)},
-    )
-
-
-def cdpf_row(holder: str, **overrides: str) -> dict[str, str]:
-    row = {
-        "CJRZH": holder + "11",
-        "SFZH": holder,
-        "XM": "李䶮",
-        "XB": "2",
-        "CSRQ": f"{holder[6:10]}-{holder[10:12]}-{holder[12:14]}",
-        "CJLB": "1",
-        "CJDJ": "1",
-        "ZZZT": "1",
-        "FZRQ": "2020-01-01",
-        "YXQZ": "2030-01-01",
-        "HJXZQH": holder[:6],
-        "CQHL": "1",
-        "JGYH": "0",
-        "XZCJ": "0",
-        "LYCSL": "0",
-        "LDNL": "0",
-        "GXSJ": "2025-06-01 08:00:00",
-    }
-    return row | overrides
 
 
 A, C, D = (check(f"33011{i}1980010100{i}") for i in (2, 4, 6))  # 330112/330114: new districts
