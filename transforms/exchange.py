@@ -288,39 +288,69 @@ def exchange_datasets(
     conflicts: pd.DataFrame,
     transitions: pd.DataFrame | None = None,
     departments: Iterable[str] = WORK_LISTS,
+    wanted: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
-    when the run's transitions are given; one conflicts_<d> work list per department in `departments`)."""
+    when the run's transitions are given; one conflicts_<d> work list per department in `departments`).
+
+    `wanted`: the datasets the contracts name (None: all); only those are computed, so a run whose
+    contracts send no decision lists never joins every decision with the transitions."""
     from transforms.decisions import delivery_lists
 
+    asked = None if wanted is None else set(wanted)
+
+    def needed(*names: str) -> bool:
+        return asked is None or bool(asked.intersection(names))
+
     people = master[["id_number", "name", "hukou_county"]]
-    lists: dict[str, pd.DataFrame] = {}
-    for name, rows in ({} if transitions is None else delivery_lists(decisions, transitions)).items():
-        rows = rows.merge(people, on="id_number", how="left")
-        for column in ("amount", "amount_before"):
-            if column in rows:
-                rows[column] = money(rows[column])
-        lists[name] = rows
-    eligible = decisions[decisions["eligible"].astype(bool)]
-    eligible = eligible.merge(people, on="id_number", how="left")
-    eligible = eligible.assign(amount=money(eligible["amount"]))
-    eligible = eligible.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
-    open_conflicts = conflicts[conflicts["status"] == "open"].merge(people, on="id_number", how="left")
-    open_conflicts = open_conflicts.sort_values(
-        ["hukou_county", "id_number", "conflict_type", "source_a", "source_b"],
-        kind="stable",
-        na_position="last",
-    ).reset_index(drop=True)
-    department = (
-        open_conflicts["department"]
-        if "department" in open_conflicts
-        else pd.Series(pd.NA, index=open_conflicts.index)
-    )
-    work_lists = {
-        f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
-        for d in departments
-    }
-    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
+    out: dict[str, pd.DataFrame] = {}
+    if transitions is not None and needed(*DECISION_LISTS):
+        for name, rows in delivery_lists(decisions, transitions).items():
+            rows = rows.merge(people, on="id_number", how="left")
+            for column in ("amount", "amount_before"):
+                if column in rows:
+                    rows[column] = money(rows[column])
+            out[name] = rows
+    if needed("eligible_decisions"):
+        eligible = decisions[decisions["eligible"].astype(bool)]
+        eligible = eligible.merge(people, on="id_number", how="left")
+        eligible = eligible.assign(amount=money(eligible["amount"]))
+        out["eligible_decisions"] = eligible.sort_values(["id_number", "service"], kind="stable").reset_index(
+            drop=True
+        )
+    work_lists = [f"conflicts_{d}" for d in departments]
+    if needed("conflicts", *work_lists):
+        open_conflicts = conflicts[conflicts["status"] == "open"].merge(people, on="id_number", how="left")
+        open_conflicts = open_conflicts.sort_values(
+            ["hukou_county", "id_number", "conflict_type", "source_a", "source_b"],
+            kind="stable",
+            na_position="last",
+        ).reset_index(drop=True)
+        department = (
+            open_conflicts["department"]
+            if "department" in open_conflicts
+            else pd.Series(pd.NA, index=open_conflicts.index)
+        )
+        out["conflicts"] = open_conflicts
+        for name in work_lists:
+            d = name.removeprefix("conflicts_")
+            out[name] = open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
+    return out
+
+
+def inputs_digest(contract: ExchangeContract, data: pd.DataFrame, *context: str) -> str | None:
+    """SHA-256 of everything a partner file is rendered from: the contract, the contracted columns
+    of its rows (values, order and dtypes) and `context` (file name, delta base, key id, code).
+    Equal digests give equal files, so a run whose inputs did not change skips the render and the
+    encoding (stages/exchange.py). None when a contracted field is missing (render names it)."""
+    if any(f not in data.columns for f in contract.fields):
+        return None
+    rows = data[list(contract.fields)]
+    digest = hashlib.sha256()
+    for part in (repr(contract), repr(rows.dtypes.astype(str).to_dict()), str(len(rows)), *context):
+        digest.update(part.encode("utf-8") + b"\0")
+    digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 # -- cells ---------------------------------------------------------------------------------------------
