@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from core.contracts import SourceContract
@@ -99,14 +100,20 @@ def run_decisions(
 ) -> pd.DataFrame:
     """The run's decisions the contracts can send: the eligible rows of the services they name (every
     row when a contract takes the new / continuing / stop lists, which need the whole run), from the
-    run's decisions file (the rows the store holds, far cheaper to read) or else from the store."""
+    run's decisions file (the rows the store holds, far cheaper to read; only the columns the contracts
+    send) or else from the store."""
     sent = [c for c in contracts if c.dataset in DECISION_DATASETS]
     services = None if any(not c.services for c in sent) else sorted({s for c in sent for s in c.services})
     if path.exists():
-        filters: list[tuple[str, str, Any]] = [] if lists else [("eligible", "==", True)]
-        if services is not None and not lists:
+        if lists:
+            return pd.read_parquet(path)
+        filters: list[tuple[str, str, Any]] = [("eligible", "==", True)]
+        if services is not None:
             filters.append(("service", "in", services))
-        return pd.read_parquet(path, filters=filters or None)
+        # the contracted fields only (the reasons, the longest text, are sent to no partner)
+        fields = {"id_number", "service", "eligible", "amount", *(f for c in sent for f in c.fields)}
+        columns = [c for c in pq.read_schema(path).names if c in fields]
+        return pd.read_parquet(path, columns=columns, filters=filters)
     decisions = store.read_decisions(run_id)
     if lists:
         return decisions
