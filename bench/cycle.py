@@ -5,7 +5,9 @@ merge's joins and evaluates every service of the policy; merge plus eligibility,
 alone (without store writes), are reported as ratios to it. The store floor is the same master rows
 written by the backend's fastest bulk path (ADBC ingest; COPY binary on PostgreSQL) into a fresh
 table; the merge's store write is reported as a ratio to it. The 1%-change day runs merge,
-eligibility, exchange and report incrementally and gives each stage's share.
+eligibility, exchange, deliver and report incrementally and gives each stage's share: the partners
+acknowledge what the full run delivered (as a department's inbox does, with an .ack file), so the
+day's delta files are computed against what they hold, as every day after the first is.
 """
 
 from __future__ import annotations
@@ -322,6 +324,24 @@ def _change_one_percent(settings: Settings, run_tag: str) -> int:
     return len(chosen)
 
 
+def deliver_and_acknowledge(settings: Settings, as_of: date, run_id: str) -> StageResult:
+    """The deliver stage, then each folder partner's receipt for what it received, collected by a
+    second delivery pass (the sandbox's departments acknowledge at once)."""
+    from stages.deliver import deliver, deliver_stage, load_routes
+
+    sent = deliver_stage(settings, as_of, run_id)
+    for route in load_routes(settings.path("schemas/exchange")).values():
+        if route.config.get("transport") != "folder":
+            continue
+        inbox = Path(settings.expand(str(route.config["path"])))
+        for marker in inbox.glob("*.ok"):
+            ack = marker.with_name(marker.name.removesuffix(".ok") + ".ack")
+            if not ack.exists():
+                ack.write_text('{"received": true}', encoding="utf-8")
+    deliver(settings)
+    return sent
+
+
 def run_bench(
     persons: int, seed: int, base: Path | None = None, master_url: str | None = None
 ) -> dict[str, Any]:
@@ -375,6 +395,7 @@ def run_bench(
     steps: list[tuple[str, Callable[..., StageResult]]] = [
         ("eligibility", eligibility_stage),
         ("exchange", exchange_stage),
+        ("deliver", deliver_and_acknowledge),
         ("report", report_stage),
     ]
     results: dict[str, dict[str, Any]] = {}

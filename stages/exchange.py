@@ -19,18 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from core.contracts import SourceContract
-from core.publish import MANIFEST, MARKER, private_dir, publish_unit, state_dir
+from core.publish import MANIFEST, MARKER, private_dir, publish_unit, published_versions, state_dir
 from core.results import ExchangeResult
 from core.settings import Settings
 from core.signing import SigningKey, load_signing_key, write_private
 from core.storage import Storage, batches, publish_bytes
 from store.master_snapshot import current_master
-from store.master_store import open_store
+from store.master_store import MasterStore, open_store
 from transforms.exchange import (
     DECISION_DATASETS,
+    DECISION_LISTS,
     ExchangeContract,
     ExchangeError,
     ExchangeFile,
@@ -38,11 +40,14 @@ from transforms.exchange import (
     delta,
     encode,
     encode_table,
+    inputs_digest,
     render,
 )
 from transforms.rejects import TRAILER, RejectFile, reject_table
 
 log = logging.getLogger(__name__)
+
+INPUTS = ".inputs"  # beside a published file's state: the inputs_digest it was rendered from
 
 
 def exchange_stage(settings: Settings, as_of: date, run_id: str) -> ExchangeResult:
@@ -54,14 +59,16 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> ExchangeResu
     storage = Storage(settings)
     store = open_store(settings)
     contracts = load_exchange_contracts(settings.path("schemas/exchange"))
-    # the run's decisions file is the same rows the store holds, and far cheaper to read
-    decisions_path = storage.run_dir(run_id) / "decisions.parquet"
-    decisions = pd.read_parquet(decisions_path) if decisions_path.exists() else store.read_decisions(run_id)
+    wanted = {c.dataset for c in contracts}
+    run_dir = storage.run_dir(run_id)
+    lists = bool(wanted & set(DECISION_LISTS))
+    decisions = run_decisions(store, run_dir / "decisions.parquet", run_id, contracts, lists)
     people = current_master(storage.master_snapshot(store.url), store, ["id_number", "name", "hukou_county"])
-    moves_path = storage.run_dir(run_id) / "transitions.parquet"
-    moves = pd.read_parquet(moves_path) if moves_path.exists() else None
+    moves_path = run_dir / "transitions.parquet"
+    moves = pd.read_parquet(moves_path) if lists and moves_path.exists() else None
+    conflicts = store.read_conflicts() if wanted - set(DECISION_DATASETS) else _no_conflicts()
     datasets = exchange_datasets(
-        people, decisions, store.read_conflicts(), moves, departments=settings.merged_sources
+        people, decisions, conflicts, moves, departments=settings.merged_sources, wanted=wanted
     )
     contracts, held = hold_contracts(contracts, datasets, still_held(storage, run_id))
     files = build_exchange(storage, contracts, datasets, run_id, as_of)
@@ -88,6 +95,39 @@ def exchange_stage(settings: Settings, as_of: date, run_id: str) -> ExchangeResu
     ).save(storage, run_id)
 
 
+def run_decisions(
+    store: MasterStore, path: Path, run_id: str, contracts: list[ExchangeContract], lists: bool
+) -> pd.DataFrame:
+    """The run's decisions the contracts can send: the eligible rows of the services they name (every
+    row when a contract takes the new / continuing / stop lists, which need the whole run), from the
+    run's decisions file (the rows the store holds, far cheaper to read; only the columns the contracts
+    send) or else from the store."""
+    sent = [c for c in contracts if c.dataset in DECISION_DATASETS]
+    services = None if any(not c.services for c in sent) else sorted({s for c in sent for s in c.services})
+    if path.exists():
+        if lists:
+            return pd.read_parquet(path)
+        filters: list[tuple[str, str, Any]] = [("eligible", "==", True)]
+        if services is not None:
+            filters.append(("service", "in", services))
+        # the contracted fields only (the reasons, the longest text, are sent to no partner)
+        fields = {"id_number", "service", "eligible", "amount", *(f for c in sent for f in c.fields)}
+        columns = [c for c in pq.read_schema(path).names if c in fields]
+        return pd.read_parquet(path, columns=columns, filters=filters)
+    decisions = store.read_decisions(run_id)
+    if lists:
+        return decisions
+    keep = decisions["eligible"].astype(bool)
+    if services is not None:
+        keep &= decisions["service"].isin(services)
+    return decisions[keep].reset_index(drop=True)
+
+
+def _no_conflicts() -> pd.DataFrame:
+    """No contract sends a work list: the conflicts are not read."""
+    return pd.DataFrame({"id_number": pd.Series(dtype="string"), "status": pd.Series(dtype="string")})
+
+
 def pseudonym_key(var_dir: Path, contract: ExchangeContract) -> tuple[bytes, str]:
     """The partner's HMAC key (secrets store: environment variable) and its id; sandbox key on first use."""
     value = os.environ.get(contract.pseudonym_key_env)
@@ -109,10 +149,8 @@ def pseudonym_key(var_dir: Path, contract: ExchangeContract) -> tuple[bytes, str
 # -- partner files ---------------------------------------------------------------------------------------------
 
 
-def acknowledged_state(
-    storage: Storage, contract: ExchangeContract, key_id: str
-) -> tuple[str, pd.DataFrame] | None:
-    """The state the partner last acknowledged, or None (then a delta is everything, as new)."""
+def acknowledged_name(storage: Storage, contract: ExchangeContract, key_id: str) -> str | None:
+    """The file whose state the partner last acknowledged, or None (then a delta is everything, as new)."""
     folder = state_dir(storage, contract.name)
     pointer = folder / "ACKED"
     if not pointer.exists():
@@ -125,7 +163,47 @@ def acknowledged_state(
     if held_key.exists() and held_key.read_text(encoding="ascii") != key_id:
         log.warning("%s: pseudonym key rotated since %s; sending everything as new", contract.name, name)
         return None
-    return name, pd.read_parquet(path).astype("string")
+    return name
+
+
+def acknowledged_state(
+    storage: Storage, contract: ExchangeContract, key_id: str
+) -> tuple[str, pd.DataFrame] | None:
+    """The state the partner last acknowledged (file name and table), or None."""
+    name = acknowledged_name(storage, contract, key_id)
+    if name is None:
+        return None
+    return name, pd.read_parquet(state_dir(storage, contract.name) / f"{name}.parquet").astype("string")
+
+
+def _render_code() -> str:
+    """SHA-256 of the code that renders and encodes a partner file: a new release renders again."""
+    import core.masking
+    import transforms.exchange
+
+    digest = hashlib.sha256()
+    for module in (transforms.exchange, core.masking):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
+
+
+def _unchanged(
+    storage: Storage, contract: ExchangeContract, folder: Path, name: str, inputs: str | None
+) -> ExchangeFile | None:
+    """The newest published version of `name` when it was rendered from the same inputs, else None."""
+    versions = published_versions(folder, name)
+    if inputs is None or not versions:
+        return None
+    version, path = versions[-1]
+    recorded = state_dir(storage, contract.name) / f"{path.name}{INPUTS}"
+    if not recorded.exists() or recorded.read_text(encoding="ascii") != inputs:
+        return None
+    manifest = path.with_name(path.name + MANIFEST)
+    sent = json.loads(manifest.read_text(encoding="utf-8"))
+    return ExchangeFile(
+        contract.partner, contract.name, str(sent["period"]), path, manifest, int(sent["rows"]),
+        str(sent["sha256"]), version, str(sent["kind"]), sent.get("supersedes"),
+    )  # fmt: skip
 
 
 def write_exchange_file(
@@ -137,7 +215,11 @@ def write_exchange_file(
     key: SigningKey | None = None,
     full: bool = False,
 ) -> ExchangeFile:
-    """Render, diff (delta contracts), encode and publish one partner file with its signed manifest."""
+    """Render, diff (delta contracts), encode and publish one partner file with its signed manifest.
+
+    When the newest published version of the file was rendered from the same inputs (inputs_digest:
+    the rows, the contract, the acknowledged base, the key and the code), that version stands as it
+    is: nothing is rendered, encoded or read again."""
     key = key or load_signing_key(storage.var)
     period = f"{as_of:%Y-%m}"
     name = contract.file_name.format(
@@ -146,17 +228,26 @@ def write_exchange_file(
     id_key, id_key_id = (None, "")
     if contract.id_mode == "pseudonym" and "id_number" in contract.fields:
         id_key, id_key_id = pseudonym_key(storage.var, contract)
-    current = render(contract, data, id_key)
     kind = "snapshot" if contract.mode == "snapshot" or full else "delta"
-    base_name = None
-    table = current
-    if kind == "delta":
-        acked = acknowledged_state(storage, contract, id_key_id)
-        base_name = acked[0] if acked else None
-        table = delta(contract, current, acked[1] if acked else None)
-    elif full and contract.mode == "delta":
+    base_name = acknowledged_name(storage, contract, id_key_id) if kind == "delta" else None
+    if full and contract.mode == "delta":
         stem, dot, ext = name.rpartition(".")
         name = f"{stem}_full.{ext}" if dot else f"{name}_full"
+    folder = storage.outbox(contract.partner, period)
+    context = (name, as_of.isoformat(), kind, str(base_name), id_key_id, _render_code())
+    inputs = inputs_digest(contract, data, *context)
+    same = _unchanged(storage, contract, folder, name, inputs)
+    if same is not None:
+        log.info(
+            "exchange %s -> %s: %s, inputs unchanged since it was published",
+            contract.name, contract.partner, same.path.name,
+        )  # fmt: skip
+        return same
+    current = render(contract, data, id_key)
+    table = current
+    if kind == "delta":
+        base = None if base_name is None else acknowledged_state(storage, contract, id_key_id)
+        table = delta(contract, current, base[1] if base else None)
     payload = encode(contract, table, name, as_of)
     manifest: dict[str, Any] = {
         "contract": contract.name,
@@ -177,7 +268,7 @@ def write_exchange_file(
         "pseudonym_key_id": id_key_id or None,
         "columns": list(table.columns),
     }
-    unit = publish_unit(storage.outbox(contract.partner, period), name, payload, manifest, key)
+    unit = publish_unit(folder, name, payload, manifest, key)
     state = private_dir(state_dir(storage, contract.name)) / f"{unit.path.name}.parquet"
     if not state.exists():
         buffer = io.BytesIO()
@@ -186,6 +277,8 @@ def write_exchange_file(
         publish_bytes(state.with_suffix(".keyid"), id_key_id.encode("ascii"))
     if contract.dataset in DECISION_DATASETS and {"id_number", "service"} <= set(data.columns):
         _record_carried(storage, contract, data, current, table, unit.path.name, unit.sha256, run_id, as_of)
+    if inputs is not None:  # last: a version whose state and index are written may be skipped next time
+        publish_bytes(state.with_name(f"{unit.path.name}{INPUTS}"), inputs.encode("ascii"))
     log.info(
         "exchange %s -> %s: %s, %d rows, sha256 %s%s",
         contract.name,

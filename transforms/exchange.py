@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from core.masking import mask_ids
@@ -288,39 +290,69 @@ def exchange_datasets(
     conflicts: pd.DataFrame,
     transitions: pd.DataFrame | None = None,
     departments: Iterable[str] = WORK_LISTS,
+    wanted: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The rows each contract's `dataset` names, in a deterministic order (the decision lists only
-    when the run's transitions are given; one conflicts_<d> work list per department in `departments`)."""
+    when the run's transitions are given; one conflicts_<d> work list per department in `departments`).
+
+    `wanted`: the datasets the contracts name (None: all); only those are computed, so a run whose
+    contracts send no decision lists never joins every decision with the transitions."""
     from transforms.decisions import delivery_lists
 
+    asked = None if wanted is None else set(wanted)
+
+    def needed(*names: str) -> bool:
+        return asked is None or bool(asked.intersection(names))
+
     people = master[["id_number", "name", "hukou_county"]]
-    lists: dict[str, pd.DataFrame] = {}
-    for name, rows in ({} if transitions is None else delivery_lists(decisions, transitions)).items():
-        rows = rows.merge(people, on="id_number", how="left")
-        for column in ("amount", "amount_before"):
-            if column in rows:
-                rows[column] = money(rows[column])
-        lists[name] = rows
-    eligible = decisions[decisions["eligible"].astype(bool)]
-    eligible = eligible.merge(people, on="id_number", how="left")
-    eligible = eligible.assign(amount=money(eligible["amount"]))
-    eligible = eligible.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
-    open_conflicts = conflicts[conflicts["status"] == "open"].merge(people, on="id_number", how="left")
-    open_conflicts = open_conflicts.sort_values(
-        ["hukou_county", "id_number", "conflict_type", "source_a", "source_b"],
-        kind="stable",
-        na_position="last",
-    ).reset_index(drop=True)
-    department = (
-        open_conflicts["department"]
-        if "department" in open_conflicts
-        else pd.Series(pd.NA, index=open_conflicts.index)
-    )
-    work_lists = {
-        f"conflicts_{d}": open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
-        for d in departments
-    }
-    return {"eligible_decisions": eligible, "conflicts": open_conflicts, **work_lists, **lists}
+    out: dict[str, pd.DataFrame] = {}
+    if transitions is not None and needed(*DECISION_LISTS):
+        for name, rows in delivery_lists(decisions, transitions).items():
+            rows = rows.merge(people, on="id_number", how="left")
+            for column in ("amount", "amount_before"):
+                if column in rows:
+                    rows[column] = money(rows[column])
+            out[name] = rows
+    if needed("eligible_decisions"):
+        eligible = decisions[decisions["eligible"].astype(bool)]
+        eligible = eligible.merge(people, on="id_number", how="left")
+        eligible = eligible.assign(amount=money(eligible["amount"]))
+        out["eligible_decisions"] = eligible.sort_values(["id_number", "service"], kind="stable").reset_index(
+            drop=True
+        )
+    work_lists = [f"conflicts_{d}" for d in departments]
+    if needed("conflicts", *work_lists):
+        open_conflicts = conflicts[conflicts["status"] == "open"].merge(people, on="id_number", how="left")
+        open_conflicts = open_conflicts.sort_values(
+            ["hukou_county", "id_number", "conflict_type", "source_a", "source_b"],
+            kind="stable",
+            na_position="last",
+        ).reset_index(drop=True)
+        department = (
+            open_conflicts["department"]
+            if "department" in open_conflicts
+            else pd.Series(pd.NA, index=open_conflicts.index)
+        )
+        out["conflicts"] = open_conflicts
+        for name in work_lists:
+            d = name.removeprefix("conflicts_")
+            out[name] = open_conflicts[(department == d).fillna(False).astype(bool)].reset_index(drop=True)
+    return out
+
+
+def inputs_digest(contract: ExchangeContract, data: pd.DataFrame, *context: str) -> str | None:
+    """SHA-256 of everything a partner file is rendered from: the contract, the contracted columns
+    of its rows (values, order and dtypes) and `context` (file name, delta base, key id, code).
+    Equal digests give equal files, so a run whose inputs did not change skips the render and the
+    encoding (stages/exchange.py). None when a contracted field is missing (render names it)."""
+    if any(f not in data.columns for f in contract.fields):
+        return None
+    rows = data[list(contract.fields)]
+    digest = hashlib.sha256()
+    for part in (repr(contract), repr(rows.dtypes.astype(str).to_dict()), str(len(rows)), *context):
+        digest.update(part.encode("utf-8") + b"\0")
+    digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 # -- cells ---------------------------------------------------------------------------------------------
@@ -465,23 +497,83 @@ def encode(contract: ExchangeContract, table: pd.DataFrame, file_name: str, as_o
     return table.astype("string").to_json(orient="records", lines=True, force_ascii=False).encode("utf-8")
 
 
+XLSX_SHEET = "xl/worksheets/sheet1.xml"
+XLSX_CELL_MAX = 32767  # Excel's longest cell text
+XLSX_CONTROL = [chr(c) for c in (*range(0x00, 0x09), *range(0x0B, 0x20))]  # not allowed in XML 1.0
+
+
+def _large(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+def _xlsx_cells(values: pd.Series, column: str, rows: pa.Array) -> pa.Array:
+    """One column's cells as inline-string XML (an empty or missing value: no cell), escaped as
+    XlsxWriter escapes a string: a literal `_xHHHH_` kept literal, control characters as `_xHHHH_`."""
+    text = pc.utf8_slice_codeunits(
+        pa.array(values.astype("string"), type=pa.large_string()), 0, XLSX_CELL_MAX
+    )
+    if pc.any(pc.match_substring_regex(text, r"_x[0-9a-fA-F]{4}_")).as_py():
+        text = pc.replace_substring_regex(text, r"(_x[0-9a-fA-F]{4}_)", r"_x005F\1")
+    if pc.any(pc.match_substring_regex(text, "[\x00-\x08\x0b-\x1f]")).as_py():
+        for char in XLSX_CONTROL:
+            text = pc.replace_substring(text, char, f"_x{ord(char):04X}_")
+    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        if pc.any(pc.match_substring(text, raw)).as_py():
+            text = pc.replace_substring(text, raw, escaped)
+    cell = pc.binary_join_element_wise(
+        _large(f'<c r="{column}'),
+        rows,
+        _large('" t="inlineStr"><is><t xml:space="preserve">'),
+        text,
+        _large("</t></is></c>"),
+        _large(""),
+    )
+    return pc.if_else(pc.or_kleene(pc.is_null(text), pc.equal(text, "")), _large(""), cell)
+
+
 def encode_xlsx(table: pd.DataFrame, as_of: date) -> bytes:
-    """An XLSX of text cells; equal tables give equal bytes (the run date as its creation time, XlsxWriter's
-    fixed zip timestamps). XlsxWriter writes a cell three times faster than openpyxl, which made this file
-    most of the exchange stage's time. Text stays text: no formula, URL or number conversion."""
+    """An XLSX of text cells; equal tables give equal bytes (the run date as its creation time, fixed zip
+    timestamps). XlsxWriter writes the package and the header; the data rows, which XlsxWriter can
+    only write cell by cell (most of the exchange stage's time at scale), are built as one vectorised
+    sheet of inline strings (as Apache POI's streaming writer does) and put in its place. Text stays
+    text: no formula, URL or number conversion."""
+    import zipfile
+
     import xlsxwriter
+    from xlsxwriter.utility import xl_col_to_name
 
     out = io.BytesIO()
     options = {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False}
     book = xlsxwriter.Workbook(out, options)
     book.set_properties({"created": datetime(as_of.year, as_of.month, as_of.day)})
-    sheet = book.add_worksheet("data")
-    sheet.write_row(0, 0, list(table.columns))
-    cells = table.astype(object).where(table.notna(), None).to_numpy()  # a missing value: an empty cell
-    for at, row in enumerate(cells, start=1):  # XlsxWriter writes cell by cell; there is no bulk API
-        sheet.write_row(at, 0, row)
+    book.add_worksheet("data").write_row(0, 0, list(table.columns))
     book.close()
-    return out.getvalue()
+    if table.empty:
+        return out.getvalue()
+    count, width = table.shape
+    last = xl_col_to_name(width - 1)
+    rows = pa.array(np.arange(2, count + 2).astype(str), type=pa.large_string())
+    cells = [_xlsx_cells(table.iloc[:, j], xl_col_to_name(j), rows) for j in range(width)]
+    xml = pc.binary_join_element_wise(
+        _large('<row r="'), rows, _large('">'), *cells, _large("</row>"), _large("")
+    )
+    offsets = np.frombuffer(xml.buffers()[1], dtype=np.int64)[xml.offset : xml.offset + len(xml) + 1]
+    body = xml.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]  # the rows, one after the other
+    header = (
+        f'<dimension ref="{"A1" if width == 1 else f"A1:{last}1"}"/>'.encode()
+    )  # XlsxWriter's, header only
+    packaged = zipfile.ZipFile(io.BytesIO(out.getvalue()))
+    target = io.BytesIO()
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as package:
+        for info in packaged.infolist():
+            part = packaged.read(info.filename)
+            if info.filename == XLSX_SHEET:
+                if header not in part or part.count(b"</sheetData>") != 1:
+                    raise ExchangeError(f"{XLSX_SHEET}: not the sheet XlsxWriter was expected to write")
+                part = part.replace(header, f'<dimension ref="A1:{last}{count + 1}"/>'.encode())
+                part = part.replace(b"</sheetData>", body + b"</sheetData>")
+            package.writestr(info, part, compresslevel=1)  # fast: the sheet is most of the bytes
+    return target.getvalue()
 
 
 def carried_rows(

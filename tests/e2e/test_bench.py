@@ -44,7 +44,13 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
         steps["store"] / figures["store_floor"]["seconds"]
     )
     day = figures["one_percent_day"]
-    assert [s.split(" ")[0] for s in day["stages"]] == ["merge", "eligibility", "exchange", "report"]
+    assert [s.split(" ")[0] for s in day["stages"]] == [
+        "merge",
+        "eligibility",
+        "exchange",
+        "deliver",
+        "report",
+    ]
     assert day["seconds"] == pytest.approx(sum(day["stages"].values()))
     assert sum(day["share"].values()) == pytest.approx(1.0)
     assert {"cdpf", "civil", "hrss", "police"} <= set(figures["pull_rows_per_second"])
@@ -54,6 +60,13 @@ def test_bench_prints_stages_and_floor_agrees(tmp_path: Path) -> None:
     # decisions are stored as changes: every one on the first run, about 1% on the 1%-change day
     assert figures["decisions_written_full"] == len(ours)
     assert 0 < figures["decisions_written_incremental"]["opened"] <= len(ours) // 50
+    # the partners acknowledged the first run's files: the day's delta files send changes only
+    exchanged = json.loads(
+        (run / "runs" / f"bench-{figures['as_of']}-1pct" / "exchange.json").read_text("utf-8")
+    )
+    manifests = [json.loads(Path(f["manifest"]).read_text("utf-8")) for f in exchanged["files"]]
+    deltas = [m for m in manifests if m["kind"] == "delta"]
+    assert deltas and all(m["delta_base"] and m["rows"] <= len(ours) // 50 for m in deltas)
     floor = pd.read_parquet(run / "bench-floor-decisions.parquet")
     key = ["id_number", "service"]
     both = ours.merge(floor, on=key, suffixes=("", "_floor"), validate="one_to_one")

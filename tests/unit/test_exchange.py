@@ -260,3 +260,31 @@ def test_a_delta_file_records_only_the_decisions_it_carries(storage: Storage) ->
     assert set(carried.loc[carried["file"] == second.path.name, "sha256"]) == {second.sha256}
     index = next((storage.var / "state" / "carried" / "civil_two_subsidies").glob("*.parquet"))
     assert stat.S_IMODE(index.stat().st_mode) == 0o600
+
+
+def test_a_file_whose_inputs_did_not_change_is_neither_rendered_nor_encoded_again(
+    storage: Storage, monkeypatch
+) -> None:
+    import stages.exchange
+    from core.publish import acknowledge
+
+    first = {f.contract: f for f in run(storage)}
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered although the inputs did not change")
+
+    monkeypatch.setattr(stages.exchange, "render", no_render)
+    again = {f.contract: f for f in run(storage)}
+    assert again == first  # the published versions stand, bytes, manifests and all
+    monkeypatch.undo()
+    acknowledge(storage, "civil_two_subsidies", first["civil_two_subsidies"].path.name)
+    changed = tiny_decisions()
+    changed.loc[(changed["id_number"] == IDS[0]) & (changed["service"] == "nursing_subsidy"), "amount"] = (
+        460.0
+    )
+    later = {f.contract: f for f in run(storage, decisions=changed)}
+    # the acknowledged base changed the civil delta, the amount the statistics; the work lists stand
+    assert later["civil_two_subsidies"].version == 2 and later["civil_two_subsidies"].rows == 1
+    assert later["cdpf_subsidy_statistics"].version == 2
+    assert later["cdpf_conflicts"] == first["cdpf_conflicts"]
+    assert later["hrss_employment_referral"] == first["hrss_employment_referral"]

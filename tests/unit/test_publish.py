@@ -146,6 +146,27 @@ def test_xlsx_cells_are_neutralised(storage: Storage, monkeypatch) -> None:
     assert not any(str(n).startswith(("=", "+", "-", "@")) for n in names)
 
 
+def test_xlsx_cells_read_back_as_written_escaped_for_xml() -> None:
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    from transforms.exchange import encode_xlsx
+
+    texts = ["a&b<c>d", " lead", "trail ", "tab\tin", "line\nbreak", "", None, "䶮阿依·古丽", "x" * 40_000]
+    table = pd.DataFrame({"文本": texts, "序号": [str(i) for i in range(len(texts))]}, dtype="string")
+    made = encode_xlsx(table, date(2026, 3, 1))
+    rows = list(load_workbook(io.BytesIO(made), read_only=True).active.iter_rows(values_only=True))
+    assert rows[0] == ("文本", "序号")
+    expected = [(t[:32767] if t else None, str(i)) for i, t in enumerate(texts)]  # empty: no cell
+    assert rows[1:] == expected
+    odd = pd.DataFrame({"a": ["ctl\x01x", "_x0041_"]}, dtype="string")
+    sheet = zipfile.ZipFile(io.BytesIO(encode_xlsx(odd, date(2026, 3, 1)))).read("xl/worksheets/sheet1.xml")
+    assert b"ctl_x0001_x" in sheet and b"_x005F_x0041_" in sheet and b"\x01" not in sheet
+    assert b'<dimension ref="A1:A3"/>' in sheet
+    assert encode_xlsx(table, date(2026, 3, 1)) == made
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_parquet_and_json_lines(storage: Storage, fmt: str) -> None:
     contract = replace(
