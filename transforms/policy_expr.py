@@ -138,6 +138,7 @@ class Env:
         self.types = columns
         self._parameters = parameters
         self._cache: dict[str, Value] = {}
+        self._calendars: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.facts: dict[str, Callable[[Env], Value]] = {}
 
     def name(self, name: str) -> Value:
@@ -152,6 +153,16 @@ class Env:
                 value = self._parameters(name, self)
             self._cache[name] = value
         return self._cache[name]
+
+    def calendar(self, value: Value) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """_calendar of a date value, once per named one (age(birth_date) is in several facts)."""
+        days = self.vector(value, DATE)
+        if not any(days is named for named in self._cache.values()):
+            return _calendar(days)
+        key = id(days)  # stable: the named value lives as long as this Env
+        if key not in self._calendars:
+            self._calendars[key] = _calendar(days)
+        return self._calendars[key]
 
     def vector(self, value: Value, kind: str) -> Vec:
         """A scalar broadcast to one entry per person (a Vec as it is)."""
@@ -175,6 +186,8 @@ def _column(frame: pd.DataFrame, name: str, kind: str) -> Vec:
         arr = pa.array(series.astype("string").array)
         arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
         return _text(arr.cast(pa.large_string()))
+    if kind == BOOL and series.dtype == np.bool_:
+        return Vec(series.to_numpy(), np.zeros(len(series), dtype=bool))
     if kind == BOOL:
         flags = series.astype("boolean").array
         return Vec(flags.to_numpy(dtype=bool, na_value=False), flags.isna())
@@ -574,7 +587,7 @@ class _Compiler:
         born = self.typed(arg, DATE)
 
         def run(env: Env) -> Value:
-            by, bm, bd, known = _calendar(env.vector(born(env), DATE))
+            by, bm, bd, known = env.calendar(born(env))
             ay, am, ad, _ = _calendar(Vec(np.array([float(env.as_of)]), np.zeros(1, dtype=bool)))
             years = ay[0] - by - ((am[0] * 100 + ad[0]) < (bm * 100 + bd)).astype(np.int64)
             return _numbers(years, known)
@@ -587,8 +600,8 @@ class _Compiler:
         first, second = self.typed(a, DATE), self.typed(b, DATE)
 
         def run(env: Env) -> Value:
-            ya, ma, _, ka = _calendar(env.vector(first(env), DATE))
-            yb, mb, _, kb = _calendar(env.vector(second(env), DATE))
+            ya, ma, _, ka = env.calendar(first(env))
+            yb, mb, _, kb = env.calendar(second(env))
             return _numbers((yb * 12 + mb) - (ya * 12 + ma), ka & kb)
 
         return NUM, run
