@@ -672,9 +672,11 @@ def _repeated(texts: list[str], count: int, index: pd.Index) -> pd.Series:
     encoded = [t.encode("utf-8") for t in texts]
     block = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     starts = np.cumsum([0] + [len(e) for e in encoded[:-1]], dtype=np.int64)
-    offsets = np.append(
-        (np.arange(count, dtype=np.int64)[:, None] * len(block) + starts).ravel(), count * len(block)
+    offsets = np.empty(len(texts) * count + 1, dtype=np.int64)
+    offsets[:-1].reshape(count, len(texts))[:] = (
+        np.arange(count, dtype=np.int64)[:, None] * len(block) + starts
     )
+    offsets[-1] = count * len(block)
     data = np.tile(block, count)
     arr = pa.LargeStringArray.from_buffers(len(texts) * count, pa.py_buffer(offsets), pa.py_buffer(data))
     return arrow_to_series(arr, index)
