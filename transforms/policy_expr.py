@@ -219,10 +219,6 @@ def _calendar(days: Vec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return year, month, day, known
 
 
-def _numbers(values: np.ndarray, known: np.ndarray) -> Vec:
-    return _number_vec(values, ~known)
-
-
 @dataclass
 class Compiled:
     """One checked expression: its text, result type, the names it reads and the function computing it."""
@@ -398,8 +394,7 @@ class _Compiler:
         if isinstance(node.op, ast.USub | ast.UAdd):
             inner = self.typed(node.operand, NUM)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-            times = _arithmetic(lambda a, b: a * b)
-            return NUM, lambda env: times(inner(env), sign)
+            return NUM, lambda env: _ARITHMETIC["*"](inner(env), sign)
         raise self.fail(node, f"the operator {_describe(node.op)} is not allowed; expected not, - or +")
 
     def _Compare(self, node: ast.Compare) -> tuple[str, Callable[[Env], Value]]:
@@ -459,14 +454,11 @@ class _Compiler:
             a, b = left(env), right(env)
             if not isinstance(a, Vec) and not isinstance(b, Vec):
                 return compare(a, b)
-            n = len(a) if isinstance(a, Vec) else len(b)
-            if text:
-                if _unknown(a) or _unknown(b):
-                    return _bool_vec(False, True, n)
+            if text:  # text is compared in Arrow (a text scalar is a literal, never unknown)
                 name = {ast.Eq: "equal", ast.NotEq: "not_equal"}[type(op)]
                 return _text_mask(pc.call_function(name, [_arrow(a), _arrow(b)]))
             (da, na), (db, nb) = _parts(a), _parts(b)
-            return _bool_vec(compare(da, db), na | nb, n)
+            return _bool_vec(compare(da, db), na | nb, len(a) if isinstance(a, Vec) else len(b))
 
         return run
 
@@ -590,7 +582,7 @@ class _Compiler:
             by, bm, bd, known = env.calendar(born(env))
             ay, am, ad, _ = _calendar(Vec(np.array([float(env.as_of)]), np.zeros(1, dtype=bool)))
             years = ay[0] - by - ((am[0] * 100 + ad[0]) < (bm * 100 + bd)).astype(np.int64)
-            return _numbers(years, known)
+            return _number_vec(years, ~known)
 
         return NUM, run
 
@@ -602,7 +594,7 @@ class _Compiler:
         def run(env: Env) -> Value:
             ya, ma, _, ka = env.calendar(first(env))
             yb, mb, _, kb = env.calendar(second(env))
-            return _numbers((yb * 12 + mb) - (ya * 12 + ma), ka & kb)
+            return _number_vec((yb * 12 + mb) - (ya * 12 + ma), ~(ka & kb))
 
         return NUM, run
 
