@@ -161,15 +161,15 @@ def _filled(compiled: Compiled, env: Any, policy: Policy, region: str | None) ->
     class Fill(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name) -> ast.AST:
             name = node.id
+            kind = policy.facts[name].type if name in policy.facts else MASTER_TYPES.get(name, DATE)
             if name in policy.parameters:
                 value: Any = policy.parameter_sources(name, region)[0]
             elif name == AS_OF:
                 value = env.as_of
             else:
-                value = _scalar(env.name(name).iloc[0])
+                value = _scalar(env.vector(env.name(name), kind).series(env.index).iloc[0])
             if value is None:
                 return ast.Name(id="null", ctx=ast.Load())
-            kind = policy.facts[name].type if name in policy.facts else MASTER_TYPES.get(name, DATE)
             if kind == DATE and name not in policy.parameters:
                 day = EPOCH + timedelta(days=int(value))
                 return ast.Call(ast.Name(id="date", ctx=ast.Load()), [ast.Constant(day.isoformat())], [])

@@ -6,7 +6,10 @@ become code: each is parsed with `ast` in eval mode and every node is checked ag
 membership in a literal list, and the functions in FUNCTIONS). Anything else (attribute access,
 subscripts, calls of other names, lambdas, comprehensions, f-strings, names starting with `_`) is
 refused when the policy is loaded, with the column it starts at. What passes is compiled into a
-tree of closures over pandas nullable arrays: one vectorised operation per node, no row loop.
+tree of closures over Vec (a numpy array and its mask of unknowns; text as an Arrow array): one
+vectorised operation per node, no row loop, and none of pandas' per-operation overhead, which was most
+of the evaluation's time. The semantics are pandas' nullable arrays' (Float64, boolean, string);
+Compiled.evaluate hands results over as such.
 
 Values have one of four types, checked at load: bool, number, text and date. Dates are whole days
 since 1970-01-01 (any year from 1 to 9999, no nanosecond timestamps). Unknown facts are nulls that
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 BOOL, NUM, TEXT, DATE = "bool", "number", "text", "date"
 AS_OF = "as_of"
@@ -56,7 +60,58 @@ EXPECTED = (
     "'in' a literal list, or the functions " + ", ".join(FUNCTIONS)
 )
 
-Value = Any  # a pandas Series (one entry per person) or a scalar (literal, parameter, run date)
+Value = Any  # a Vec (one entry per person) or a scalar (literal, parameter, run date)
+
+
+@dataclass(frozen=True)
+class Vec:
+    """One value per person: `data` (bool for true/false, float64 for numbers and day numbers, an Arrow
+    large_string array for text) and `null`, the mask of unknown entries.
+
+    A number that is NaN is unknown (pandas' Float64 makes NaN results null). Arrays are never changed
+    in place: a Vec may be cached and shared by several expressions."""
+
+    data: Any  # np.ndarray, or pa.LargeStringArray for text
+    null: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def series(self, index: pd.Index) -> pd.Series:
+        """As the pandas nullable Series of its type (no copy)."""
+        if isinstance(self.data, pa.Array):
+            return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([self.data])), index=index)
+        if self.data.dtype == np.bool_:
+            return pd.Series(pd.arrays.BooleanArray(self.data, self.null), index=index)
+        return pd.Series(pd.arrays.FloatingArray(self.data, self.null), index=index)
+
+
+def _number_vec(data: np.ndarray, null: Any) -> Vec:
+    """A number Vec whose NaN entries are unknown (as pandas' Float64 arithmetic makes them)."""
+    data = np.asarray(data, dtype=np.float64)
+    return Vec(data, np.isnan(data) | null)
+
+
+def _bool_vec(data: Any, null: Any, n: int) -> Vec:
+    return Vec(np.broadcast_to(data, n).astype(bool), np.broadcast_to(null, n).astype(bool))
+
+
+def _text(arr: pa.Array) -> Vec:
+    return Vec(arr, _text_null(arr))
+
+
+def _text_mask(arr: pa.Array) -> Vec:
+    """An Arrow boolean result (nulls where the text was unknown) as a true/false Vec."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return Vec(np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool), _text_null(arr))
+
+
+def _text_null(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _unknown(value: Any) -> bool:
+    return value is None or value is pd.NA
 
 
 class ExprError(ValueError):
@@ -83,6 +138,7 @@ class Env:
         self.types = columns
         self._parameters = parameters
         self._cache: dict[str, Value] = {}
+        self._calendars: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.facts: dict[str, Callable[[Env], Value]] = {}
 
     def name(self, name: str) -> Value:
@@ -98,25 +154,45 @@ class Env:
             self._cache[name] = value
         return self._cache[name]
 
-    def series(self, value: Value, kind: str) -> pd.Series:
-        """A scalar broadcast to one entry per person, with the nullable dtype of its type."""
-        if isinstance(value, pd.Series):
+    def calendar(self, value: Value) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """_calendar of a date value, once per named one (age(birth_date) is in several facts)."""
+        days = self.vector(value, DATE)
+        if not any(days is named for named in self._cache.values()):
+            return _calendar(days)
+        key = id(days)  # stable: the named value lives as long as this Env
+        if key not in self._calendars:
+            self._calendars[key] = _calendar(days)
+        return self._calendars[key]
+
+    def vector(self, value: Value, kind: str) -> Vec:
+        """A scalar broadcast to one entry per person (a Vec as it is)."""
+        if isinstance(value, Vec):
             return value
-        dtype = {BOOL: "boolean", NUM: "Float64", TEXT: "string", DATE: "Float64"}[kind]
-        return pd.Series([value] * len(self.index), index=self.index, dtype=dtype)
+        n = len(self.index)
+        if kind == TEXT:
+            return _text(pa.repeat(pa.scalar(None if _unknown(value) else value, pa.large_string()), n))
+        if _unknown(value):
+            return Vec(np.zeros(n, dtype=bool if kind == BOOL else np.float64), np.ones(n, dtype=bool))
+        if kind == BOOL:
+            return Vec(np.full(n, bool(value)), np.zeros(n, dtype=bool))
+        return _number_vec(np.full(n, float(value)), False)
 
 
-def _column(frame: pd.DataFrame, name: str, kind: str) -> pd.Series:
+def _column(frame: pd.DataFrame, name: str, kind: str) -> Vec:
     if name not in frame.columns:
         raise KeyError(name)
     series = frame[name]
     if kind == TEXT:
-        return series.astype("string")
+        arr = pa.array(series.astype("string").array)
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        return _text(arr.cast(pa.large_string()))
+    if kind == BOOL and series.dtype == np.bool_:
+        return Vec(series.to_numpy(), np.zeros(len(series), dtype=bool))
     if kind == BOOL:
-        return series.astype("boolean")
-    if kind == NUM:
-        return pd.to_numeric(series).astype("Float64")
-    return day_numbers(series)
+        flags = series.astype("boolean").array
+        return Vec(flags.to_numpy(dtype=bool, na_value=False), flags.isna())
+    numbers = (pd.to_numeric(series).astype("Float64") if kind == NUM else day_numbers(series)).array
+    return Vec(numbers.to_numpy(dtype=np.float64, na_value=np.nan), numbers.isna())
 
 
 def day_numbers(series: pd.Series) -> pd.Series:
@@ -131,9 +207,9 @@ def day_numbers(series: pd.Series) -> pd.Series:
     return pd.Series(pd.array(days, dtype="Float64"), index=series.index).where(~np.isnan(days))
 
 
-def _calendar(days: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _calendar(days: Vec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Year, month, day of day numbers (as floats) and the mask of known ones."""
-    raw = days.to_numpy(dtype=np.float64, na_value=np.nan)
+    raw = np.where(days.null, np.nan, days.data)
     known = ~np.isnan(raw)
     d = np.where(known, np.floor(raw), 0).astype(np.int64).astype("datetime64[D]")
     months = d.astype("datetime64[M]")
@@ -141,10 +217,6 @@ def _calendar(days: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     month = months.astype(np.int64) % 12 + 1
     day = (d - months.astype("datetime64[D]")).astype(np.int64) + 1
     return year, month, day, known
-
-
-def _numbers(values: np.ndarray, known: np.ndarray, index: pd.Index) -> pd.Series:
-    return pd.Series(pd.array(values.astype(np.float64), dtype="Float64"), index=index).where(known)
 
 
 @dataclass
@@ -156,9 +228,13 @@ class Compiled:
     names: frozenset[str]
     run: Callable[[Env], Value] = field(repr=False)
 
-    def evaluate(self, env: Env) -> pd.Series:
+    def vector(self, env: Env) -> Vec:
         """One value per person (scalars broadcast)."""
-        return env.series(self.run(env), self.type)
+        return env.vector(self.run(env), self.type)
+
+    def evaluate(self, env: Env) -> pd.Series:
+        """One value per person as a pandas nullable Series (boolean, Float64 or string)."""
+        return self.vector(env).series(env.index)
 
 
 @dataclass
@@ -202,18 +278,40 @@ _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 
 def _as_number(value: Value) -> Value:
-    if isinstance(value, pd.Series):
-        return value.astype("Float64")
+    if isinstance(value, Vec):
+        return Vec(value.data.astype(np.float64), value.null)
     return float(value)
+
+
+def _parts(value: Value) -> tuple[Any, Any]:
+    """Data and unknown-mask of a Vec or a scalar (an unknown scalar is unknown everywhere)."""
+    if isinstance(value, Vec):
+        return value.data, value.null
+    if _unknown(value):
+        return np.False_, np.True_
+    return (np.bool_(value) if isinstance(value, bool) else value), np.False_
+
+
+def _arithmetic(op: Callable[[Any, Any], Any]) -> Callable[[Value, Value], Value]:
+    """A number operation: unknown where either side is, and where the result is NaN."""
+
+    def apply(a: Value, b: Value) -> Value:
+        if not isinstance(a, Vec) and not isinstance(b, Vec):
+            return op(a, b)
+        (da, na), (db, nb) = _parts(a), _parts(b)
+        with np.errstate(all="ignore"):
+            return _number_vec(op(da, db), na | nb)
+
+    return apply
 
 
 def _divide(a: Value, b: Value) -> Value:
     """a / b, unknown where b is 0 (an amount is never infinite)."""
-    if isinstance(b, pd.Series):
-        return (a / b).mask((b == 0).fillna(False).astype(bool))
-    if b == 0:
-        return a * pd.NA if isinstance(a, pd.Series) else pd.NA
-    return a / b
+    if not isinstance(a, Vec) and not isinstance(b, Vec):
+        return pd.NA if b == 0 else a / b
+    (da, na), (db, nb) = _parts(a), _parts(b)
+    with np.errstate(all="ignore"):
+        return _number_vec(np.true_divide(da, db), na | nb | ((db == 0) & ~nb))
 
 
 class _Compiler:
@@ -279,23 +377,15 @@ class _Compiler:
 
     def _BoolOp(self, node: ast.BoolOp) -> tuple[str, Callable[[Env], Value]]:
         parts = [self.typed(v, BOOL) for v in node.values]
-        if isinstance(node.op, ast.And):
+        combine = _and if isinstance(node.op, ast.And) else _or
 
-            def run_and(env: Env) -> Value:
-                out = parts[0](env)
-                for part in parts[1:]:
-                    out = out & part(env)
-                return out
-
-            return BOOL, run_and
-
-        def run_or(env: Env) -> Value:
+        def run(env: Env) -> Value:
             out = parts[0](env)
             for part in parts[1:]:
-                out = out | part(env)
+                out = combine(out, part(env))
             return out
 
-        return BOOL, run_or
+        return BOOL, run
 
     def _UnaryOp(self, node: ast.UnaryOp) -> tuple[str, Callable[[Env], Value]]:
         if isinstance(node.op, ast.Not):
@@ -304,7 +394,7 @@ class _Compiler:
         if isinstance(node.op, ast.USub | ast.UAdd):
             inner = self.typed(node.operand, NUM)
             sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-            return NUM, lambda env: inner(env) * sign
+            return NUM, lambda env: _ARITHMETIC["*"](inner(env), sign)
         raise self.fail(node, f"the operator {_describe(node.op)} is not allowed; expected not, - or +")
 
     def _Compare(self, node: ast.Compare) -> tuple[str, Callable[[Env], Value]]:
@@ -331,7 +421,7 @@ class _Compiler:
         def run(env: Env) -> Value:
             out = steps[0](env)
             for step in steps[1:]:
-                out = out & step(env)
+                out = _and(out, step(env))
             return out
 
         return BOOL, run
@@ -358,7 +448,19 @@ class _Compiler:
         elif left_kind in (TEXT, BOOL) and not isinstance(op, ast.Eq | ast.NotEq):
             raise self.fail(right_node, f"{_a(left_kind)} can only be compared with == or !=")
         compare = _COMPARE[type(op)]
-        return lambda env: _boolean(compare(left(env), right(env)))
+        text = TEXT in kinds
+
+        def run(env: Env) -> Value:
+            a, b = left(env), right(env)
+            if not isinstance(a, Vec) and not isinstance(b, Vec):
+                return compare(a, b)
+            if text:  # text is compared in Arrow (a text scalar is a literal, never unknown)
+                name = {ast.Eq: "equal", ast.NotEq: "not_equal"}[type(op)]
+                return _text_mask(pc.call_function(name, [_arrow(a), _arrow(b)]))
+            (da, na), (db, nb) = _parts(a), _parts(b)
+            return _bool_vec(compare(da, db), na | nb, len(a) if isinstance(a, Vec) else len(b))
+
+        return run
 
     def _membership(
         self, kind: str, left: Callable[[Env], Value], op: ast.cmpop, right: ast.expr
@@ -378,11 +480,15 @@ class _Compiler:
         negate = isinstance(op, ast.NotIn)
 
         def run(env: Env) -> Value:
+            hit: Value
             value = left(env)
-            if isinstance(value, pd.Series):
-                hit = value.isin(values).astype("boolean").mask(value.isna())
-            else:
+            if not isinstance(value, Vec):
                 hit = value in values
+            elif kind == TEXT:
+                found = pc.is_in(value.data, value_set=pa.array(values, pa.large_string()))
+                hit = Vec(found.to_numpy(zero_copy_only=False), value.null)
+            else:
+                hit = Vec(np.isin(value.data, np.asarray(values, dtype=np.float64)), value.null)
             return _negate(hit) if negate else hit
 
         return run
@@ -398,9 +504,7 @@ class _Compiler:
         if DATE in (left_kind, right_kind):
             return self._date_arithmetic(node, symbol, left_kind, right_kind)
         left, right = self.typed(node.left, NUM), self.typed(node.right, NUM)
-        if symbol == "/":
-            return NUM, lambda env: _divide(left(env), right(env))
-        op = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}[symbol]
+        op = _divide if symbol == "/" else _ARITHMETIC[symbol]
         return NUM, lambda env: op(left(env), right(env))
 
     def _date_arithmetic(
@@ -408,13 +512,14 @@ class _Compiler:
     ) -> tuple[str, Callable[[Env], Value]]:
         _, left = self.node(node.left)
         _, right = self.node(node.right)
+        plus, minus, times = _ARITHMETIC["+"], _ARITHMETIC["-"], _ARITHMETIC["*"]
         if symbol == "-" and left_kind == DATE and right_kind == DATE:
-            return NUM, lambda env: left(env) - right(env)  # days between
+            return NUM, lambda env: minus(left(env), right(env))  # days between
         if symbol in "+-" and left_kind == DATE and right_kind == NUM:
             sign = 1.0 if symbol == "+" else -1.0
-            return DATE, lambda env: left(env) + sign * right(env)
+            return DATE, lambda env: plus(left(env), times(sign, right(env)))
         if symbol == "+" and left_kind == NUM and right_kind == DATE:
-            return DATE, lambda env: left(env) + right(env)
+            return DATE, lambda env: plus(left(env), right(env))
         raise self.fail(
             node,
             "date arithmetic is date + days, date - days or date - date (days between); "
@@ -433,9 +538,13 @@ class _Compiler:
         body, orelse = self.typed(node.body, kind), self.typed(node.orelse, kind)
 
         def run(env: Env) -> Value:
-            cond = env.series(test(env), BOOL)
-            yes, no = env.series(body(env), kind), env.series(orelse(env), kind)
-            return yes.where(cond.fillna(False).astype(bool), no).mask(cond.isna())
+            cond = env.vector(test(env), BOOL)
+            yes, no = env.vector(body(env), kind), env.vector(orelse(env), kind)
+            pick = cond.data & ~cond.null
+            if kind == TEXT:
+                chosen = pc.if_else(pa.array(pick), yes.data, no.data)
+                return _text(pc.if_else(pa.array(cond.null), pa.scalar(None, pa.large_string()), chosen))
+            return Vec(np.where(pick, yes.data, no.data), np.where(pick, yes.null, no.null) | cond.null)
 
         return kind, run
 
@@ -470,11 +579,10 @@ class _Compiler:
         born = self.typed(arg, DATE)
 
         def run(env: Env) -> Value:
-            days = env.series(born(env), DATE)
-            by, bm, bd, known = _calendar(days)
-            ay, am, ad, _ = _calendar(pd.Series([float(env.as_of)], dtype="Float64"))
+            by, bm, bd, known = env.calendar(born(env))
+            ay, am, ad, _ = _calendar(Vec(np.array([float(env.as_of)]), np.zeros(1, dtype=bool)))
             years = ay[0] - by - ((am[0] * 100 + ad[0]) < (bm * 100 + bd)).astype(np.int64)
-            return _numbers(years, known, days.index)
+            return _number_vec(years, ~known)
 
         return NUM, run
 
@@ -484,9 +592,9 @@ class _Compiler:
         first, second = self.typed(a, DATE), self.typed(b, DATE)
 
         def run(env: Env) -> Value:
-            ya, ma, _, ka = _calendar(env.series(first(env), DATE))
-            yb, mb, _, kb = _calendar(env.series(second(env), DATE))
-            return _numbers((yb * 12 + mb) - (ya * 12 + ma), ka & kb, env.index)
+            ya, ma, _, ka = env.calendar(first(env))
+            yb, mb, _, kb = env.calendar(second(env))
+            return _number_vec((yb * 12 + mb) - (ya * 12 + ma), ~(ka & kb))
 
         return NUM, run
 
@@ -509,8 +617,8 @@ class _Compiler:
 
         def run(env: Env) -> Value:
             value = inner(env)
-            if isinstance(value, pd.Series):
-                return value.str.startswith(start).astype("boolean")
+            if isinstance(value, Vec):
+                return _text_mask(pc.starts_with(value.data, start))
             return str(value).startswith(start)
 
         return BOOL, run
@@ -525,18 +633,40 @@ class _Compiler:
         first, second = self.typed(a, NUM), self.typed(b, NUM)
 
         def run(env: Env) -> Value:
-            x, y = env.series(first(env), NUM), env.series(second(env), NUM)
-            pick = (x <= y) if smaller else (x >= y)
-            return x.where(pick.fillna(False).astype(bool), y).mask(x.isna() | y.isna())
+            x, y = env.vector(first(env), NUM), env.vector(second(env), NUM)
+            pick = (x.data <= y.data) if smaller else (x.data >= y.data)
+            return Vec(np.where(pick, x.data, y.data), x.null | y.null)
 
         return NUM, run
 
 
-def _boolean(value: Value) -> Value:
-    """Comparison results as pandas' nullable boolean (Arrow-backed text compares to bool[pyarrow])."""
-    if isinstance(value, pd.Series) and not isinstance(value.dtype, pd.BooleanDtype):
-        return value.astype("boolean")
-    return value
+_ARITHMETIC = {
+    "+": _arithmetic(lambda a, b: a + b),
+    "-": _arithmetic(lambda a, b: a - b),
+    "*": _arithmetic(lambda a, b: a * b),
+}
+
+
+def _and(a: Value, b: Value) -> Value:
+    """Kleene and: false where either side is known false, else unknown where either side is."""
+    if not isinstance(a, Vec) and not isinstance(b, Vec):
+        return a & b
+    (da, na), (db, nb) = _parts(a), _parts(b)
+    false = (~na & ~da) | (~nb & ~db)
+    return _bool_vec(da & db & ~false, (na | nb) & ~false, len(a) if isinstance(a, Vec) else len(b))
+
+
+def _or(a: Value, b: Value) -> Value:
+    """Kleene or: true where either side is known true, else unknown where either side is."""
+    if not isinstance(a, Vec) and not isinstance(b, Vec):
+        return a | b
+    (da, na), (db, nb) = _parts(a), _parts(b)
+    true = (~na & da) | (~nb & db)
+    return _bool_vec(true, (na | nb) & ~true, len(a) if isinstance(a, Vec) else len(b))
+
+
+def _arrow(value: Value) -> Any:
+    return value.data if isinstance(value, Vec) else pa.scalar(value, pa.large_string())
 
 
 def _numeric(run: Callable[[Env], Value]) -> Callable[[Env], Value]:
@@ -544,13 +674,13 @@ def _numeric(run: Callable[[Env], Value]) -> Callable[[Env], Value]:
 
 
 def _negate(value: Value) -> Value:
-    return ~value if isinstance(value, pd.Series) else not value
+    return Vec(~value.data, value.null) if isinstance(value, Vec) else not value
 
 
 def _isna(value: Value) -> Value:
-    if isinstance(value, pd.Series):
-        return value.isna().astype("boolean")
-    return value is None or value is pd.NA
+    if isinstance(value, Vec):
+        return Vec(value.null, np.zeros(len(value.null), dtype=bool))
+    return _unknown(value)
 
 
 def _a(kind: str) -> str:

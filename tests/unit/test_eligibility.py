@@ -9,7 +9,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from transforms.eligibility import DECISION_COLUMNS, PolicyError, columns_read, evaluate, load_policy
+from transforms.eligibility import (
+    COUNTED_CODES,
+    DECISION_COLUMNS,
+    PolicyError,
+    columns_read,
+    evaluate,
+    load_policy,
+)
 from transforms.merge import MASTER_COLUMNS, coerce
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +204,33 @@ def test_amounts_are_rounded_to_fen() -> None:
     row = get(decide(person(dibao_standard=1157.0)), "living_subsidy")
     assert row["amount"] == 347.1
     assert get(decide(person(dibao_standard=1001.11)), "living_subsidy")["amount"] == 300.33
+
+
+def test_decisions_come_in_id_and_service_order_whatever_the_master_order() -> None:
+    ids = ["330106198001010014", "330106197502020022", "330106199003030030", "330106196504040048"]
+    rows = [person(id_number=i, level=n % 4 + 1, dibao=n % 2 == 0) for n, i in enumerate(ids)]
+    shuffled = decide(*rows)  # ids not ascending: sorted after evaluation
+    ordered = decide(*sorted(rows, key=lambda r: r["id_number"]))  # ascending: interleaved as evaluated
+    keys = list(zip(ordered["id_number"], ordered["service"], strict=True))
+    assert keys == sorted(keys) and len(keys) == len(ids) * len(load_policy(ZHEJIANG, AS_OF).services)
+    pd.testing.assert_frame_equal(shuffled, ordered, check_exact=True)
+
+
+def test_a_service_with_many_reason_codes_lists_every_failed_one(tmp_path: Path) -> None:
+    """More codes than fit the counted table of failure masks (transforms.eligibility.COUNTED_CODES)."""
+    codes = [f"C{i:02d}" for i in range(COUNTED_CODES + 2)]
+    criteria = "\n".join(f"      {c}: level <= {i % 5}" for i, c in enumerate(codes))
+    path = tmp_path / "many.yaml"
+    path.write_text(
+        "policy: many\nversion: '1'\nperiods:\n  - effective_from: 2016-01-01\n    effective_to: null\n"
+        f"    parameters: {{x: 1}}\nservices:\n  many:\n    criteria:\n{criteria}\n    amount: x\n",
+        encoding="utf-8",
+    )
+    levels = {"330106198001010014": 1, "330106197502020022": 3, "330106199003030030": 4}
+    decided = decide(*(person(id_number=i, level=v) for i, v in levels.items()), policy_path=path)
+    for id_number, level in levels.items():
+        failed = [c for i, c in enumerate(codes) if not level <= i % 5]
+        assert get(decided, "many", id_number)["reasons"] == ";".join(failed)
 
 
 def test_empty_master_gives_no_decisions() -> None:
