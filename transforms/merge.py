@@ -396,13 +396,18 @@ def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, department
 def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
     """values.isin(wanted) as a bool array, through Arrow's hash set.
 
-    pandas' isin on Arrow-backed strings walks `wanted` in Python (seconds for a million IDs).
+    pandas' isin on Arrow-backed strings walks `wanted` in Python (seconds for a million IDs). The hash
+    set is built from the smaller side: a few values looked up among a million (the master's numbers)
+    first narrow the million to the ones that match.
     """
     from transforms.ids import as_arrow
 
     if len(values) == 0 or len(wanted) == 0:
         return np.zeros(len(values), dtype=bool)
-    found = pc.is_in(as_arrow(pd.Series(values)), value_set=as_arrow(pd.Series(wanted)))
+    looked_up, among_them = as_arrow(pd.Series(values)), as_arrow(pd.Series(wanted))
+    if len(among_them) > len(looked_up):
+        among_them = among_them.filter(pc.fill_null(pc.is_in(among_them, value_set=looked_up), False))
+    found = pc.is_in(looked_up, value_set=among_them)
     return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -708,12 +713,15 @@ def _pick(
 def record_hash(master: pd.DataFrame, plan: MergePlan = PLAN) -> pd.Series:
     """A stable 64-bit hash of each person's attributes and their sources (signed, for SQL BIGINT).
 
-    Batch ids are left out: a new batch that says the same things is not a change of the record.
+    Batch ids are left out: a new batch that says the same things is not a change of the record. The
+    values are pandas' hash_pandas_object (transforms/hashing.py computes them faster).
     """
+    from transforms.hashing import row_hashes
+
     if master.empty:
         return pd.Series([], dtype="Int64", index=master.index)
-    hashed = pd.util.hash_pandas_object(master[[*plan.attribute_columns, "sources"]], index=False)
-    return pd.Series(hashed.to_numpy().view(np.int64), index=master.index, dtype="Int64")
+    hashed = row_hashes(master[[*plan.attribute_columns, "sources"]])
+    return pd.Series(hashed.view(np.int64), index=master.index, dtype="Int64")
 
 
 # -- conflicts (多元校核) ------------------------------------------------------------------------------
