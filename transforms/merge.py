@@ -267,9 +267,27 @@ class MergeResult:
 
 # -- dtypes -------------------------------------------------------------------------------------------
 
+_DAY_US = 86_400_000_000
+_NAT = np.iinfo(np.int64).min  # NaT's int64
+_MASKED = {"int": pd.Int64Dtype(), "float": pd.Float64Dtype(), "bool": pd.BooleanDtype()}
+
 
 def coerce(series: pd.Series, kind: str) -> pd.Series:
-    """Give a column its canonical dtype, whatever parquet or a hand-made frame produced."""
+    """Give a column its canonical dtype, whatever parquet or a hand-made frame produced.
+
+    A column already in the dtype (a staged parquet file's, a merged column's) takes one numpy pass
+    or none: pandas' general conversions cost a merge several passes per column.
+    """
+    if kind == "date" and series.dtype == "datetime64[us]":
+        stamps = series.to_numpy().view(np.int64)
+        days = stamps - stamps % _DAY_US  # floor to midnight, as dt.normalize does
+        days[stamps == _NAT] = _NAT
+        return pd.Series(days.view("datetime64[us]"), index=series.index, name=series.name)
+    if kind == "flag" and isinstance(series.dtype, (pd.BooleanDtype, np.dtype)) and series.dtype.kind == "b":
+        flags = series.array.to_numpy(dtype=bool, na_value=False)
+        return pd.Series(flags, index=series.index, name=series.name)
+    if kind in ("int", "float", "bool") and series.dtype == _MASKED[kind]:
+        return series.copy(deep=False)
     if kind == "string":
         return series.astype("string")
     if kind == "date":
