@@ -791,14 +791,14 @@ def find_conflicts(
     whose holder's 户籍 has left the province (cdpf). `m` is the joined frame, a department's columns
     named as `plan` says.
     """
-    from transforms.ids import birth_date_of, gender_of
+    from transforms.ids import birth_and_gender_of
 
     def at(source: str, column: str) -> pd.Series:
         return m[plan.column(source, column)]
 
     order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
-    id_birth, id_gender = birth_date_of(ids), gender_of(ids)
+    id_birth, id_gender = birth_and_gender_of(ids)
     name_rank = {s: i for i, s in enumerate(order.get("name", []))}
     name_fixer = max(("police", "cdpf"), key=lambda s: name_rank.get(s, len(name_rank)))
     parts = [
@@ -852,7 +852,7 @@ def find_conflicts(
         )
     # texts are built for the few persons concerned only (strftime over every row costs seconds)
     dead = (at("police", "hukou_status") == "dead").fillna(False).astype(bool)
-    the_dead = m.loc[dead]
+    the_dead = m.loc[dead, [plan.column("civil", flag) for flag in _CIVIL_FLAGS]]
     death = at("police", "death_date")[dead].dt.strftime("%Y-%m-%d").astype("string")
     dead_text = ("dead" + ("," + death).fillna("")).astype("string")
     parts.append(
