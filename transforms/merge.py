@@ -667,18 +667,23 @@ def merge_sources(
         joined.append(_aligned(key, said, np.arange(len(said)) if at is None else at, department))
     m = pd.concat(joined, axis=1)
 
-    values, codes = {}, np.full((len(m), len(plan.provenanced)), ord(NO_SOURCE), dtype=np.uint8)
+    values, codes = (
+        {"id_number": m["id_number"]},
+        np.full((len(m), len(plan.provenanced)), ord(NO_SOURCE), np.uint8),
+    )
+    knows = {s: m[d.knows].notna().to_numpy(dtype=bool) for s, d in plan.departments.items()}
     for i, attribute in enumerate(plan.provenanced):
-        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], plan)
-    master = pd.DataFrame({"id_number": m["id_number"], **values}, index=m.index)
-    master = pd.DataFrame({c: coerce(master[c], k) for c, k in plan.attribute_columns.items()})
-    master["sources"] = pd.Series(
+        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], knows, plan)
+    # one frame built once: each construction copies the numpy-backed columns into blocks
+    columns = {c: coerce(values[c], k) for c, k in plan.attribute_columns.items()}
+    columns["sources"] = pd.Series(
         np.frombuffer(codes.tobytes(), dtype=f"S{len(plan.provenanced)}").astype(str),
         index=m.index,
         dtype="string",
     )
     for department in plan.departments.values():
-        master[department.batch] = m[department.batch].astype("string")
+        columns[department.batch] = m[department.batch].astype("string")
+    master = pd.DataFrame(columns, index=m.index)
     master["record_hash"] = record_hash(master, plan)
 
     conflicts = find_conflicts(m, order, region, plan)
@@ -703,12 +708,17 @@ def merge_sources(
 
 
 def _pick(
-    m: pd.DataFrame, attribute: str, order: list[str], plan: MergePlan = PLAN
+    m: pd.DataFrame,
+    attribute: str,
+    order: list[str],
+    knows: dict[str, np.ndarray],
+    plan: MergePlan = PLAN,
 ) -> tuple[pd.Series, np.ndarray]:
     """First non-null value in precedence order, and the code of the source that gave it.
 
     A person no listed source has a value for keeps the first source that knows the person (its
-    silence is the fact, e.g. police: no death date), else '-'.
+    silence is the fact, e.g. police: no death date), else '-'. `knows`: department -> whether it
+    knows each person (its `knows` column set), computed once for every attribute.
     """
     carriers = plan.carriers[attribute]
     value = m[carriers[order[0]]]  # keeps the column's dtype; later sources fill its gaps
@@ -722,9 +732,9 @@ def _pick(
         code[present] = ord(plan.departments[source].code)
         unset &= ~present
     for source in order:
-        knows = m[plan.departments[source].knows].notna().to_numpy(dtype=bool) & unset
-        code[knows] = ord(plan.departments[source].code)
-        unset &= ~knows
+        known = knows[source] & unset
+        code[known] = ord(plan.departments[source].code)
+        unset &= ~known
     return value, code
 
 
