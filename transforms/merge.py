@@ -590,17 +590,29 @@ def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
     )
     kind = civil["assistance_type"]
     by = "_key" if "_key" in civil.columns else "id_number"  # the merge groups on integer keys
-    parts = pd.DataFrame({by: civil[by]})
+    # grouped by numpy over factorised keys (in key order, a missing key dropped): a pandas groupby
+    # of several aggregations costs a merge more than everything else civil takes
+    codes, keys = pd.factorize(civil[by], sort=True)
+    grouped = codes >= 0
+    size = len(keys)
+    flags: dict[str, Any] = {by: pd.Series(keys, copy=False).reset_index(drop=True)}
     for flag, types in _CIVIL_FLAGS.items():
-        parts[flag] = in_force & kind.isin(types).fillna(False).astype(bool)
+        said = in_force & kind.isin(types).fillna(False).astype(bool)
+        flags[flag] = np.bincount(codes[grouped & said.to_numpy(dtype=bool)], minlength=size) > 0
     low_income = in_force & kind.isin(["dibao", "dibao_edge"]).fillna(False).astype(bool)
-    parts["dibao_standard"] = civil["dibao_standard"].where(low_income)
-    grouped = parts.groupby(by, sort=True, observed=True)
-    flags = grouped[list(_CIVIL_FLAGS)].any()
-    flags["dibao_standard"] = grouped["dibao_standard"].max()
-    # The civil batch the person's assistance facts rest on (any row, in force or not).
-    flags["_batch_id"] = civil.groupby(by, sort=True, observed=True)["_batch_id"].max()
-    return flags.reset_index()
+    standard = civil["dibao_standard"]
+    values = standard.to_numpy(dtype=float, na_value=np.nan)
+    use = grouped & low_income.to_numpy(dtype=bool) & ~np.isnan(values)
+    highest = np.full(size, -np.inf)
+    np.maximum.at(highest, codes[use], values[use])
+    highest[np.bincount(codes[use], minlength=size) == 0] = np.nan
+    flags["dibao_standard"] = pd.Series(highest).astype(standard.dtype)
+    # The civil batch the person's assistance facts rest on (any row, in force or not): the greatest.
+    batch_codes, batches = pd.factorize(civil["_batch_id"], sort=True)
+    latest = np.full(size, -1)
+    np.maximum.at(latest, codes[grouped], batch_codes[grouped])
+    flags["_batch_id"] = pd.Series(batches.take(latest, allow_fill=True)).astype(civil["_batch_id"].dtype)
+    return pd.DataFrame(flags)
 
 
 # -- merge ---------------------------------------------------------------------------------------------
