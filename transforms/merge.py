@@ -404,11 +404,19 @@ def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, department
     body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
     columns = {
         department.batch if c == "_batch_id" else department.prefix + c: pd.Series(
-            pd.api.extensions.take(body[c].array, where, allow_fill=True)
+            pd.api.extensions.take(_nullable(body[c]), where, allow_fill=True)
         )
         for c in body.columns
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(len(keys)))
+
+
+def _nullable(column: pd.Series) -> Any:
+    """A column's values in a dtype that holds a null: numpy flags (civil's) become a masked array, not
+    the Python objects a take with nulls would give them (and coerce would walk)."""
+    if column.dtype == bool:
+        return pd.arrays.BooleanArray(column.to_numpy(), np.zeros(len(column), dtype=bool))
+    return column.array
 
 
 def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
@@ -632,6 +640,8 @@ def merge_sources(
     `plan` says which departments there are and how each is read (the configured master schema and
     contracts; default the shipped ones).
     """
+    from transforms.ids import arrow_to_series, strings_from_chars
+
     order = resolve_precedence(precedence, schema=plan.schema)
     unknown = sorted(set(frames) - set(plan.departments))
     if unknown:
@@ -688,11 +698,7 @@ def merge_sources(
         values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], knows, plan)
     # one frame built once: each construction copies the numpy-backed columns into blocks
     columns = {c: coerce(values[c], k) for c, k in plan.attribute_columns.items()}
-    columns["sources"] = pd.Series(
-        np.frombuffer(codes.tobytes(), dtype=f"S{len(plan.provenanced)}").astype(str),
-        index=m.index,
-        dtype="string",
-    )
+    columns["sources"] = arrow_to_series(strings_from_chars(codes, np.ones(len(m), dtype=bool)), m.index)
     for department in plan.departments.values():
         columns[department.batch] = m[department.batch].astype("string")
     master = pd.DataFrame(columns, index=m.index)
