@@ -156,7 +156,17 @@ def test_empty_series() -> None:
 
 
 def test_birth_date_and_gender_helpers() -> None:
-    ids = pd.Series([*VECTORS, None, "bad", "11010519491231002", "11010519491231002Y", "1101051949123100２", "110105194912310中"])
+    ids = pd.Series(
+        [
+            *VECTORS,
+            None,
+            "bad",
+            "11010519491231002",
+            "11010519491231002Y",
+            "1101051949123100２",
+            "110105194912310中",
+        ]
+    )
     births, genders = birth_and_gender_of(ids)
     assert births.dtype == "datetime64[us]"
     assert births.iloc[0] == pd.Timestamp("1949-12-31")
