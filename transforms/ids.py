@@ -187,31 +187,28 @@ def check_char(first17: pd.Series) -> pd.Series:
 
 
 def valid18(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of well-shaped 18-character IDs and their digit matrix (shape checked, checksum not)."""
+    """Mask of well-shaped 18-character IDs (17 digits then a digit or X) and their character matrix
+    (shape checked, checksum not): lengths from the offsets, characters checked as a uint8 matrix."""
     arr = as_arrow(ids)
-    ok = pc.fill_null(pc.match_substring_regex(arr, r"^\d{17}[\dX]$"), False).to_numpy(zero_copy_only=False)
+    ok = pc.fill_null(pc.equal(pc.binary_length(arr), 18), False).to_numpy(zero_copy_only=False)
     chars = char_matrix(arr.filter(pa.array(ok)), 18) if ok.any() else np.zeros((0, 18), np.uint8)
-    return ok, chars
+    digits = chars - np.uint8(ord("0"))  # non-digits wrap above 9
+    shaped = (digits[:, :17] <= 9).all(axis=1) & ((digits[:, 17] <= 9) | (chars[:, 17] == ord("X")))
+    ok[ok] = shaped
+    return ok, chars[shaped]
 
 
-def birth_date_of(ids: pd.Series) -> pd.Series:
-    """Birth date encoded in normalised 18-character IDs (datetime64[us]; NaT where absent or impossible)."""
+def birth_and_gender_of(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """What normalised 18-character IDs encode (GB 11643): the birth date (datetime64[us]; NaT where
+    absent or impossible) and 'male' / 'female' from the parity of the sequence number (digit 17)."""
     ok, chars = valid18(ids)
-    out = np.full(len(ids), np.datetime64("NaT", "us"), dtype="datetime64[us]")
+    birth = np.full(len(ids), np.datetime64("NaT", "us"), dtype="datetime64[us]")
+    gender = np.full(len(ids), None, dtype=object)
     if ok.any():
         _, dates = calendar_dates(*birth_parts(chars - ord("0")))
-        out[ok] = dates.astype("datetime64[us]")
-    return pd.Series(out, index=ids.index)
-
-
-def gender_of(ids: pd.Series) -> pd.Series:
-    """'male' / 'female' from the parity of the sequence number (digit 17) of normalised IDs."""
-    ok, chars = valid18(ids)
-    out = np.full(len(ids), None, dtype=object)
-    if ok.any():
-        odd = (chars[:, 16] - ord("0")) % 2 == 1
-        out[ok] = np.where(odd, "male", "female")
-    return pd.Series(out, index=ids.index, dtype=_STRING)
+        birth[ok] = dates.astype("datetime64[us]")
+        gender[ok] = np.where((chars[:, 16] - ord("0")) % 2 == 1, "male", "female")
+    return pd.Series(birth, index=ids.index), pd.Series(gender, index=ids.index, dtype=_STRING)
 
 
 def _mask(values: pa.Array) -> np.ndarray:

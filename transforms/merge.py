@@ -267,9 +267,27 @@ class MergeResult:
 
 # -- dtypes -------------------------------------------------------------------------------------------
 
+_DAY_US = 86_400_000_000
+_NAT = np.iinfo(np.int64).min  # NaT's int64
+_MASKED = {"int": pd.Int64Dtype(), "float": pd.Float64Dtype(), "bool": pd.BooleanDtype()}
+
 
 def coerce(series: pd.Series, kind: str) -> pd.Series:
-    """Give a column its canonical dtype, whatever parquet or a hand-made frame produced."""
+    """Give a column its canonical dtype, whatever parquet or a hand-made frame produced.
+
+    A column already in the dtype (a staged parquet file's, a merged column's) takes one numpy pass
+    or none: pandas' general conversions cost a merge several passes per column.
+    """
+    if kind == "date" and series.dtype == "datetime64[us]":
+        stamps = series.to_numpy().view(np.int64)
+        days = stamps - stamps % _DAY_US  # floor to midnight, as dt.normalize does
+        days[stamps == _NAT] = _NAT
+        return pd.Series(days.view("datetime64[us]"), index=series.index, name=series.name)
+    if kind == "flag" and isinstance(series.dtype, (pd.BooleanDtype, np.dtype)) and series.dtype.kind == "b":
+        flags = series.array.to_numpy(dtype=bool, na_value=False)
+        return pd.Series(flags, index=series.index, name=series.name)
+    if kind in ("int", "float", "bool") and series.dtype == _MASKED[kind]:
+        return series.copy(deep=False)
     if kind == "string":
         return series.astype("string")
     if kind == "date":
@@ -386,23 +404,36 @@ def _aligned(keys: np.ndarray, right: pd.DataFrame, rows: np.ndarray, department
     body = right.drop(columns=[c for c in ("id_number", "_key") if c in right.columns])
     columns = {
         department.batch if c == "_batch_id" else department.prefix + c: pd.Series(
-            pd.api.extensions.take(body[c].array, where, allow_fill=True)
+            pd.api.extensions.take(_nullable(body[c]), where, allow_fill=True)
         )
         for c in body.columns
     }
     return pd.DataFrame(columns, index=pd.RangeIndex(len(keys)))
 
 
+def _nullable(column: pd.Series) -> Any:
+    """A column's values in a dtype that holds a null: numpy flags (civil's) become a masked array, not
+    the Python objects a take with nulls would give them (and coerce would walk)."""
+    if column.dtype == bool:
+        return pd.arrays.BooleanArray(column.to_numpy(), np.zeros(len(column), dtype=bool))
+    return column.array
+
+
 def among(values: pd.Series, wanted: pd.Series | pd.Index) -> np.ndarray:
     """values.isin(wanted) as a bool array, through Arrow's hash set.
 
-    pandas' isin on Arrow-backed strings walks `wanted` in Python (seconds for a million IDs).
+    pandas' isin on Arrow-backed strings walks `wanted` in Python (seconds for a million IDs). The hash
+    set is built from the smaller side: a few values looked up among a million (the master's numbers)
+    first narrow the million to the ones that match.
     """
     from transforms.ids import as_arrow
 
     if len(values) == 0 or len(wanted) == 0:
         return np.zeros(len(values), dtype=bool)
-    found = pc.is_in(as_arrow(pd.Series(values)), value_set=as_arrow(pd.Series(wanted)))
+    looked_up, among_them = as_arrow(pd.Series(values)), as_arrow(pd.Series(wanted))
+    if len(among_them) > len(looked_up):
+        among_them = among_them.filter(pc.fill_null(pc.is_in(among_them, value_set=looked_up), False))
+    found = pc.is_in(looked_up, value_set=among_them)
     return np.asarray(pc.fill_null(found, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -567,17 +598,29 @@ def civil_flags(civil: pd.DataFrame, as_of: date) -> pd.DataFrame:
     )
     kind = civil["assistance_type"]
     by = "_key" if "_key" in civil.columns else "id_number"  # the merge groups on integer keys
-    parts = pd.DataFrame({by: civil[by]})
+    # grouped by numpy over factorised keys (in key order, a missing key dropped): a pandas groupby
+    # of several aggregations costs a merge more than everything else civil takes
+    codes, keys = pd.factorize(civil[by], sort=True)
+    grouped = codes >= 0
+    size = len(keys)
+    flags: dict[str, Any] = {by: pd.Series(keys, copy=False).reset_index(drop=True)}
     for flag, types in _CIVIL_FLAGS.items():
-        parts[flag] = in_force & kind.isin(types).fillna(False).astype(bool)
+        said = in_force & kind.isin(types).fillna(False).astype(bool)
+        flags[flag] = np.bincount(codes[grouped & said.to_numpy(dtype=bool)], minlength=size) > 0
     low_income = in_force & kind.isin(["dibao", "dibao_edge"]).fillna(False).astype(bool)
-    parts["dibao_standard"] = civil["dibao_standard"].where(low_income)
-    grouped = parts.groupby(by, sort=True, observed=True)
-    flags = grouped[list(_CIVIL_FLAGS)].any()
-    flags["dibao_standard"] = grouped["dibao_standard"].max()
-    # The civil batch the person's assistance facts rest on (any row, in force or not).
-    flags["_batch_id"] = civil.groupby(by, sort=True, observed=True)["_batch_id"].max()
-    return flags.reset_index()
+    standard = civil["dibao_standard"]
+    values = standard.to_numpy(dtype=float, na_value=np.nan)
+    use = grouped & low_income.to_numpy(dtype=bool) & ~np.isnan(values)
+    highest = np.full(size, -np.inf)
+    np.maximum.at(highest, codes[use], values[use])
+    highest[np.bincount(codes[use], minlength=size) == 0] = np.nan
+    flags["dibao_standard"] = pd.Series(highest).astype(standard.dtype)
+    # The civil batch the person's assistance facts rest on (any row, in force or not): the greatest.
+    batch_codes, batches = pd.factorize(civil["_batch_id"], sort=True)
+    latest = np.full(size, -1)
+    np.maximum.at(latest, codes[grouped], batch_codes[grouped])
+    flags["_batch_id"] = pd.Series(batches.take(latest, allow_fill=True)).astype(civil["_batch_id"].dtype)
+    return pd.DataFrame(flags)
 
 
 # -- merge ---------------------------------------------------------------------------------------------
@@ -597,6 +640,8 @@ def merge_sources(
     `plan` says which departments there are and how each is read (the configured master schema and
     contracts; default the shipped ones).
     """
+    from transforms.ids import arrow_to_series, strings_from_chars
+
     order = resolve_precedence(precedence, schema=plan.schema)
     unknown = sorted(set(frames) - set(plan.departments))
     if unknown:
@@ -644,18 +689,19 @@ def merge_sources(
         joined.append(_aligned(key, said, np.arange(len(said)) if at is None else at, department))
     m = pd.concat(joined, axis=1)
 
-    values, codes = {}, np.full((len(m), len(plan.provenanced)), ord(NO_SOURCE), dtype=np.uint8)
-    for i, attribute in enumerate(plan.provenanced):
-        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], plan)
-    master = pd.DataFrame({"id_number": m["id_number"], **values}, index=m.index)
-    master = pd.DataFrame({c: coerce(master[c], k) for c, k in plan.attribute_columns.items()})
-    master["sources"] = pd.Series(
-        np.frombuffer(codes.tobytes(), dtype=f"S{len(plan.provenanced)}").astype(str),
-        index=m.index,
-        dtype="string",
+    values, codes = (
+        {"id_number": m["id_number"]},
+        np.full((len(m), len(plan.provenanced)), ord(NO_SOURCE), np.uint8),
     )
+    knows = {s: m[d.knows].notna().to_numpy(dtype=bool) for s, d in plan.departments.items()}
+    for i, attribute in enumerate(plan.provenanced):
+        values[attribute], codes[:, i] = _pick(m, attribute, order[attribute], knows, plan)
+    # one frame built once: each construction copies the numpy-backed columns into blocks
+    columns = {c: coerce(values[c], k) for c, k in plan.attribute_columns.items()}
+    columns["sources"] = arrow_to_series(strings_from_chars(codes, np.ones(len(m), dtype=bool)), m.index)
     for department in plan.departments.values():
-        master[department.batch] = m[department.batch].astype("string")
+        columns[department.batch] = m[department.batch].astype("string")
+    master = pd.DataFrame(columns, index=m.index)
     master["record_hash"] = record_hash(master, plan)
 
     conflicts = find_conflicts(m, order, region, plan)
@@ -680,12 +726,17 @@ def merge_sources(
 
 
 def _pick(
-    m: pd.DataFrame, attribute: str, order: list[str], plan: MergePlan = PLAN
+    m: pd.DataFrame,
+    attribute: str,
+    order: list[str],
+    knows: dict[str, np.ndarray],
+    plan: MergePlan = PLAN,
 ) -> tuple[pd.Series, np.ndarray]:
     """First non-null value in precedence order, and the code of the source that gave it.
 
     A person no listed source has a value for keeps the first source that knows the person (its
-    silence is the fact, e.g. police: no death date), else '-'.
+    silence is the fact, e.g. police: no death date), else '-'. `knows`: department -> whether it
+    knows each person (its `knows` column set), computed once for every attribute.
     """
     carriers = plan.carriers[attribute]
     value = m[carriers[order[0]]]  # keeps the column's dtype; later sources fill its gaps
@@ -699,21 +750,24 @@ def _pick(
         code[present] = ord(plan.departments[source].code)
         unset &= ~present
     for source in order:
-        knows = m[plan.departments[source].knows].notna().to_numpy(dtype=bool) & unset
-        code[knows] = ord(plan.departments[source].code)
-        unset &= ~knows
+        known = knows[source] & unset
+        code[known] = ord(plan.departments[source].code)
+        unset &= ~known
     return value, code
 
 
 def record_hash(master: pd.DataFrame, plan: MergePlan = PLAN) -> pd.Series:
     """A stable 64-bit hash of each person's attributes and their sources (signed, for SQL BIGINT).
 
-    Batch ids are left out: a new batch that says the same things is not a change of the record.
+    Batch ids are left out: a new batch that says the same things is not a change of the record. The
+    values are pandas' hash_pandas_object (transforms/hashing.py computes them faster).
     """
+    from transforms.hashing import row_hashes
+
     if master.empty:
         return pd.Series([], dtype="Int64", index=master.index)
-    hashed = pd.util.hash_pandas_object(master[[*plan.attribute_columns, "sources"]], index=False)
-    return pd.Series(hashed.to_numpy().view(np.int64), index=master.index, dtype="Int64")
+    hashed = row_hashes(master[[*plan.attribute_columns, "sources"]])
+    return pd.Series(hashed.view(np.int64), index=master.index, dtype="Int64")
 
 
 # -- conflicts (多元校核) ------------------------------------------------------------------------------
@@ -765,14 +819,14 @@ def find_conflicts(
     whose holder's 户籍 has left the province (cdpf). `m` is the joined frame, a department's columns
     named as `plan` says.
     """
-    from transforms.ids import birth_date_of, gender_of
+    from transforms.ids import birth_and_gender_of
 
     def at(source: str, column: str) -> pd.Series:
         return m[plan.column(source, column)]
 
     order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
-    id_birth, id_gender = birth_date_of(ids), gender_of(ids)
+    id_birth, id_gender = birth_and_gender_of(ids)
     name_rank = {s: i for i, s in enumerate(order.get("name", []))}
     name_fixer = max(("police", "cdpf"), key=lambda s: name_rank.get(s, len(name_rank)))
     parts = [
@@ -826,7 +880,7 @@ def find_conflicts(
         )
     # texts are built for the few persons concerned only (strftime over every row costs seconds)
     dead = (at("police", "hukou_status") == "dead").fillna(False).astype(bool)
-    the_dead = m.loc[dead]
+    the_dead = m.loc[dead, [plan.column("civil", flag) for flag in _CIVIL_FLAGS]]
     death = at("police", "death_date")[dead].dt.strftime("%Y-%m-%d").astype("string")
     dead_text = ("dead" + ("," + death).fillna("")).astype("string")
     parts.append(

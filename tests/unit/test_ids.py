@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transforms.ids import birth_date_of, check_char, gender_of, join_flags, normalise_ids
+from transforms.ids import birth_and_gender_of, check_char, join_flags, normalise_ids
 
 AS_OF = date(2025, 6, 30)
 VECTORS = ["11010519491231002X", "440524188001010014", "34052419800101001X", "360426199101010071"]
@@ -156,15 +156,25 @@ def test_empty_series() -> None:
 
 
 def test_birth_date_and_gender_helpers() -> None:
-    ids = pd.Series([*VECTORS, None, "bad"], dtype="string")
-    births = birth_date_of(ids)
+    ids = pd.Series(
+        [
+            *VECTORS,
+            None,
+            "bad",
+            "11010519491231002",
+            "11010519491231002Y",
+            "1101051949123100２",
+            "110105194912310中",
+        ]
+    )
+    births, genders = birth_and_gender_of(ids)
     assert births.dtype == "datetime64[us]"
     assert births.iloc[0] == pd.Timestamp("1949-12-31")
     assert births.iloc[1] == pd.Timestamp("1880-01-01")
     assert births.iloc[4:].isna().all()
     # sequence 002 / 001 / 001 / 007: even = female, odd = male
-    assert gender_of(ids).tolist()[:4] == ["female", "male", "male", "male"]
-    assert gender_of(ids).iloc[4:].isna().all()
+    assert genders.tolist()[:4] == ["female", "male", "male", "male"]
+    assert genders.iloc[4:].isna().all()
 
 
 def test_join_flags_builds_each_combination_once() -> None:
