@@ -189,7 +189,10 @@ def write_payments(
                 truth.append((ids[who], "nursing_subsidy", m, kind, 0.0, float(nursing[who])))
                 if kind == "paid_after_death":
                     fund.append((ids[who], "nursing_subsidy", m, "PAID_AFTER_STOP"))
-    extra = pd.DataFrame(extra_rows, columns=["person", "service", "amount", "month", "county"])
+    # typed, so that a roll with no injected row (a small sandbox) keeps integer positions after concat
+    extra = pd.DataFrame(extra_rows, columns=["person", "service", "amount", "month", "county"]).astype(
+        {"person": rows["person"].dtype, "amount": float, "month": rows["month"].dtype}
+    )
     roll = pd.concat([rows, extra], ignore_index=True)
 
     accounts = np.char.add("6217", rng.integers(10**14, 10**15, size).astype(str)).astype(object)

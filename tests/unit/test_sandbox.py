@@ -31,6 +31,7 @@ from sandbox.generator import (
     init_sandbox,
 )
 from sandbox.oracle import Assistance, Parameters, PersonFacts, decide, load_parameters
+from sandbox.payments import PAYMENT_MONTHS, SERVICE_CODES
 from sandbox.regions import ZHEJIANG
 
 AS_OF = date(2026, 11, 1)
@@ -276,6 +277,26 @@ def test_init_wipes_the_old_sandbox_and_checks_rates(tmp_path: Path) -> None:
         init_sandbox(settings, persons=500, rates={"typo": 0.1})
     quiet = init_sandbox(settings, persons=2000, rates=dict.fromkeys(DEFAULT_RATES, 0.0))
     assert len(truth(quiet, "defects")) == 0 and len(truth(quiet, "quarantine")) == 0
+
+
+@pytest.mark.parametrize("persons", [1, 5, 40])
+def test_a_small_province_pays_exactly_its_eligible_people(tmp_path: Path, persons: int) -> None:
+    """Below a few hundred holders no payment defect is injected (the rates round to none): the roll then
+    pays every eligible (person, subsidy) for each audited month and nobody else."""
+    info = init_sandbox(load_settings(var_dir=tmp_path), persons=persons, seed=7)
+    decided = truth(info, "decisions")
+    eligible = decided[(decided["eligible"] == "1") & decided["service"].isin(list(SERVICE_CODES))]
+    roll = pd.read_csv(
+        next((info.root / "drops" / "civil_payments").glob("civil_payments_*.csv")),
+        dtype=str,
+        encoding="gb18030",
+    )
+    service = {code: name for name, code in SERVICE_CODES.items()}
+    paid = Counter(zip(roll["公民身份号码"], roll["补贴类型"].map(service), strict=True))
+    assert paid == Counter(
+        dict.fromkeys(zip(eligible["id_number"], eligible["service"], strict=True), PAYMENT_MONTHS)
+    )
+    assert len(truth(info, "payments")) == 0
 
 
 # -- defects and ground truth ---------------------------------------------------------------------------
