@@ -815,35 +815,41 @@ def find_conflicts(
     """Conflict records from the joined sources, each for the work list of the department asked to fix it.
 
     Names (the side lower in the name precedence fixes it), ID-encoded birth date and sex (the source
-    whose field disagrees), dead per police but active elsewhere (hrss or civil), an active certificate
-    whose holder's 户籍 has left the province (cdpf). `m` is the joined frame, a department's columns
-    named as `plan` says.
+    whose field disagrees), dead per the 户籍 department but employed or assisted per the departments
+    that say so, an active certificate whose holder's 户籍 has left the province (the certificate's
+    department fixes it). Which department says what is the master schema's default precedence (its
+    first department per attribute), so departments are named in data only. `m` is the joined frame, a
+    department's columns named as `plan` says.
     """
     from transforms.ids import birth_and_gender_of
 
     def at(source: str, column: str) -> pd.Series:
         return m[plan.column(source, column)]
 
+    def says(attribute: str) -> str:
+        """The department the schema asks first for an attribute (not the configured order: a conflict
+        is between the departments that state the fact, whoever the master believes)."""
+        return plan.schema.default_precedence[attribute][0]
+
     order = order or DEFAULT_PRECEDENCE
     ids = m["id_number"].astype("string")
     id_birth, id_gender = birth_and_gender_of(ids)
     name_rank = {s: i for i, s in enumerate(order.get("name", []))}
-    name_fixer = max(("police", "cdpf"), key=lambda s: name_rank.get(s, len(name_rank)))
+    first, *others = plan.schema.default_precedence["name"]
     parts = [
         _records(
             m,
-            at("police", "name").notna()
-            & at("cdpf", "name").notna()
-            & (at("police", "name") != at("cdpf", "name")),
+            at(first, "name").notna() & at(other, "name").notna() & (at(first, "name") != at(other, "name")),
             "NAME_MISMATCH",
-            "police",
-            at("police", "name"),
-            at("police", "_batch_id"),
-            "cdpf",
-            at("cdpf", "name"),
-            at("cdpf", "_batch_id"),
-            name_fixer,
+            first,
+            at(first, "name"),
+            at(first, "_batch_id"),
+            other,
+            at(other, "name"),
+            at(other, "_batch_id"),
+            max((first, other), key=lambda s: name_rank.get(s, len(name_rank))),
         )
+        for other in others
     ]
     # GB 11643: digits 7-14 are the birth date, digit 17 odd = male; checked against every source that says.
     for source in plan.carriers["birth_date"]:
@@ -879,28 +885,31 @@ def find_conflicts(
             )
         )
     # texts are built for the few persons concerned only (strftime over every row costs seconds)
-    dead = (at("police", "hukou_status") == "dead").fillna(False).astype(bool)
-    the_dead = m.loc[dead, [plan.column("civil", flag) for flag in _CIVIL_FLAGS]]
-    death = at("police", "death_date")[dead].dt.strftime("%Y-%m-%d").astype("string")
+    registry = says("hukou_status")
+    assistant = says("dibao")  # its assistance periods give every flag of _CIVIL_FLAGS (civil_flags)
+    dead = (at(registry, "hukou_status") == "dead").fillna(False).astype(bool)
+    the_dead = m.loc[dead, [plan.column(assistant, flag) for flag in _CIVIL_FLAGS]]
+    death = at(says("death_date"), "death_date")[dead].dt.strftime("%Y-%m-%d").astype("string")
     dead_text = ("dead" + ("," + death).fillna("")).astype("string")
+    employer = says("employment")
     parts.append(
         _records(
             m,
-            dead & (at("hrss", "employment") == "employed").fillna(False).astype(bool),
+            dead & (at(employer, "employment") == "employed").fillna(False).astype(bool),
             "DEAD_BUT_ACTIVE",
-            "police",
+            registry,
             dead_text,
-            at("police", "_batch_id"),
-            "hrss",
-            at("hrss", "employment"),
-            at("hrss", "_batch_id"),
-            "hrss",
+            at(registry, "_batch_id"),
+            employer,
+            at(employer, "employment"),
+            at(employer, "_batch_id"),
+            employer,
         )
     )
     in_force = pd.Series("", index=the_dead.index, dtype="string")
     for flag in _CIVIL_FLAGS:
         in_force = in_force + pd.Series(
-            np.where(the_dead[plan.column("civil", flag)].fillna(False).astype(bool), flag + ",", ""),
+            np.where(the_dead[plan.column(assistant, flag)].fillna(False).astype(bool), flag + ",", ""),
             index=the_dead.index,
         )
     in_force = in_force.str.rstrip(",")
@@ -909,34 +918,36 @@ def find_conflicts(
             m,
             dead & (in_force != "").reindex(m.index, fill_value=False),
             "DEAD_BUT_ACTIVE",
-            "police",
+            registry,
             dead_text,
-            at("police", "_batch_id"),
-            "civil",
+            at(registry, "_batch_id"),
+            assistant,
             in_force,
-            at("civil", "_batch_id"),
-            "civil",
+            at(assistant, "_batch_id"),
+            assistant,
         )
     )
-    # 户籍 moved out of the province: police says so, or its county code is another province's.
-    status, county = at("police", "hukou_status"), at("police", "hukou_county").astype("string")
+    # 户籍 moved out of the province: the 户籍 department says so, or its county code is another province's.
+    certifier = says("cert_status")
+    status = at(registry, "hukou_status")
+    county = at(says("hukou_county"), "hukou_county").astype("string")
     outside = (
         county.notna() & ~county.str.startswith(region[:2]) if region else pd.Series(False, index=m.index)
     )
     moved = (status == "moved_out").fillna(False).astype(bool) | outside.fillna(False).astype(bool)
-    moved &= (at("cdpf", "cert_status") == "active").fillna(False).astype(bool)
+    moved &= (at(certifier, "cert_status") == "active").fillna(False).astype(bool)
     parts.append(
         _records(
             m,
             moved,
             "CERT_ACTIVE_MOVED_OUT",
-            "police",
+            registry,
             (status[moved].astype("string") + "," + county[moved].fillna("")).astype("string"),
-            at("police", "_batch_id"),
-            "cdpf",
-            at("cdpf", "cert_status"),
-            at("cdpf", "_batch_id"),
-            "cdpf",
+            at(registry, "_batch_id"),
+            certifier,
+            at(certifier, "cert_status"),
+            at(certifier, "_batch_id"),
+            certifier,
         )
     )
     conflicts = pd.concat(parts, ignore_index=True)

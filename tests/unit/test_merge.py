@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from core.master_schema import master_schema
 from transforms.merge import (
     CONFLICT_COLUMNS,
     MASTER_COLUMNS,
@@ -15,6 +16,7 @@ from transforms.merge import (
     PrecedenceError,
     apply_deltas,
     decode_sources,
+    merge_plan,
     merge_sources,
     resolve_precedence,
     widen_scope,
@@ -266,6 +268,26 @@ def test_name_mismatch_between_police_and_cdpf() -> None:
         "张叁",
     )
     assert (rec["batch_a"], rec["batch_b"], rec["department"]) == ("police-b1", "cdpf-b1", "cdpf")
+
+
+def test_the_departments_of_a_conflict_come_from_the_master_schema() -> None:
+    """A conflict is between the departments the master schema asks first (no department is named in the
+    rules): with cdpf first for names, a name mismatch is cdpf's against police's, police to fix it."""
+    schema = master_schema()
+    attributes = [
+        a.model_copy(update={"precedence": ["cdpf", "police"]}) if a.name == "name" else a
+        for a in schema.attributes
+    ]
+    plan = merge_plan(schema.model_copy(update={"attributes": attributes}))
+    result = merge_sources(frames(cdpf=[cdpf(name="张叁")], police=[police(name="张三")]), AS_OF, plan=plan)
+    rec = _conflicts(result, "NAME_MISMATCH").iloc[0]
+    assert (rec["source_a"], rec["value_a"], rec["source_b"], rec["value_b"], rec["department"]) == (
+        "cdpf",
+        "张叁",
+        "police",
+        "张三",
+        "police",
+    )
 
 
 def test_no_name_conflict_without_a_police_record() -> None:
