@@ -306,7 +306,7 @@ def report(
 def runs(config: Config = None) -> None:
     """Every run with a report: headline figures, and the index page with their trends."""
     from core.storage import Storage
-    from reports.report import run_rows, write_index
+    from stages.report import run_rows, write_index
 
     storage = Storage(load_settings(config))
     table = Table(

@@ -1,5 +1,6 @@
-"""The auditor's report of one cycle run: reports/<run_id>/report.html, its JSON twin report.json, and
-reports/index.html across runs with trends.
+"""The auditor's report of one cycle run rendered: the content of reports/<run_id>/report.json, report.html,
+and reports/index.html across runs with trends. Rendering only: data in, text out; the report stage
+(stages/report.py) reads what it shows and publishes the files.
 
 The HTML is self-contained (inline CSS and SVG charts drawn by reports.charts, no script, no URL of any
 kind) so it can be mailed or archived as one file; Chinese by default, English by a switch that is two
@@ -12,9 +13,8 @@ stages put into it.
 
 from __future__ import annotations
 
-import json
-import os
 import re
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from markupsafe import Markup
 
 from core.contracts import REASONS
 from core.masking import mask_structure
-from core.storage import Storage, publish_bytes, write_json_atomic
 from reports import charts
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -107,15 +106,10 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
 _SAFE_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)*\.html")
 
 
-def _relative_link(storage: Storage, out_dir: Path, under_var: Any) -> str | None:
-    """A relative href from the report to a validation.html under var/, only for a file that exists there
-    and a plain path (no scheme, no '//', no '..' of its own): the report links nothing outside var/."""
-    if not isinstance(under_var, str) or not _SAFE_PATH.fullmatch(under_var) or ".." in under_var:
-        return None
-    target = storage.var / under_var
-    if not target.is_file():
-        return None
-    return Path(os.path.relpath(target, out_dir)).as_posix()
+def linkable(under_var: Any) -> bool:
+    """Whether the report may link a path under var/: a plain relative one (no scheme, no '//', no '..'),
+    so that the report links nothing outside var/."""
+    return isinstance(under_var, str) and bool(_SAFE_PATH.fullmatch(under_var)) and ".." not in under_var
 
 
 AUDIT_KEYS = (
@@ -138,7 +132,8 @@ TOC = (
 )
 
 
-def _env() -> Environment:
+def env() -> Environment:
+    """The templates under templates/, escaped, strict about missing values."""
     return Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -213,18 +208,19 @@ def _charts(data: dict[str, Any]) -> dict[str, Markup]:
     }
 
 
-def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, Any]) -> Path:
-    """Write report.json and the self-contained report.html for a run, then the index across runs;
-    returns the HTML path."""
+def report_json(run_id: str, as_of: date, summary: dict[str, Any]) -> dict[str, Any]:
+    """report.json: the summary with every section filled and every ID-shaped token masked."""
     data = scrub(_normalise(summary))
-    data = {**data, "run_id": run_id, "as_of": as_of.isoformat(), "generated_at": as_of.isoformat()}
-    out_dir = storage.report_dir(run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "report.json", data)
+    return {**data, "run_id": run_id, "as_of": as_of.isoformat(), "generated_at": as_of.isoformat()}
 
+
+def render_report(data: dict[str, Any], links: Mapping[str, str]) -> str:
+    """report.html from report.json's content; `links` maps a batch's validation_report (under var/) to
+    its href relative to the report, for the files that exist (the others are named, not linked)."""
     shown = defang(data)
     for s in shown["sources"]:
-        s["validation_href"] = _relative_link(storage, out_dir, s.get("validation_report"))
+        under_var = s.get("validation_report")
+        s["validation_href"] = links.get(under_var) if linkable(under_var) else None
     for f in shown["exchange"]:
         digest = str(f.get("sha256") or "")
         # a fingerprint in groups of 8, as it is usually read aloud and compared
@@ -238,8 +234,8 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
         for s in shown["sources"]
         for code, n in (s.get("reasons") or {}).items()
     ]
-    html = (
-        _env()
+    return (
+        env()
         .get_template("report.html.j2")
         .render(
             **{**shown, "policy": shown.get("policy", "")},
@@ -255,47 +251,11 @@ def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, 
             other_stages=[o for o in others if o not in deliveries and o not in guards],
         )
     )
-    _write_text(out_dir / "report.html", html)
-    write_index(storage)
-    return out_dir / "report.html"
 
 
-def _write_text(target: Path, text: str) -> None:
-    publish_bytes(target, text.encode("utf-8"))
-
-
-def run_rows(storage: Storage) -> list[dict[str, Any]]:
-    """One row per run with a report.json, oldest first: the figures the index and `hub runs` show."""
-    rows = []
-    for path in sorted((storage.var / "reports").glob("*/report.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        audit = data.get("audit") or {}
-        payments = audit.get("payments") or {}
-        rows.append(
-            {
-                "run_id": data.get("run_id", path.parent.name),
-                "as_of": data.get("as_of", ""),
-                "persons": (data.get("master") or {}).get("persons"),
-                "eligible": {d.get("service"): d.get("eligible") for d in data.get("decisions") or []},
-                "quarantined": sum(int(s.get("quarantined") or 0) for s in data.get("sources") or []),
-                "conflicts": (data.get("master") or {}).get("conflicts"),
-                "not_paid": (payments.get("ELIGIBLE_NOT_PAID") or {}).get("persons") if payments else None,
-                "not_eligible": (payments.get("PAID_NOT_ELIGIBLE") or {}).get("persons")
-                if payments
-                else None,
-                "fund": sum((audit.get("fund") or {}).values()) if audit else None,
-                "href": f"{path.parent.name}/report.html",
-            }
-        )
-    return sorted(rows, key=lambda r: (str(r["as_of"]), str(r["run_id"])))
-
-
-def write_index(storage: Storage) -> Path:
-    """reports/index.html: every run's headline figures and their trends, offline like the reports."""
-    runs = run_rows(storage)
+def render_index(runs: list[dict[str, Any]]) -> str:
+    """reports/index.html: every run's headline figures (the report stage's run_rows, oldest first) and
+    their trends, offline like the reports."""
     services = sorted({s for r in runs for s in r["eligible"] if s})
     labels = [str(r["as_of"]) for r in runs]
     eligible = charts.trend(
@@ -313,8 +273,8 @@ def write_index(storage: Storage) -> Path:
         },
         "审计线索 Audit findings per run",
     )
-    html = (
-        _env()
+    return (
+        env()
         .get_template("index.html.j2")
         .render(
             runs=defang(scrub(list(reversed(runs)))),
@@ -323,7 +283,3 @@ def write_index(storage: Storage) -> Path:
             charts={"eligible": eligible, "findings": findings},
         )
     )
-    target = storage.var / "reports" / "index.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(target, html)
-    return target

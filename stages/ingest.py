@@ -29,12 +29,13 @@ from core.storage import (
     Storage,
     batches,
     decision_note,
+    publish_bytes,
     sha256_file,
     utcnow,
     write_json_atomic,
     write_parquet_atomic,
 )
-from reports.validation_report import write_validation_report
+from reports.validation_report import render_validation_report
 from stages.landed import read_landed, read_landed_lenient
 from transforms.gates import DeltaBasis, Previous, UsualRate, column_parses, count_events, evaluate
 from transforms.ids import FIX_UPGRADED_15
@@ -91,7 +92,7 @@ def _write_summary(summary: dict[str, Any], out: Path) -> None:
     """validation.json (masked) and the offline validation.html rendered from it."""
     masked = mask_structure(summary)
     write_json_atomic(out / "validation.json", masked)
-    write_validation_report(masked, out / "validation.html")
+    publish_bytes(out / "validation.html", render_validation_report(masked).encode("utf-8"))
 
 
 def _held(

@@ -1,10 +1,13 @@
 """The report stage: the ledger's batches, validation results, store counts, the other stages' typed
-results and the manifests, gathered into the auditor report (rendered by reports/)."""
+results and the manifests, gathered into the auditor report; reports/ renders it, this module publishes
+reports/<run>/report.json, report.html and the index across runs (stages/report_data.py reads the rest).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,10 @@ import sqlalchemy as sa
 from core.results import EligibilityResult, MergeResult, ReportResult
 from core.settings import Settings
 from core.staleness import stale_sources, stale_warning
-from core.storage import Storage, batches
+from core.storage import Storage, batches, publish_bytes, write_json_atomic
+from reports.report import linkable, render_index, render_report, report_json
 from stages.eligibility import guard_warnings
+from stages.report_data import gather, read_json
 from store.master_store import open_store
 
 log = logging.getLogger(__name__)
@@ -34,17 +39,6 @@ def _latest_batch(storage: Storage, source: str) -> dict[str, Any] | None:
             .first()
         )
     return dict(row) if row else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        log.warning("report: %s is not valid JSON; left out", path)
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -> str:
@@ -66,9 +60,6 @@ def _held_warning(source: str, latest: dict[str, Any], used_batch: str | None) -
 
 def report_stage(settings: Settings, as_of: date, run_id: str) -> ReportResult:
     """Gather ledger batches, validation results, store counts and manifests into the auditor report."""
-    from reports.report import write_report
-    from reports.report_data import gather
-
     storage = Storage(settings)
     store = open_store(settings)
     merged = MergeResult.load(storage, run_id)
@@ -84,7 +75,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> ReportResult:
             warnings.append(f"{source}: 没有任何批次 no batch has landed; its facts are unknown")
             sources.append(entry)
             continue
-        validation = _read_json(storage.staged(source, latest["batch_id"]) / "validation.json")
+        validation = read_json(storage.staged(source, latest["batch_id"]) / "validation.json")
         entry.update(
             {
                 "batch_id": latest["batch_id"],
@@ -127,7 +118,7 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> ReportResult:
     warnings.extend(guard_warnings(storage, run_id, eligibility, decisions))
     exchange = []
     for manifest_path in sorted((storage.var / "outbox").glob("*/*/*.manifest.json")):
-        manifest = _read_json(manifest_path)
+        manifest = read_json(manifest_path)
         if manifest.get("run_id") != run_id:
             continue
         exchange.append(
@@ -163,6 +154,60 @@ def report_stage(settings: Settings, as_of: date, run_id: str) -> ReportResult:
         json=str(path.with_suffix(".json")),
         stale=[entry["source"] for entry in stale],
     )
+
+
+def write_report(storage: Storage, run_id: str, as_of: date, summary: dict[str, Any]) -> Path:
+    """Publish report.json and the self-contained report.html of a run, then the index across runs;
+    returns the HTML path."""
+    data = report_json(run_id, as_of, summary)
+    out_dir = storage.report_dir(run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "report.json", data)
+    links = {}
+    for source in data["sources"]:
+        under_var = source.get("validation_report")
+        if linkable(under_var) and (storage.var / under_var).is_file():
+            links[under_var] = Path(os.path.relpath(storage.var / under_var, out_dir)).as_posix()
+    publish_bytes(out_dir / "report.html", render_report(data, links).encode("utf-8"))
+    write_index(storage)
+    return out_dir / "report.html"
+
+
+def run_rows(storage: Storage) -> list[dict[str, Any]]:
+    """One row per run with a report.json, oldest first: the figures the index and `hub runs` show."""
+    rows = []
+    for path in sorted((storage.var / "reports").glob("*/report.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        audit = data.get("audit") or {}
+        payments = audit.get("payments") or {}
+        rows.append(
+            {
+                "run_id": data.get("run_id", path.parent.name),
+                "as_of": data.get("as_of", ""),
+                "persons": (data.get("master") or {}).get("persons"),
+                "eligible": {d.get("service"): d.get("eligible") for d in data.get("decisions") or []},
+                "quarantined": sum(int(s.get("quarantined") or 0) for s in data.get("sources") or []),
+                "conflicts": (data.get("master") or {}).get("conflicts"),
+                "not_paid": (payments.get("ELIGIBLE_NOT_PAID") or {}).get("persons") if payments else None,
+                "not_eligible": (payments.get("PAID_NOT_ELIGIBLE") or {}).get("persons")
+                if payments
+                else None,
+                "fund": sum((audit.get("fund") or {}).values()) if audit else None,
+                "href": f"{path.parent.name}/report.html",
+            }
+        )
+    return sorted(rows, key=lambda r: (str(r["as_of"]), str(r["run_id"])))
+
+
+def write_index(storage: Storage) -> Path:
+    """Publish reports/index.html: every run's headline figures and their trends."""
+    target = storage.var / "reports" / "index.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    publish_bytes(target, render_index(run_rows(storage)).encode("utf-8"))
+    return target
 
 
 def rebuild_report(settings: Settings, run_id: str | None = None) -> Path:

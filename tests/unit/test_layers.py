@@ -1,6 +1,6 @@
 """The layers point one way (docs/architecture.md): `lint-imports` keeps .importlinter's contracts on this
-tree, and breaks them on a copy with an upward import, a runtime import of the sandbox and a file
-helper in transforms."""
+tree, and breaks them on a copy with an upward import, a runtime import of the sandbox, a file helper in
+transforms and a file write in reports."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
         "core/masking.py": "from stages import ingest  # noqa\n",  # core reaching up to a stage
         "hub/run.py": "import sandbox.generator  # noqa\n",  # the runtime importing the side
         "transforms/ids.py": "from core.storage import sha256_file  # noqa\n",  # a file helper in transforms
+        "reports/charts.py": "from core.storage import publish_bytes  # noqa\n",  # reports writing files
     }
     for path, line in injected.items():
         target = tmp_path / path
@@ -51,6 +52,7 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
     assert "core.masking -> stages.ingest" in out, out[-4000:]
     assert "hub.run -> sandbox.generator" in out, out[-4000:]
     assert "transforms.ids -> core.storage" in out, out[-4000:]
+    assert "reports.charts -> core.storage" in out, out[-4000:]
 
 
 def test_the_readme_layout_names_every_top_level_folder() -> None:

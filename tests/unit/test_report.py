@@ -13,7 +13,7 @@ import pytest
 
 from core.settings import load_settings
 from core.storage import Storage
-from reports.report import write_report
+from stages.report import write_report
 from store.master_store import MASTER_COLUMNS as STORED
 from store.master_store import MasterStore, person
 from transforms.merge import merge_sources
@@ -420,7 +420,7 @@ def test_report_shows_audits_truthful_checks_and_charts(settings) -> None:
 
 
 def test_index_lists_every_run_with_trends(settings) -> None:
-    from reports.report import run_rows
+    from stages.report import run_rows
 
     storage = Storage(settings)
     for day, extra in ((date(2026, 1, 1), 0), (date(2026, 2, 1), 2), (date(2026, 3, 1), 5)):

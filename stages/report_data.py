@@ -1,7 +1,8 @@
 """What the auditor's report shows beyond the ledger and the stage counts: validation per source, the
 reject files, conflicts by county, decisions and audits by county and village, and the records of any
 other stage of the run (decision transitions, deliveries and receipts, the mass-change guard) when
-their files exist. Figures only, and samples whose ID numbers are masked here (the report masks again).
+their files exist, read for the report stage (stages/report.py). Figures only, and samples whose ID
+numbers are masked here (the report masks again).
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ LIST_LIMIT = 500  # person rows shown per list in the HTML; the parquet files un
 VILLAGE_LIMIT = 3000
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A stage's JSON record, or {} when it is missing, unreadable or not an object (a report is still
+    written; an invalid file is named in the log)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("report: %s cannot be read (%s); left out", path, exc)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -50,7 +56,7 @@ def validation_view(storage: Storage, sources: list[dict[str, Any]]) -> list[dic
         batch = s.get("batch_id")
         if not batch:
             continue
-        v = _json(storage.staged(s["source"], batch) / "validation.json")
+        v = read_json(storage.staged(s["source"], batch) / "validation.json")
         checks = []
         for r in (v.get("gx") or {}).get("results") or []:
             failing = r.get("failing_rows", r.get("unexpected_count", 0))
@@ -210,7 +216,7 @@ def other_stages(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     for path in sorted(storage.run_dir(run_id).glob("*.json")):
         if path.stem in KNOWN_STAGES:
             continue
-        record = _json(path)
+        record = read_json(path)
         if record:
             out.append({"name": path.stem, "record": record})
     return out
@@ -243,7 +249,7 @@ def guard_view(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     if eligibility is not None and eligibility.guard:
         out.append({"name": "guard", "record": eligibility.guard})
     for name in ("holds", "approval"):
-        record = _json(run / f"{name}.json")
+        record = read_json(run / f"{name}.json")
         if record:
             out.append({"name": name, "record": record})
     return out
