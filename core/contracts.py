@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.config_errors import load_declaration
 from core.settings import Settings
 
 ColumnType = Literal["id_number", "name", "string", "code", "date", "timestamp", "bool", "float", "int"]
@@ -212,40 +212,9 @@ class SourceContract(BaseModel):
         raise KeyError(f"contract {self.source} has no column {name!r}")
 
 
-def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    """`columns[3] (gender).codes` for a pydantic error location."""
-    parts: list[str] = []
-    listed = raw.get("columns")
-    columns: list[Any] = listed if isinstance(listed, list) else []
-    for i, key in enumerate(loc):
-        if isinstance(key, int) and i > 0 and loc[i - 1] == "columns":
-            label = f"[{key}]"
-            if key < len(columns) and isinstance(columns[key], dict) and "name" in columns[key]:
-                label += f" ({columns[key]['name']})"
-            parts[-1] += label
-        else:
-            parts.append(str(key))
-    return ".".join(parts) or "(top level)"
-
-
 def load_contract(path: str | Path) -> SourceContract:
     """Read and validate a contract file; errors name the file, the column and the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ContractError(f"{path}: contract file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ContractError(
-            f"{path}: expected a mapping with source, version, columns; found {type(raw).__name__}"
-        )
-    try:
-        return SourceContract(**raw, path=path)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_where(e['loc'], raw)}: {e['msg']}" for e in exc.errors())
-        raise ContractError(f"{path}: {problems}") from exc
+    return load_declaration(path, SourceContract, ContractError, "contract", "source, version, columns")
 
 
 def contract_for(settings: Settings, source: str) -> SourceContract:

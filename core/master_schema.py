@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.config_errors import load_declaration
 
 _CODE = Path(__file__).resolve().parents[1]
 # in the checkout, or beside the code of an installed wheel (lianban_files/, see pyproject.toml)
@@ -222,42 +223,11 @@ class MasterSchema(_Strict):
         return out
 
 
-def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    """`attributes[3] (gender).sql` for a pydantic error location."""
-    parts: list[str] = []
-    node: Any = raw
-    for key in loc:
-        if isinstance(key, int) and parts:
-            label = f"[{key}]"
-            item = node[key] if isinstance(node, list) and key < len(node) else None
-            if isinstance(item, dict) and "name" in item:
-                label += f" ({item['name']})"
-            parts[-1] += label
-            node = item
-        else:
-            parts.append(str(key))
-            node = node.get(key) if isinstance(node, dict) else None
-    return ".".join(parts) or "(top level)"
-
-
 def load_master_schema(path: str | Path = MASTER_SCHEMA_PATH) -> MasterSchema:
     """Read and validate the master schema; errors name the file, the entry and the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MasterSchemaError(f"{path}: master schema file not found") from exc
-    except yaml.YAMLError as exc:
-        raise MasterSchemaError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise MasterSchemaError(
-            f"{path}: expected a mapping with sources, key, attributes; found {type(raw).__name__}"
-        )
-    try:
-        return MasterSchema(**raw, path=path)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_where(e['loc'], raw)}: {e['msg']}" for e in exc.errors())
-        raise MasterSchemaError(f"{path}: {problems}") from exc
+    return load_declaration(
+        path, MasterSchema, MasterSchemaError, "master schema", "sources, key, attributes"
+    )
 
 
 @cache
