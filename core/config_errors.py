@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 Declared = TypeVar("Declared", bound=BaseModel)
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the deepest node of `loc` that exists in the YAML tree."""
+def line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest node of `loc` that exists in the YAML tree (a config, a policy)."""
     node, line = root, None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
@@ -47,7 +47,7 @@ def explain(config_path: Path, exc: ValidationError | TypeError) -> str:
     for error in exc.errors():
         # A discriminated union adds the transport tag to the path; it is not a key in the file.
         loc = tuple(p for p in error["loc"] if p not in {"sql", "folder", "rest", "sftp"})
-        line = _line_of(root, loc)
+        line = line_of(root, loc)
         field = ".".join(str(p) for p in loc) or "(top level)"
         where = f"{config_path}:{line}" if line else str(config_path)
         got = error.get("input")

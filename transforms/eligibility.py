@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from core.config_errors import line_of
 from transforms.ids import arrow_to_series, as_arrow
 from transforms.merge import ATTRIBUTE_COLUMNS
 from transforms.policy_expr import (
@@ -159,27 +160,6 @@ class Policy:
 # -- loading -------------------------------------------------------------------------------------------
 
 
-def _line_of(text: str, path: tuple[str | int, ...]) -> int | None:
-    """The 1-based line of a key path in the YAML text, for error messages (None if not found)."""
-    try:
-        node: Any = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
-            if match is None:
-                break
-            line, node = match[0].start_mark.line + 1, match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
 class _Reader:
     """Typed access to the parsed YAML that names the file, line and key of anything wrong."""
 
@@ -189,7 +169,10 @@ class _Reader:
 
     def fail(self, keys: tuple[str | int, ...], expected: str, found: Any = None) -> PolicyError:
         dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
-        line = _line_of(self.text, keys)
+        try:
+            line = line_of(yaml.compose(self.text), keys)
+        except yaml.YAMLError:
+            line = None
         where = f"{self.path}" + (f" line {line}" if line else "")
         shown = "" if found is None else f", found {found!r}"
         return PolicyError(f"{where}: key '{dotted}': expected {expected}{shown}")

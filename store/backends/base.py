@@ -57,6 +57,15 @@ class BulkSession(ABC):
     def keys(self, name: str, frame: pd.DataFrame) -> sa.Table:
         """A temporary table holding a set of keys, for joins, deletes and updates by key."""
 
+    def key_table(self, name: str, frame: pd.DataFrame) -> tuple[sa.Table, str]:
+        """The key table for `frame`'s columns, and the column list of its CREATE TABLE: every column a
+        VARCHAR(64) key, together the primary key (each backend creates it as its temporaries need)."""
+        columns = [sa.Column(c, sa.String(64), primary_key=True) for c in frame.columns]
+        table = sa.Table(name, sa.MetaData(), *columns)
+        defs = ", ".join(f"{self.quote(c)} VARCHAR(64) NOT NULL" for c in frame.columns)
+        pk = ", ".join(self.quote(c) for c in frame.columns)
+        return table, f"{defs}, PRIMARY KEY ({pk})"
+
     def in_keys(self, table: sa.Table, keys: sa.Table) -> sa.ColumnElement[bool]:
         """`key IN (SELECT key FROM keys)`: SQLite probes the table's primary key per key (a join or EXISTS may scan it)."""
         names = [c.name for c in keys.c]

@@ -37,11 +37,8 @@ class PostgresSession(BulkSession):
         self.stats["copy_rows"] += rows
 
     def keys(self, name: str, frame: pd.DataFrame) -> sa.Table:
-        columns = [sa.Column(c, sa.String(64), primary_key=True) for c in frame.columns]
-        table = sa.Table(name, sa.MetaData(), *columns)
-        defs = ", ".join(f"{self.quote(c)} VARCHAR(64) NOT NULL" for c in frame.columns)
-        pk = ", ".join(self.quote(c) for c in frame.columns)
-        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({defs}, PRIMARY KEY ({pk})) ON COMMIT DROP")
+        table, columns = self.key_table(name, frame)
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
         self.insert(table, frame.astype("string"))
         self.conn.exec_driver_sql(f"ANALYZE {name}")
         return table

@@ -61,12 +61,9 @@ class SqliteSession(BulkSession):
         self.stats["executemany_rows"] += rows
 
     def keys(self, name: str, frame: pd.DataFrame) -> sa.Table:
-        columns = [sa.Column(c, sa.String(64), primary_key=True) for c in frame.columns]
-        table = sa.Table(name, sa.MetaData(), *columns)
-        defs = ", ".join(f"{self.quote(c)} VARCHAR(64) NOT NULL" for c in frame.columns)
-        pk = ", ".join(self.quote(c) for c in frame.columns)
+        table, columns = self.key_table(name, frame)
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
-        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({defs}, PRIMARY KEY ({pk}))")
+        self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ({columns})")
         self.temps.append(name)
         self.insert(table, frame.astype("string"))
         return table
