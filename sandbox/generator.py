@@ -574,6 +574,20 @@ def _former_number(id18: str, taken: set[str], rng: np.random.Generator, elsewhe
             return candidate
 
 
+def disjoint_draws(rng: np.random.Generator, size: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """draw(pool, k): up to k of the `pool` people no earlier draw took, at random, in order; each
+    injected defect goes to people of its own, so its ground truth is exact."""
+    used = np.zeros(size, dtype=bool)
+
+    def draw(pool: np.ndarray, k: int) -> np.ndarray:
+        candidates = np.flatnonzero(pool & ~used)
+        chosen = np.sort(rng.choice(candidates, min(len(candidates), k), replace=False))
+        used[chosen] = True
+        return chosen
+
+    return draw
+
+
 def _inject(
     rng: np.random.Generator,
     p: _People,
@@ -610,19 +624,13 @@ def _inject(
         "excel_scientific": last != "X",
         "id_reissued": p.holder & has["police"],
     }
-    used = np.zeros(size, dtype=bool)
+    draw = disjoint_draws(rng, size)
     truth = _Truth()
 
     def row_of(source: str, person: int) -> int:
         if source == "civil":
             return int(civil_order[civil_first[person] + int(rng.integers(0, civil_count[person]))])
         return int(lookup[source][person])
-
-    def draw(pool: np.ndarray, k: int) -> np.ndarray:
-        candidates = np.flatnonzero(pool & ~used)
-        chosen = np.sort(rng.choice(candidates, min(len(candidates), k), replace=False))
-        used[chosen] = True
-        return chosen
 
     everyone = np.ones(size, dtype=bool)
     for kind in DEFECT_KINDS:

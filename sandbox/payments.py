@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sandbox.generator import disjoint_draws
+
 PAYMENT_MONTHS = 3
 SERVICE_CODES = {"living_subsidy": "01", "nursing_subsidy": "02"}
 PAYMENT_COLUMNS = (
@@ -112,14 +114,7 @@ def write_payments(
     pairs = pd.DataFrame(
         {"person": person, "service": eligible["service"].to_numpy(), "amount": eligible["amount"].to_numpy()}
     )
-    used = np.zeros(size, dtype=bool)
-
-    def draw(pool: np.ndarray, count: int) -> np.ndarray:
-        candidates = np.flatnonzero(pool & ~used)
-        chosen = np.sort(rng.choice(candidates, min(len(candidates), count), replace=False))
-        used[chosen] = True
-        return chosen
-
+    draw = disjoint_draws(rng, size)
     paid_person = np.zeros(size, dtype=bool)
     paid_person[pairs["person"]] = True
     clean_paid = people.clean & paid_person
