@@ -27,8 +27,6 @@ from core.masking import mask_structure
 from reports import charts
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-# Inline CSS shared by every HTML file the hub writes (no stylesheet, font or image is fetched).
-STYLE = "<style>\n" + (TEMPLATES / "base.css").read_text(encoding="utf-8") + "</style>\n"
 
 
 def scrub(value: Any) -> Any:
@@ -142,8 +140,10 @@ def env() -> Environment:
     )
 
 
-def _css() -> str:
-    return "\n".join((TEMPLATES / name).read_text(encoding="utf-8") for name in ("base.css", "report.css"))
+def css(*names: str) -> str:
+    """Inline CSS from templates/ (base.css is shared by every page: no stylesheet, font or image is
+    fetched)."""
+    return "\n".join((TEMPLATES / name).read_text(encoding="utf-8") for name in names)
 
 
 def _audit_defaults(audit: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +239,7 @@ def render_report(data: dict[str, Any], links: Mapping[str, str]) -> str:
         .get_template("report.html.j2")
         .render(
             **{**shown, "policy": shown.get("policy", "")},
-            css=_css(),
+            css=css("base.css", "report.css"),
             toc=TOC,
             charts=_charts(shown),
             quarantine=quarantine,
@@ -279,7 +279,7 @@ def render_index(runs: list[dict[str, Any]]) -> str:
         .render(
             runs=defang(scrub(list(reversed(runs)))),
             services=services,
-            css=_css(),
+            css=css("base.css", "report.css"),
             charts={"eligible": eligible, "findings": findings},
         )
     )

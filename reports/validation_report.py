@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.report import STYLE, defang, env, scrub
+from reports.report import css, defang, env, scrub
 
 
 def _view(summary: dict[str, Any]) -> dict[str, Any]:
@@ -65,4 +65,4 @@ def render_validation_report(summary: dict[str, Any]) -> str:
     """A validation summary (the validation.json content) as a self-contained HTML page; the ingest
     stage publishes it beside validation.json."""
     shown = defang(scrub(_view(summary)))
-    return env().get_template("validation.html.j2").render(**shown, style=STYLE)
+    return env().get_template("validation.html.j2").render(**shown, css=css("base.css"))
