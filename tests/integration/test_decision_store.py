@@ -17,7 +17,7 @@ from store.master_store import MasterStore
 from transforms.decisions import canonical, decisions_sha256
 
 SERVICES = ("living", "nursing", "pension")  # any number of services: the store never names one
-WRITES = ("copy_rows", "executemany_rows")
+WRITES = ("copy_rows", "ingest_rows")
 VALUE = ["id_number", "service", "eligible", "amount", "reasons"]
 
 
