@@ -528,8 +528,7 @@ class MasterStore:
         (`keys`: every key the run touches; None when the table was empty)."""
         dv = decision_version
         rows = opening[["id_number", "service"]].merge(decisions, on=["id_number", "service"], how="left")
-        out = rows[["id_number", "service"]].copy()
-        out["version"] = np.int64(1)
+        version = np.ones(len(rows), dtype=np.int64)
         if keys is not None:
             last = self._read(
                 sa.select(dv.c.id_number, dv.c.service, sa.func.max(dv.c.version).label("version"))
@@ -538,14 +537,15 @@ class MasterStore:
                 dv,
                 conn,
             )
-            found = out[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
-            out["version"] = found["version"].fillna(0).astype("int64").to_numpy() + 1
-        out["valid_from"] = pd.Timestamp(as_of)
-        for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version"):
-            out[c] = rows[c].to_numpy()
-        out["policy_hash"] = policy_hash
+            found = rows[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
+            version = found["version"].fillna(0).astype("int64").to_numpy() + 1
+        # columns kept as they are (Arrow-backed text, not object arrays): the bulk paths hand them on
+        values = {c: rows[c] for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version")}
+        out = rows[["id_number", "service"]].assign(
+            version=version, valid_from=pd.Timestamp(as_of), **values, policy_hash=policy_hash
+        )
         if causes is not None:
-            out["caused_by"] = causes(out["id_number"]).to_numpy()
+            out["caused_by"] = causes(out["id_number"]).set_axis(out.index)
         out["run_id"] = run_id
         bulk.insert(dv, out)
 
