@@ -47,7 +47,8 @@ class SqliteSession(BulkSession):
     this transaction. So the rows go into a scratch SQLite file beside the store (no journal, no
     fsync: it is thrown away), which this connection attaches and copies from in C. The file is
     unlinked as soon as it is attached (the open handle keeps it readable), so a process killed
-    after that leaves nothing; the pool detaches it when the connection comes back (SqliteBackend).
+    after that leaves nothing (one killed while staging leaves its file to sweep_scratch); the pool
+    detaches it when the connection comes back (SqliteBackend).
     """
 
     def __init__(self, conn: sa.Connection, chunk_rows: int, stats: Counter[str], scratch: Path) -> None:
@@ -60,7 +61,8 @@ class SqliteSession(BulkSession):
     def writer(self, table: sa.Table, columns: list[str]) -> Iterator[Writer]:
         import adbc_driver_sqlite.dbapi as lite
 
-        fd, name = tempfile.mkstemp(prefix=STAGE_PREFIX, suffix=".sqlite", dir=self.scratch)  # 0600
+        prefix = f"{STAGE_PREFIX}{os.getpid()}-"  # whose it is (sweep_scratch)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".sqlite", dir=self.scratch)  # 0600
         os.close(fd)
         path = Path(name)
         try:
@@ -80,10 +82,8 @@ class SqliteSession(BulkSession):
             path.unlink(missing_ok=True)
         self.staged += 1
         names = ", ".join(self.quote(c) for c in columns)
-        self.conn.exec_driver_sql(
-            f"INSERT INTO {self.quote(table.name)} ({names}) "
-            f"SELECT {names} FROM {self.quote(schema)}.rows"
-        )
+        source = f"SELECT {names} FROM {self.quote(schema)}.rows"  # noqa: S608 - quoted table and column names
+        self.conn.exec_driver_sql(f"INSERT INTO {self.quote(table.name)} ({names}) {source}")
 
     def count(self, rows: int) -> None:
         self.stats["ingest_rows"] += rows
@@ -108,6 +108,24 @@ class SqliteSession(BulkSession):
         self.temps.clear()
 
 
+def sweep_scratch(folder: Path) -> None:
+    """Delete the scratch files of processes that are gone (killed while staging rows: personal data)."""
+    for path in folder.glob(f"{STAGE_PREFIX}*.sqlite"):
+        pid = path.name.removeprefix(STAGE_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class SqliteBackend(Backend):
     """A SQLite file (its directory created) in WAL mode with synchronous=NORMAL for bulk writes."""
 
@@ -125,6 +143,8 @@ class SqliteBackend(Backend):
             # the master file is personal data: owner only (SQLite's -wal follows)
             self.database.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
             self.database.touch(mode=PRIVATE_FILE_MODE)
+        if self.database is not None:
+            sweep_scratch(self.scratch)
         engine = sa.create_engine(self.url)
 
         @sa.event.listens_for(engine, "connect")
