@@ -70,10 +70,12 @@ class SqliteSession(BulkSession):
                 cursor.execute("PRAGMA journal_mode=OFF")
                 cursor.fetchall()
                 cursor.execute("PRAGMA synchronous=OFF")
-                modes = iter(["create"])
+                made = False
 
                 def write(part: pd.DataFrame) -> None:
-                    cursor.adbc_ingest("rows", staged_arrow(part, table), mode=next(modes, "append"))
+                    nonlocal made
+                    cursor.adbc_ingest("rows", staged_arrow(part, table), mode="append" if made else "create")
+                    made = True
 
                 yield write
             schema = f"{STAGE_SCHEMA}{self.staged}"
