@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from core.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from core.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, process_running
 from store.backends.base import Backend, BulkSession, Writer
 from store.convert import arrow, rows_arrow
 
@@ -114,18 +114,8 @@ def sweep_scratch(folder: Path) -> None:
     """Delete the scratch files of processes that are gone (killed while staging rows: personal data)."""
     for path in folder.glob(f"{STAGE_PREFIX}*.sqlite"):
         pid = path.name.removeprefix(STAGE_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 class SqliteBackend(Backend):
