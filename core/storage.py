@@ -360,11 +360,11 @@ def _remove_stale_temps(path: Path) -> None:
 
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
             stale.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether a process `pid` exists (signal 0 checks without sending; EPERM means another user's)."""
     try:
         os.kill(pid, 0)

@@ -91,16 +91,22 @@ def _write_open_decisions(path: Path, decisions: pd.DataFrame, tag: dict[str, st
         pq.write_table(table, tmp)
 
 
-def _read_open_decisions(path: Path, tag: dict[str, str]) -> pd.DataFrame | None:
-    """The file's decisions when its tag is `tag` (it mirrors the store), else None."""
+def _read_open_decisions(path: Path, url: str) -> tuple[pd.DataFrame, dict[str, str]] | None:
+    """The file's decisions and tag when it was written for the store at `url`, else None."""
     try:
         schema = pq.read_schema(path)
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         return None
-    if json.loads((schema.metadata or {}).get(OPEN_DECISIONS_KEY, b"{}")) != tag:
+    tag = json.loads((schema.metadata or {}).get(OPEN_DECISIONS_KEY, b"{}"))
+    if tag.get("url") != url or not {"run_id", "at"} <= tag.keys():
         return None
     frame = pq.read_table(path).to_pandas(types_mapper=PANDAS_TYPES.get)
-    return frame.astype({"eligible": bool, "amount": "float64"})
+    return frame.astype({"eligible": bool, "amount": "float64"}), tag
+
+
+def _key_text(frame: pd.DataFrame) -> pd.Series:
+    """(id_number, service) as one text per row, for membership tests through Arrow (store.frames.isin)."""
+    return frame["id_number"].astype("string") + "\x1f" + frame["service"].astype("string")
 
 
 # -- the store --------------------------------------------------------------------------------------------
@@ -493,24 +499,53 @@ class MasterStore:
         return int(deleted)
 
     def _open_decisions(self, conn: sa.Connection, run_id: str, snapshot: Path | None) -> pd.DataFrame:
-        """The open versions' keys and values: from the snapshot when it mirrors the store, else read."""
-        last = conn.execute(
-            sa.select(run.c.run_id, run.c.decisions_written_at)
-            .where(run.c.decisions_written_at.is_not(None))
-            .order_by(run.c.decisions_written_at.desc(), run.c.run_id.desc())
-            .limit(1)
-        ).first()
-        if snapshot is not None and last is not None and last[0] != run_id:
-            frame = _read_open_decisions(
-                snapshot, {"url": self.url, "run_id": str(last[0]), "at": str(last[1])}
-            )
-            if frame is not None:
+        """The open versions' keys and values: the snapshot when it mirrors the store; the snapshot of an
+        earlier run and the versions the runs after it opened or closed (read by run, not every open
+        version); else every open version read."""
+        query = sa.select(run.c.run_id, run.c.decisions_written_at).where(
+            run.c.decisions_written_at.is_not(None)
+        )
+        written = {str(r): str(at) for r, at in conn.execute(query).all()}
+        found = None if snapshot is None else _read_open_decisions(snapshot, self.url)
+        # the file of a run the store knows as written then; not this run's own (its earlier attempt
+        # is undone in this transaction)
+        if (
+            found is not None
+            and found[1]["run_id"] != run_id
+            and written.get(found[1]["run_id"]) == found[1]["at"]
+        ):
+            frame, tag = found
+            later = [r for r, at in written.items() if at > tag["at"]]
+            if not later:
                 self.stats["open_decisions_from_snapshot"] += 1
                 return frame
+            self.stats["open_decisions_from_snapshot_and_runs"] += 1
+            return self._open_decisions_after(conn, frame, later)
         dv = decision_version
-        cols = self._columns(dv, ["id_number", "service", "eligible", "amount", "reasons"])
+        cols = self._columns(dv, OPEN_DECISION_COLUMNS)
         query = sa.select(*cols).where(dv.c.valid_to.is_(None)).order_by(dv.c.id_number, dv.c.service)
         return self._read(query, dv, conn)
+
+    def _open_decisions_after(
+        self, conn: sa.Connection, before: pd.DataFrame, later: list[str]
+    ) -> pd.DataFrame:
+        """The open versions `before` some runs, brought forward by what those runs wrote: a key they
+        closed leaves, a version they opened (and is still open) comes in."""
+        dv = decision_version
+        opened = self._read(
+            sa.select(*self._columns(dv, OPEN_DECISION_COLUMNS)).where(
+                dv.c.run_id.in_(later), dv.c.valid_to.is_(None)
+            ),
+            dv,
+            conn,
+        )
+        closed = self._read(
+            sa.select(dv.c.id_number, dv.c.service).where(dv.c.closed_run.in_(later)), dv, conn
+        )
+        # a key whose version a later run replaced had it closed by that run too
+        kept = before[~isin(_key_text(before), _key_text(closed))]
+        merged = pd.concat([kept, opened.astype(kept.dtypes.to_dict())], ignore_index=True)
+        return merged.sort_values(["id_number", "service"], kind="stable").reset_index(drop=True)
 
     def _insert_decisions(
         self,
@@ -528,8 +563,7 @@ class MasterStore:
         (`keys`: every key the run touches; None when the table was empty)."""
         dv = decision_version
         rows = opening[["id_number", "service"]].merge(decisions, on=["id_number", "service"], how="left")
-        out = rows[["id_number", "service"]].copy()
-        out["version"] = np.int64(1)
+        version = np.ones(len(rows), dtype=np.int64)
         if keys is not None:
             last = self._read(
                 sa.select(dv.c.id_number, dv.c.service, sa.func.max(dv.c.version).label("version"))
@@ -538,14 +572,15 @@ class MasterStore:
                 dv,
                 conn,
             )
-            found = out[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
-            out["version"] = found["version"].fillna(0).astype("int64").to_numpy() + 1
-        out["valid_from"] = pd.Timestamp(as_of)
-        for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version"):
-            out[c] = rows[c].to_numpy()
-        out["policy_hash"] = policy_hash
+            found = rows[["id_number", "service"]].merge(last, on=["id_number", "service"], how="left")
+            version = found["version"].fillna(0).astype("int64").to_numpy() + 1
+        # columns kept as they are (Arrow-backed text, not object arrays): the bulk paths hand them on
+        values = {c: rows[c] for c in ("period", "eligible", "amount", "reasons", "policy", "policy_version")}
+        out = rows[["id_number", "service"]].assign(
+            version=version, valid_from=pd.Timestamp(as_of), **values, policy_hash=policy_hash
+        )
         if causes is not None:
-            out["caused_by"] = causes(out["id_number"]).to_numpy()
+            out["caused_by"] = causes(out["id_number"]).set_axis(out.index)
         out["run_id"] = run_id
         bulk.insert(dv, out)
 

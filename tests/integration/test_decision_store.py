@@ -3,6 +3,7 @@ rows written on a 1%-change day, and migration 0003 up and down keeping every ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from store.master_store import MasterStore
 from transforms.decisions import canonical, decisions_sha256
 
 SERVICES = ("living", "nursing", "pension")  # any number of services: the store never names one
-WRITES = ("copy_rows", "executemany_rows")
+WRITES = ("copy_rows", "ingest_rows")
 VALUE = ["id_number", "service", "eligible", "amount", "reasons"]
 
 
@@ -124,8 +125,10 @@ def test_a_retried_run_writes_what_a_clean_run_writes(store_url: str, tmp_path: 
     stale = evaluated(persons, DAY1)  # a file that does not mirror the store's last run is ignored
     store.apply_decisions(stale, "run-x", DAY3, "h", "s", None, tmp_path / "other.parquet")
     pd.read_parquet(snapshot)  # still run-2's
+    # run-2's file and the versions run-x opened and closed after it, not every open version
     assert apply(store, day2, "run-3", DAY3, snapshot)["opened"] == 20
     assert store.stats["open_decisions_from_snapshot"] == 1
+    assert store.stats["open_decisions_from_snapshot_and_runs"] == 1
     versions = store.read_decision_versions()
     assert len(versions) == 600 + 20 + 20 + 20
     same_decisions(store.decisions_in_force(DAY2), day2)
@@ -149,6 +152,33 @@ def test_leaving_and_returning_persons_close_and_reopen_their_decisions(store_ur
     assert back.loc[back["version"] == 2, "valid_from"].eq(pd.Timestamp(DAY3)).all()
     assert store.decisions_in_force(DAY2)["id_number"].eq(persons.iloc[3]).sum() == 0
     store.dispose()
+
+
+def test_an_older_snapshot_brought_forward_by_the_runs_after_it_equals_reading_the_table(
+    new_store_url: Callable[[], str], tmp_path: Path
+) -> None:
+    """Runs after the file's run closed, reopened, opened and left decisions: the file plus what those
+    runs wrote gives what every open version read from the table gives."""
+    patched, plain = MasterStore(new_store_url()), MasterStore(new_store_url())
+    snapshot = tmp_path / "open.parquet"
+    persons = first_merge(300).master["id_number"]
+    fewer = persons.drop(index=[3, 4]).reset_index(drop=True)
+    days = [
+        ("run-1", DAY1, evaluated(persons, DAY1), snapshot),
+        # the file stays run-1's: these runs write theirs elsewhere
+        ("run-2", DAY2, evaluated(fewer, DAY2, flip=np.arange(0, 298, 7)), tmp_path / "elsewhere.parquet"),
+        ("run-3", DAY2, evaluated(pd.concat([persons.iloc[[3]], fewer, ids(2, start=9_000)]), DAY2), None),
+        ("run-4", DAY3, evaluated(persons, DAY3, flip=np.arange(0, 300, 11)), snapshot),
+    ]
+    for run_id, day, frame, path in days:
+        assert apply(patched, canonical(frame), run_id, day, path) == apply(
+            plain, canonical(frame), run_id, day
+        )
+    assert patched.stats["open_decisions_from_snapshot_and_runs"] == 1
+    assert plain.stats["open_decisions_from_snapshot_and_runs"] == 0
+    pd.testing.assert_frame_equal(patched.read_decision_versions(), plain.read_decision_versions())
+    patched.dispose()
+    plain.dispose()
 
 
 def test_migration_0003_folds_per_run_rows_into_versions_and_back(store_url: str) -> None:
