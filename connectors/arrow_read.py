@@ -52,7 +52,7 @@ def _sqlite_text_batches(
     import adbc_driver_sqlite.dbapi as lite
 
     names = [c.name for c in query.selected_columns]
-    led = sa.union_all(
+    led = sa.union_all(  # type: ignore[var-annotated]
         sa.select(sa.literal(0).label(MARKER), *(sa.literal("").label(n) for n in names)),
         query.order_by(None).with_only_columns(sa.literal(1).label(MARKER), *query.selected_columns),
     ).order_by(*(sa.column(n) for n in [MARKER, *keys]))
@@ -63,12 +63,10 @@ def _sqlite_text_batches(
         first = True
         for batch in cursor.fetch_record_batch():
             if first:
-                if batch.column(0)[0].as_py() != 0:  # pragma: no cover - the compound's ORDER BY puts it first
+                if batch.column(0)[0].as_py() != 0:  # the compound's ORDER BY puts it first
                     raise RuntimeError("the leading text row of the SQLite query did not come first")
                 batch, first = batch.slice(1), False
-            yield pa.RecordBatch.from_arrays(
-                [c.cast(pa.string()) for c in batch.columns[1:]], names=names
-            )
+            yield pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in batch.columns[1:]], names=names)
 
 
 def _mariadb_text_batches(
@@ -88,18 +86,13 @@ def _mariadb_text_batches(
     sql = str(query.order_by(None).compile(dialect=mysql.dialect(), compile_kwargs={"literal_binds": True}))
     uri = url.set(drivername="mysql", query={}).render_as_string(hide_password=False)
     stream = cx.read_sql(uri, sql, return_type="arrow_stream", batch_size=chunk_rows)
-    order = ", ".join(_quoted(n) + " NULLS FIRST" for n in dict.fromkeys([*keys, *names]))
+    order = [duckdb.ColumnExpression(n).asc().nulls_first() for n in dict.fromkeys([*keys, *names])]
     db = duckdb.connect(config={"memory_limit": SORT_MEMORY, "temp_directory": str(spill)})
     try:
-        db.register("pulled", stream)
-        yield from db.sql(f"SELECT * FROM pulled ORDER BY {order}").to_arrow_reader(chunk_rows)
+        yield from db.from_arrow(stream).sort(*order).to_arrow_reader(chunk_rows)
     finally:
         db.close()
         shutil.rmtree(spill, ignore_errors=True)
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _dbapi_batches(engine: sa.Engine, sql: str, chunk_rows: int, names: list[str]) -> Iterator[pa.Table]:
