@@ -22,14 +22,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from core.contracts import REASONS, SourceContract
 from core.masking import mask_id
 from core.settings import GX_DIR, Settings
+from transforms.ids import as_arrow
 from transforms.standardise import (
     NON_RECORD,
     STRING,
     Reasons,
+    mask_of,
 )
 
 log = logging.getLogger(__name__)
@@ -372,7 +375,7 @@ def split_non_records(
     for kind, pattern in NON_RECORD.items():
         hit = np.zeros(len(native), dtype=bool)
         for cell in dict.fromkeys(cells):
-            hit |= native[cell].astype(STRING).str.contains(pattern, regex=True).fillna(False).to_numpy(bool)
+            hit |= mask_of(pc.match_substring_regex(as_arrow(native[cell]), pattern))
         masks[kind] = hit
     header = np.ones(len(native), dtype=bool)
     for name in contract.natives:
