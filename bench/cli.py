@@ -127,7 +127,8 @@ def bench_pull(
     f = run_bench_pull(load_settings(config), url, chunk_rows)
     console.print(
         f"pull cdpf from {f['backend']}: {f['rows']:,} rows in {f['seconds']:.2f} s = "
-        f"{f['rows_per_second']:,.0f} rows/s; peak RSS {f['peak_rss_mib']:.0f} MiB; figures: {f['json']}"
+        f"{f['rows_per_second']:,.0f} rows/s ({f['cpu_seconds']:.2f} CPU s in this process = "
+        f"{f['rows_per_cpu_second']:,.0f} rows per CPU s); peak RSS {f['peak_rss_mib']:.0f} MiB; figures: {f['json']}"
     )
 
 

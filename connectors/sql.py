@@ -182,7 +182,7 @@ def pull_sql(
         raise ConnectorError(
             source, "sql", config.table, f"expected columns {missing}, found {list(table.c.keys())}"
         )
-    query = sa.select(table).order_by(*(table.c[c] for c in order_by))
+    query = sa.select(table)
     resume = _Resume(storage, source) if incremental else None
     overlap = timedelta(seconds=config.overlap_seconds)
     since = resume.since(overlap) if resume else None
@@ -211,7 +211,7 @@ def pull_sql(
         # (both release the GIL); at most one part waits, so memory stays at about two chunks
         writer = ThreadPoolExecutor(max_workers=1)
         pending: Future[None] | None = None
-        for chunk in read_chunks(engine, query, config.chunk_rows):
+        for chunk in read_chunks(engine, query, order_by, config.chunk_rows, batch.path_for(".sort")):
             if not incremental:
                 number += 1
                 if pending is not None:

@@ -50,6 +50,7 @@ from transforms.standardise import (
 from transforms.validate import (
     SUITE_DIR,
     apply_suite,
+    duplicate_rows,
     finalise,
     id_fix_counts,
     id_flags,
@@ -285,8 +286,7 @@ def stage_batch(
         reasons.add(
             "ENCODING_INVALID", np.concatenate([undecodable, np.zeros(n - len(undecodable), dtype=bool)])
         )
-    duplicate = native.duplicated(subset=contract.natives, keep="first").to_numpy(dtype=bool)
-    reasons.add("DUPLICATE_ROW", duplicate)
+    reasons.add("DUPLICATE_ROW", duplicate_rows(native, contract.natives))
 
     gx_results, gx_stored = apply_suite(
         settings, source, contract, frame, reasons, as_of, batch_id, storage.gx_context()

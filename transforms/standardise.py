@@ -52,10 +52,13 @@ _DATE = (
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 NUMBER_OK = ("code", "int", "float", "bool")  # JSON numbers read as their text in these columns only
 WRONG_TYPE = "_wrong_type"  # per row: the native columns whose JSON value was not text (';'-joined)
-# Lines a spreadsheet adds around the records: totals and notes (the first cell starts with these).
-NON_RECORD = {  # patterns both RE2 (Arrow) and Python's re read alike: the ideographic space is literal
-    "totals": "^[\\s\u3000\"']*(?:合\\s*计|总\\s*计|小\\s*计)",
-    "notes": "^[\\s\u3000\"']*(?:备\\s*注|说\\s*明|注\\s*[:：])",
+# Python's \s (str.isspace) spelled out as a class, so that RE2 (Arrow, ASCII-only \s) reads alike.
+_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Lines a spreadsheet adds around the records: totals and notes (the first cell starts with these);
+# matched by Arrow (RE2) over whole columns.
+NON_RECORD = {
+    "totals": f"^[{_SPACE}\"']*(?:合[{_SPACE}]*计|总[{_SPACE}]*计|小[{_SPACE}]*计)",
+    "notes": f"^[{_SPACE}\"']*(?:备[{_SPACE}]*注|说[{_SPACE}]*明|注[{_SPACE}]*[:：])",
 }
 
 

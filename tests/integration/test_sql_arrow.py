@@ -103,3 +103,47 @@ def test_a_column_null_for_its_first_rows_still_lands(settings, front_url: str) 
     frame = pd.concat(pd.read_parquet(p) for p in sorted(landed.path.glob("part-*.parquet")))
     assert frame["BZ"].isna().sum() == 1500 and (frame["BZ"].iloc[1500:] != "").all()
     assert frame["BZ"].iloc[-1] == "备注1599" and frame["ID"].iloc[-1] == "01599"
+
+
+def test_an_all_text_table_lands_ordered_and_resumes(settings, front_url: str) -> None:
+    """The usual 前置库 (every column TEXT; on MariaDB read through ConnectorX and ordered by DuckDB):
+    rows land ordered by the keys across chunks, the same table lands the same batch again, nothing else
+    is left in the landing (the sort's spill folder), and an incremental pull resumes from the bookmark."""
+    engine = sa.create_engine(front_url)
+    meta = sa.MetaData()
+    table = sa.Table(
+        "CJR_CJRZ", meta, sa.Column("SFZH", sa.Text), sa.Column("XM", sa.Text), sa.Column("GXSJ", sa.Text)
+    )
+    meta.create_all(engine)
+    rows = [
+        {"SFZH": f"11010119900101{i % 7:04d}", "XM": None if i % 5 == 0 else f"王䶮{i % 3}",
+         "GXSJ": f"2026-10-31 08:00:{i % 4:02d}"}
+        for i in range(30)
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+    storage = Storage(settings)
+    full = SqlSource(transport="sql", contract="x", url=front_url, table="CJR_CJRZ", chunk_rows=4)
+    first = pull_sql(storage, "cdpf", full, date(2026, 10, 31), ["GXSJ", "SFZH"])
+    frame = pd.concat(pd.read_parquet(p) for p in sorted(first.path.glob("part-*.parquet")))
+    keys = list(zip(frame["GXSJ"], frame["SFZH"], strict=True))
+    assert keys == sorted(keys) and len(frame) == 30 and frame["XM"].isna().sum() == 6
+    assert sorted(p.name for p in first.path.iterdir()) == ["manifest.json"] + [
+        f"part-{n:05d}.parquet" for n in range(1, 9)
+    ]
+    again = pull_sql(storage, "cdpf", full, date(2026, 10, 31), ["GXSJ", "SFZH"])
+    assert (again.batch_id, again.new) == (first.batch_id, False)
+
+    incremental = full.model_copy(
+        update={"mode": "incremental", "watermark_column": "GXSJ", "key_columns": ["SFZH"]}
+    )
+    base = pull_sql(storage, "cdpf_delta", incremental, date(2026, 11, 1), [], now=datetime(2026, 11, 1))
+    assert base.rows == 30
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(), [{"SFZH": "110101199001019999", "XM": "新", "GXSJ": "2026-10-31 09:00:00"}]
+        )
+    delta = pull_sql(storage, "cdpf_delta", incremental, date(2026, 11, 2), [], now=datetime(2026, 11, 2))
+    landed = pd.concat(pd.read_parquet(p) for p in delta.path.glob("part-*.parquet"))
+    assert list(landed["XM"]) == ["新"]
+    engine.dispose()

@@ -21,7 +21,7 @@ from core.settings import Settings, load_settings
 from core.storage import Storage, sync_gx_context
 from stages.exchange import write_reject_file
 from stages.ingest import stage_batch
-from transforms.validate import SuiteError, load_suite, run_suite
+from transforms.validate import SuiteError, duplicate_rows, load_suite, run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = date(2025, 6, 30)
@@ -621,3 +621,15 @@ def test_check_results_count_rows_the_standardiser_refused(settings: Settings, t
         encoding="utf-8"
     )
     assert "ID_CHECKSUM</span>:1" in html
+
+
+def test_duplicate_rows_are_exactly_pandas_duplicated() -> None:
+    """Hash first, compare only where a hash recurs: the same flags as duplicated(keep='first'),
+    nulls equal to nulls, a row equal to an earlier one in all but one column not flagged."""
+    rows = [["a", "1", None], ["a", "1", None], ["a", "1", "x"], ["b", None, "x"], ["a", "1", None],
+            ["b", None, "x"], ["a", "2", None]] * 3  # fmt: skip
+    native = pd.DataFrame(rows, columns=["P", "Q", "R"]).astype("string")
+    expected = native.duplicated(keep="first").to_numpy()
+    assert (duplicate_rows(native, ["P", "Q", "R"]) == expected).all()
+    assert expected.sum() == 17
+    assert not duplicate_rows(native, ["P", "Q", "R"])[[0, 2, 3, 6]].any()
