@@ -1038,7 +1038,8 @@ def _write_audit_inputs(
     known = row >= 0
     status = np.where(known, police.fields["status"][np.maximum(row, 0)], -1)
     county = np.where(known, police.fields["county"][np.maximum(row, 0)], "")
-    damaged = np.isin(p.id_number, [d[1] for d in truth.defects])
+    # as fixed-width text: np.isin on object arrays compares every pair (hours at provincial size)
+    damaged = np.isin(p.id_number.astype(str), np.array([d[1] for d in truth.defects], dtype=str))
     people = payments.Holder(
         id_number=p.id_number,
         name=p.name,
