@@ -13,6 +13,7 @@ not exact duplicates. Two figures, each the median of `rounds`, with the peak RS
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import statistics
 import tempfile
@@ -57,6 +58,7 @@ def _timed(rounds: int, run: Any) -> tuple[list[float], int]:
     seconds = []
     with PeakRss() as rss:
         for _ in range(rounds):
+            gc.collect()  # garbage left by earlier work is not this round's cost
             started = time.perf_counter()
             run()
             seconds.append(time.perf_counter() - started)
