@@ -29,13 +29,12 @@ import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connectors.sftp import SftpClient
+from core.publish import MANIFEST, MARKER  # the suffixes a published unit carries
 
 log = logging.getLogger(__name__)
 
 STAGING = ".lianban-incoming"
 ACK_SUFFIX = ".ack"
-MANIFEST = ".manifest.json"
-MARKER = ".ok"
 
 
 class PushError(RuntimeError):
